@@ -1,0 +1,195 @@
+"""The library: one object that holds a log and its rules. Every CLI command calls one method.
+
+>>> from evflow import Evflow
+>>> flow = Evflow(db="shop.db", rules="rules")
+>>> result = flow.emit({"type": "order.placed", "data": {"orderId": "o-1", "orderAmt": 120}})
+>>> result.event["seq"]
+1
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from evflow.errors import EvflowError, InvalidEvent
+from evflow.events import DEFAULT_SOURCE, Event, normalize
+from evflow.routing import Outcome, Router
+from evflow.store import DEFAULT_DB, open_store
+from evflow.store.base import EventFilter, Stats
+
+if TYPE_CHECKING:
+    from evflow.rules import RuleSet
+    from evflow.store.sql import SqlStore
+
+DEFAULT_RULES = "rules"
+
+
+@dataclass(slots=True)
+class ImportResult:
+    recorded: int = 0
+    duplicates: int = 0
+    derived: int = 0
+    deliveries: list[int] = field(default_factory=list)
+    invalid: list[str] = field(default_factory=list)  # "FILE:LINE: problem", with --skip-invalid
+    last_seq: int = 0
+
+
+class Evflow:
+    """An event log (``db``: URL or path) with the rules in ``rules`` (a folder)."""
+
+    def __init__(
+        self,
+        db: str | None = None,
+        rules: str | os.PathLike[str] | None = None,
+        *,
+        ruleset: RuleSet | None = None,
+    ) -> None:
+        self.db_url = db or os.environ.get("EVFLOW_DB") or DEFAULT_DB
+        self.rules_dir = Path(rules or os.environ.get("EVFLOW_RULES") or DEFAULT_RULES)
+        self._store: SqlStore | None = None
+        self._ruleset = ruleset
+
+    # -- resources ----------------------------------------------------------------------------
+
+    @property
+    def store(self) -> SqlStore:
+        if self._store is None:
+            self._store = open_store(self.db_url)
+        return self._store
+
+    @property
+    def ruleset(self) -> RuleSet:
+        if self._ruleset is None:
+            from evflow.loading import load_rules
+
+            self._ruleset = load_rules(self.rules_dir, cache_dir=self.cache_dir)
+        return self._ruleset
+
+    @property
+    def cache_dir(self) -> Path | None:
+        """Compiled-rules cache beside a SQLite database (``.evflow/cache``), else none."""
+        if "://" in self.db_url and not self.db_url.startswith("sqlite"):
+            return Path(".evflow") / "cache"
+        path = self.db_url.removeprefix("sqlite:///")
+        if path == ":memory:":
+            return None
+        return Path(path).parent / "cache"
+
+    def close(self) -> None:
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+
+    def __enter__(self) -> Evflow:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- writing ------------------------------------------------------------------------------
+
+    def emit(
+        self,
+        event: Mapping[str, Any],
+        *,
+        dry_run: bool = False,
+        at: datetime | None = None,
+        default_source: str = DEFAULT_SOURCE,
+    ) -> Outcome:
+        """Append one event and what its rules trigger, in one transaction.
+
+        ``dry_run`` does all of it and rolls back: what it reports is exactly what a real emit
+        would have done, and nothing is recorded. ``at`` judges windows as of that time.
+        """
+        normalized = normalize(event, default_source=default_source)
+        router = Router(self.ruleset, at=at)
+        try:
+            with self.store.write() as tx:
+                outcome = router.append(tx, normalized)
+                if dry_run:
+                    raise _Rollback(outcome)
+        except _Rollback as rollback:
+            return rollback.outcome
+        return outcome
+
+    def import_events(
+        self,
+        lines: Iterable[tuple[str, Any]],
+        *,
+        skip_invalid: bool = False,
+        progress: Callable[[int], None] | None = None,
+    ) -> ImportResult:
+        """Append events in order, in one transaction.
+
+        ``lines`` yields ``(where, raw)`` pairs (``where`` is ``FILE:LINE``; ``raw`` a parsed
+        JSON value, or an :class:`InvalidEvent` for a line that did not parse). Atomic: the
+        first bad line raises and nothing is recorded, unless ``skip_invalid``, which records the
+        good lines and lists every bad one.
+        """
+        result = ImportResult()
+        router = Router(self.ruleset)
+        with self.store.write() as tx:
+            for count, (where, raw) in enumerate(lines, 1):
+                try:
+                    if isinstance(raw, InvalidEvent):
+                        raise raw
+                    event = normalize(raw, where=where)
+                    if skip_invalid:
+                        tx.execute("SAVEPOINT evflow_line")
+                    try:
+                        outcome = router.append(tx, event)
+                    except EvflowError as exc:
+                        if not skip_invalid:
+                            raise EvflowError(f"{where}: {exc}") from None
+                        tx.execute("ROLLBACK TO SAVEPOINT evflow_line")
+                        raise InvalidEvent("event", str(exc), where) from None
+                    if skip_invalid:
+                        tx.execute("RELEASE SAVEPOINT evflow_line")
+                except InvalidEvent as exc:
+                    if not skip_invalid:
+                        raise
+                    result.invalid.append(str(exc))
+                    continue
+                if outcome.duplicate:
+                    result.duplicates += 1
+                else:
+                    result.recorded += 1
+                    result.derived += len(outcome.derived)
+                    result.last_seq = outcome.event["seq"]
+                result.deliveries.extend(d["id"] for d in outcome.deliveries)
+                if progress is not None and count % 500 == 0:
+                    progress(count)
+        return result
+
+    # -- reading ------------------------------------------------------------------------------
+
+    def events(self, flt: EventFilter | None = None) -> Iterator[Event]:
+        return self.store.read(flt)
+
+    def get(self, ref: str | int) -> Event | None:
+        return self.store.get(ref)
+
+    def caused_tree(self, event: Event, depth: int = 0) -> list[tuple[int, Event]]:
+        """Events caused by ``event``, depth-first, with their depth (1 = direct)."""
+        out: list[tuple[int, Event]] = []
+        for child in self.store.caused_by(event["id"]):
+            out.append((depth + 1, child))
+            if depth + 1 < 64:
+                out.extend(self.caused_tree(child, depth + 1))
+        return out
+
+    def stats(self) -> Stats:
+        return self.store.stats()
+
+
+class _Rollback(Exception):
+    """Unwinds a dry run's transaction, carrying what it would have done."""
+
+    def __init__(self, outcome: Outcome) -> None:
+        super().__init__("dry run")
+        self.outcome = outcome

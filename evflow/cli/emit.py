@@ -1,0 +1,197 @@
+"""``evflow emit``: the per-event command scripts call, kept light to start.
+
+It is reached two ways: a fast path (:func:`fast_main`, plain ``argparse``) that spares scripts
+the ~150 ms of importing typer for every event, and the typer command (for ``--help`` and for
+anything the fast path does not understand). Both build an :class:`EmitOptions` and call
+:func:`run_emit`, so they cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from evflow.cli.output import Output
+from evflow.errors import InvalidEvent, UsageError
+
+
+@dataclass
+class EmitOptions:
+    type: str
+    data: str | None = None
+    fields: list[str] = field(default_factory=list)
+    subject: str | None = None
+    source: str | None = None
+    time: str | None = None
+    id: str | None = None
+    dry_run: bool = False
+    at: str | None = None
+    no_dispatch: bool = False
+    strict: bool = False
+    format: str | None = None
+
+
+def read_data(spec: str | None, fields: list[str], stdin: Any = None) -> dict[str, Any]:
+    """``--data`` (JSON, ``@file`` or ``-``) merged with ``-f key=value`` pairs."""
+    from evflow.events import parse_json_object
+
+    data: dict[str, Any] = {}
+    if spec is not None:
+        if spec == "-":
+            text = (stdin or sys.stdin).read()
+            data = parse_json_object(text, "--data (stdin)")
+        elif spec.startswith("@"):
+            path = Path(spec[1:])
+            try:
+                text = path.read_text(encoding="utf-8")
+            except OSError as exc:
+                raise UsageError(f"--data: cannot read {path}: {exc.strerror}") from None
+            data = parse_json_object(text, f"--data ({path})")
+        else:
+            data = parse_json_object(spec, "--data")
+    for item in fields:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise UsageError(f"-f: expected key=value (got {item!r})")
+        try:
+            value: Any = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        data[key] = value
+    return data
+
+
+def build_event(opts: EmitOptions, stdin: Any = None) -> dict[str, Any]:
+    raw: dict[str, Any] = {"type": opts.type, "data": read_data(opts.data, opts.fields, stdin)}
+    for name in ("subject", "source", "time", "id"):
+        value = getattr(opts, name)
+        if value is not None:
+            raw[name] = value
+    return raw
+
+
+def run_emit(opts: EmitOptions, db: str | None, rules: str | None, out: Output) -> int:
+    from evflow.app import Evflow
+    from evflow.events import normalize, parse_time
+
+    fmt = out.resolve(opts.format, piped="table")
+    try:
+        raw = build_event(opts)
+        normalize(raw)  # validate before opening anything: bad input records nothing
+    except InvalidEvent as exc:
+        raise UsageError(str(exc)) from None
+    at = None
+    if opts.at is not None:
+        if not opts.dry_run:
+            raise UsageError("--at goes with --dry-run (a recorded event is judged at its time)")
+        try:
+            at = parse_time(opts.at)
+        except ValueError as exc:
+            raise UsageError(f"--at: {exc}") from None
+    with Evflow(db=db, rules=rules) as flow:
+        outcome = flow.emit(raw, dry_run=opts.dry_run, at=at, default_source=opts.source or "evflow:cli")
+        failures: list[str] = []
+        if not opts.dry_run and not opts.no_dispatch and outcome.deliveries:
+            dispatch = getattr(flow, "dispatch", None)
+            if dispatch is not None:
+                failures = dispatch([d["id"] for d in outcome.deliveries])
+    event = outcome.event
+    if fmt in ("json", "jsonl"):
+        payload = dict(event)
+        payload["triggered"] = outcome.triggered_json()
+        if outcome.duplicate:
+            payload["duplicate"] = True
+        if opts.dry_run:
+            payload["dry_run"] = True
+            payload["matches"] = [
+                {"rule": m.rule.name, "matched": m.matched, "stage": m.stage, "reason": m.reason}
+                for m in outcome.matches
+            ]
+        if fmt == "json":
+            out.json(payload)
+        else:
+            out.jsonl([payload])
+    else:
+        verb = "would record" if opts.dry_run else ("already recorded" if outcome.duplicate else "recorded")
+        out.line(f"{verb} {event['type']} seq {event['seq']} id {event['id']}")
+        for match in outcome.matches if opts.dry_run else []:
+            mark = "match" if match.matched else f"no ({match.stage})"
+            out.line(f"  rule {match.rule.name}: {mark}: {match.reason}")
+        for derived in outcome.derived:
+            out.line(
+                f"  -> {derived['type']} seq {derived['seq']} id {derived['id']}"
+                f" (rule {derived.get('evflowrule')})"
+            )
+        for d in outcome.deliveries:
+            out.line(f"  -> {d['type']} action {d['action']} of rule {d['rule']} (delivery {d['id']})")
+    for m in outcome.filter_errors:
+        out.warn(f"evflow: warning: rule {m.rule.name}: {m.reason}")
+    for failure in failures:
+        out.warn(f"evflow: delivery failed: {failure}")
+    return 1 if (failures and opts.strict) else 0
+
+
+def _parser() -> Any:
+    import argparse
+
+    p = argparse.ArgumentParser(prog="evflow emit", add_help=False, exit_on_error=False)
+    p.add_argument("type")
+    p.add_argument("--data", "-d")
+    p.add_argument("--field", "-f", action="append", default=[])
+    for name in ("--subject", "--source", "--time", "--id", "--at", "--format"):
+        p.add_argument(name)
+    for name in ("--dry-run", "--no-dispatch", "--strict"):
+        p.add_argument(name, action="store_true")
+    return p
+
+
+def fast_main(argv: list[str]) -> int | None:
+    """Handle ``[--db X] [--rules X] [--traceback] emit …`` without typer; None: not handled."""
+    db = rules = None
+    traceback = False
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg in ("--db", "--rules") and i + 1 < len(argv):
+            if arg == "--db":
+                db = argv[i + 1]
+            else:
+                rules = argv[i + 1]
+            i += 2
+        elif arg.startswith(("--db=", "--rules=")):
+            name, _, value = arg.partition("=")
+            db, rules = (value, rules) if name == "--db" else (db, value)
+            i += 1
+        elif arg == "--traceback":
+            traceback = True
+            i += 1
+        else:
+            break
+    rest = argv[i:]
+    if not rest or rest[0] != "emit" or any(a in ("-h", "--help") for a in rest):
+        return None
+    import argparse
+
+    try:
+        ns, unknown = _parser().parse_known_args(rest[1:])
+    except (argparse.ArgumentError, SystemExit):
+        return None
+    if unknown:
+        return None
+    opts = EmitOptions(
+        type=ns.type, data=ns.data, fields=ns.field, subject=ns.subject, source=ns.source,
+        time=ns.time, id=ns.id, dry_run=ns.dry_run, at=ns.at, no_dispatch=ns.no_dispatch,
+        strict=ns.strict, format=ns.format,
+    )
+    out = Output()
+    try:
+        return run_emit(opts, db, rules, out)
+    except BaseException as exc:  # noqa: BLE001 - the one place errors become exit codes
+        if traceback or isinstance(exc, SystemExit):
+            raise
+        from evflow.cli.errors import report
+
+        return report(exc, out.stderr)

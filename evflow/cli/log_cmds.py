@@ -1,0 +1,286 @@
+"""Commands over the log: init, emit, import, log, show, stats."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from evflow.cli.context import Globals
+from evflow.cli.emit import EmitOptions, run_emit
+from evflow.errors import InvalidEvent, NotFound, UsageError
+from evflow.store.base import EventFilter
+
+FormatOpt = Annotated[
+    str | None,
+    typer.Option("--format", help="table, json or jsonl (default: table on a terminal, else jsonl)."),
+]
+
+
+def register(app: typer.Typer) -> None:
+    app.command("init")(init)
+    app.command("emit")(emit)
+    app.command("import")(import_)
+    app.command("log")(log)
+    app.command("show")(show)
+    app.command("stats")(stats)
+
+
+def init(ctx: typer.Context) -> None:
+    """Create the database and the rules/ folder with the example rules (safe to run twice)."""
+    g: Globals = ctx.obj
+    from evflow.examples import install_example_rules
+
+    flow = g.flow()
+    flow.store.last_seq()
+    written = install_example_rules(flow.rules_dir)
+    g.out.line(f"database: {flow.store.display_url}")
+    g.out.line(f"rules:    {flow.rules_dir}/ ({len(written)} example file(s) written)")
+
+
+def emit(
+    ctx: typer.Context,
+    type: Annotated[str, typer.Argument(help="Event type, e.g. order.placed.")],
+    data: Annotated[
+        str | None,
+        typer.Option("--data", "-d", help="Event data: a JSON object, @file.json, or - for stdin."),
+    ] = None,
+    field: Annotated[
+        list[str] | None,
+        typer.Option("--field", "-f", help="key=value (value parsed as JSON when it parses)."),
+    ] = None,
+    subject: Annotated[str | None, typer.Option(help="Entity key, e.g. a member id.")] = None,
+    source: Annotated[str | None, typer.Option(help="Producer URI (default evflow:cli).")] = None,
+    time_: Annotated[
+        str | None, typer.Option("--time", help="Event time, RFC 3339 (default now).")
+    ] = None,
+    id: Annotated[
+        str | None, typer.Option("--id", help="Event id; re-emitting a known id records nothing.")
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Show what would happen; record nothing.")
+    ] = False,
+    at: Annotated[
+        str | None, typer.Option("--at", help="With --dry-run: judge windows as of this time.")
+    ] = None,
+    no_dispatch: Annotated[
+        bool, typer.Option("--no-dispatch", help="Record deliveries; leave them to 'evflow run'.")
+    ] = False,
+    strict: Annotated[
+        bool, typer.Option("--strict", help="Exit 1 when a delivery fails.")
+    ] = False,
+    format: FormatOpt = None,
+) -> None:
+    """Append one event, run what its rules trigger, and print its seq and id."""
+    g: Globals = ctx.obj
+    opts = EmitOptions(
+        type=type, data=data, fields=field or [], subject=subject, source=source, time=time_,
+        id=id, dry_run=dry_run, at=at, no_dispatch=no_dispatch, strict=strict, format=format,
+    )
+    raise typer.Exit(run_emit(opts, g.db, g.rules, g.out))
+
+
+def _read_lines(path: str) -> Iterator[tuple[str, Any]]:
+    name = "<stdin>" if path == "-" else path
+    if path == "-":
+        stream = sys.stdin
+    else:
+        try:
+            stream = open(path, encoding="utf-8")  # noqa: SIM115 - closed below
+        except OSError as exc:
+            raise UsageError(f"{path}: cannot read: {exc.strerror}") from None
+    try:
+        for number, line in enumerate(stream, 1):
+            if not line.strip():
+                continue
+            where = f"{name}:{number}"
+            try:
+                yield where, json.loads(line)
+            except json.JSONDecodeError as exc:
+                yield where, InvalidEvent("line", f"malformed JSON: {exc.msg} (column {exc.colno})", where)
+    finally:
+        if stream is not sys.stdin:
+            stream.close()
+
+
+def import_(
+    ctx: typer.Context,
+    file: Annotated[str, typer.Argument(help="JSON lines of events, or - for stdin.")],
+    skip_invalid: Annotated[
+        bool, typer.Option("--skip-invalid", help="Record the good lines, report every bad one.")
+    ] = False,
+    no_dispatch: Annotated[
+        bool, typer.Option("--no-dispatch", help="Record deliveries without running them.")
+    ] = False,
+    strict: Annotated[bool, typer.Option("--strict", help="Exit 1 when a delivery fails.")] = False,
+    format: FormatOpt = None,
+) -> None:
+    """Append many events (JSON lines) in file order, atomically; known ids are skipped."""
+    g: Globals = ctx.obj
+    flow = g.flow()
+    total = None
+    if file != "-" and g.out.is_terminal and Path(file).is_file():
+        with open(file, "rb") as fh:
+            total = sum(1 for _ in fh)
+    started = time.perf_counter()
+    if g.out.is_terminal and file != "-":
+        from rich.progress import Progress
+
+        with Progress(console=g.out.console(stderr=True), transient=True) as bar:
+            task = bar.add_task("importing", total=total)
+            result = flow.import_events(
+                _read_lines(file), skip_invalid=skip_invalid,
+                progress=lambda n: bar.update(task, completed=n),
+            )
+    else:
+        result = flow.import_events(_read_lines(file), skip_invalid=skip_invalid)
+    failures: list[str] = []
+    dispatch = getattr(flow, "dispatch", None)
+    if result.deliveries and not no_dispatch and dispatch is not None:
+        failures = dispatch(result.deliveries)
+    elapsed = time.perf_counter() - started
+    for problem in result.invalid:
+        g.out.warn(f"evflow: skipped {problem}")
+    for failure in failures:
+        g.out.warn(f"evflow: delivery failed: {failure}")
+    summary = {
+        "recorded": result.recorded,
+        "duplicates": result.duplicates,
+        "derived": result.derived,
+        "deliveries": len(result.deliveries),
+        "invalid": len(result.invalid),
+        "last_seq": result.last_seq,
+        "seconds": round(elapsed, 3),
+    }
+    fmt = g.out.resolve(format, piped="table")
+    if fmt == "table":
+        g.out.line(
+            f"recorded {result.recorded} event(s), {result.duplicates} already in the log,"
+            f" {result.derived} derived, {len(result.deliveries)} deliveries,"
+            f" {len(result.invalid)} invalid, in {elapsed:.2f}s"
+        )
+    elif fmt == "json":
+        g.out.json(summary)
+    else:
+        g.out.jsonl([summary])
+    status = 1 if (failures and strict) or (result.invalid and not result.recorded) else 0
+    raise typer.Exit(status)
+
+
+def parse_position(value: str | None, option: str) -> tuple[int | None, str | None]:
+    """``--since``/``--until``: a seq (digits) or an RFC 3339 time."""
+    if value is None:
+        return None, None
+    if value.isdigit():
+        return int(value), None
+    from evflow.events import format_time, parse_time
+
+    try:
+        return None, format_time(parse_time(value))
+    except ValueError as exc:
+        raise UsageError(f"{option}: expected a seq or an RFC 3339 time ({exc})") from None
+
+
+def log(
+    ctx: typer.Context,
+    type: Annotated[
+        list[str] | None, typer.Option("--type", "-t", help="Event type or glob (repeatable).")
+    ] = None,
+    subject: Annotated[str | None, typer.Option(help="Only this subject.")] = None,
+    since: Annotated[
+        str | None, typer.Option(help="After this seq (exclusive) or from this time (inclusive).")
+    ] = None,
+    until: Annotated[
+        str | None, typer.Option(help="Up to this seq (inclusive) or before this time.")
+    ] = None,
+    limit: Annotated[int | None, typer.Option(help="At most N events.")] = None,
+    follow: Annotated[
+        bool, typer.Option("--follow", help="Keep waiting for new events until Ctrl-C.")
+    ] = False,
+    format: FormatOpt = None,
+) -> None:
+    """List events in seq order; --format jsonl output is valid 'evflow import' input."""
+    g: Globals = ctx.obj
+    fmt = g.out.resolve(format)
+    since_seq, since_time = parse_position(since, "--since")
+    until_seq, until_time = parse_position(until, "--until")
+    flt = EventFilter(
+        since_seq=since_seq or 0, until_seq=until_seq, since_time=since_time,
+        until_time=until_time, types=tuple(type or ()), subject=subject, limit=limit,
+    )
+    flow = g.flow()
+    from evflow.cli import render
+
+    if not follow:
+        events = list(flow.events(flt)) if fmt != "jsonl" else flow.events(flt)
+        render.events(g.out, events, fmt)
+        return
+    position = flt.since_seq
+    shown = 0
+    try:
+        while True:
+            batch = list(flow.events(_after(flt, position)))
+            for event in batch:
+                render.events(g.out, [event], "jsonl" if fmt != "table" else "line")
+                position = event["seq"]
+                shown += 1
+                if limit is not None and shown >= limit:
+                    return
+            g.out.stdout.flush()
+            if not batch:
+                time.sleep(0.2)
+    except KeyboardInterrupt:
+        return
+
+
+def _after(flt: EventFilter, position: int) -> EventFilter:
+    from dataclasses import replace
+
+    return replace(flt, since_seq=position, limit=None)
+
+
+def show(
+    ctx: typer.Context,
+    ref: Annotated[str, typer.Argument(metavar="ID|SEQ", help="An event id or seq.")],
+    format: FormatOpt = None,
+) -> None:
+    """One event, its deliveries, and the tree of events it caused."""
+    g: Globals = ctx.obj
+    fmt = g.out.resolve(format, piped="json")
+    flow = g.flow()
+    event = flow.get(ref)
+    if event is None:
+        raise NotFound(f"no event with id or seq {ref!r}", hint="list events with 'evflow log'")
+    tree = flow.caused_tree(event)
+    deliveries = flow.store.deliveries(event_seq=event["seq"])
+    from evflow.cli import render
+
+    render.show(g.out, event, tree, deliveries, fmt)
+
+
+def stats(ctx: typer.Context, format: FormatOpt = None) -> None:
+    """Counts: events, by type, first and last time, deliveries by status."""
+    g: Globals = ctx.obj
+    fmt = g.out.resolve(format, piped="json")
+    flow = g.flow()
+    s = flow.stats()
+    value: dict[str, Any] = {
+        "database": flow.store.display_url,
+        "events": s.events,
+        "last_seq": s.last_seq,
+        "first_time": s.first_time,
+        "last_time": s.last_time,
+        "by_type": s.by_type,
+        "deliveries": s.deliveries,
+    }
+    extra = getattr(flow, "extra_stats", None)
+    if extra is not None:
+        value.update(extra())
+    from evflow.cli import render
+
+    render.stats(g.out, value, fmt)

@@ -1,0 +1,84 @@
+"""How events, trees and counts look in each format."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from evflow.cli.output import Output
+from evflow.events import Event
+from evflow.store.base import Delivery
+
+
+def _summary(event: Event) -> str:
+    data = event.get("data", {})
+    text = ", ".join(f"{k}={v}" for k, v in list(data.items())[:4])
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def events(out: Output, items: Iterable[Event], fmt: str) -> None:
+    if fmt == "jsonl":
+        out.jsonl(items)
+    elif fmt == "json":
+        out.json(list(items))
+    elif fmt == "line":
+        for e in items:
+            out.line(f"{e['seq']:>6}  {e['time']}  {e['type']}  {e.get('subject') or ''}  {_summary(e)}")
+    else:
+        out.table(
+            ["seq", "time", "type", "subject", "data"],
+            ([e["seq"], e["time"], e["type"], e.get("subject"), _summary(e)] for e in items),
+        )
+
+
+def show(
+    out: Output,
+    event: Event,
+    tree: Sequence[tuple[int, Event]],
+    deliveries: Sequence[Delivery],
+    fmt: str,
+) -> None:
+    if fmt in ("json", "jsonl"):
+        value = {
+            "event": event,
+            "caused": [{"depth": d, "event": e} for d, e in tree],
+            "deliveries": [d.to_json() for d in deliveries],
+        }
+        if fmt == "json":
+            out.json(value)
+        else:
+            out.jsonl([value])
+        return
+    out.json(event)
+    if deliveries:
+        out.line("")
+        out.line("deliveries:")
+        for d in deliveries:
+            err = f"  last error: {d.last_error}" if d.last_error else ""
+            out.line(
+                f"  #{d.id} rule {d.rule} action {d.action} ({d.kind}): {d.status},"
+                f" {d.attempts} attempt(s){err}"
+            )
+    if tree:
+        out.line("")
+        out.line("caused:")
+        for depth, e in tree:
+            out.line(
+                f"{'  ' * depth}-> {e['type']} seq {e['seq']} id {e['id']}"
+                f" (rule {e.get('evflowrule')})"
+            )
+
+
+def stats(out: Output, value: dict[str, Any], fmt: str) -> None:
+    if fmt == "json":
+        out.json(value)
+        return
+    if fmt == "jsonl":
+        out.jsonl([value])
+        return
+    scalars = {k: v for k, v in value.items() if not isinstance(v, dict | list)}
+    out.mapping({k: "" if v is None else v for k, v in scalars.items()})
+    for key, sub in value.items():
+        if isinstance(sub, dict) and sub:
+            out.line("")
+            out.table([key, "count"], sorted(sub.items()))

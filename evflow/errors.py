@@ -1,0 +1,96 @@
+"""The few exceptions evflow raises; the CLI maps each to an exit status (see ``cli/errors.py``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class EvflowError(Exception):
+    """Base of every error evflow reports to a user as one line."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class UsageError(EvflowError):
+    """Bad command-line input: malformed JSON, an unknown option value, a bad time."""
+
+    exit_code = 2
+
+
+class InvalidEvent(EvflowError):
+    """An event that does not satisfy the envelope rules (SPEC §1); names the field."""
+
+    exit_code = 1
+
+    def __init__(self, field: str, problem: str, where: str | None = None) -> None:
+        prefix = f"{where}: " if where else ""
+        super().__init__(f"{prefix}{field}: {problem}")
+        self.field = field
+        self.problem = problem
+        self.where = where
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One finding of rule validation, located in a file."""
+
+    file: str
+    line: int
+    column: int
+    message: str
+    rule: str | None = None
+    severity: str = "error"
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}:{self.column}: {self.severity}: {self.message}"
+
+
+class InvalidRules(EvflowError):
+    """Rule files that fail validation; carries every problem found in one run."""
+
+    exit_code = 3
+
+    def __init__(self, problems: list[Problem]) -> None:
+        errors = [p for p in problems if p.severity == "error"]
+        first = str(errors[0]) if errors else "invalid rules"
+        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+        super().__init__(first + more, hint="run 'evflow rules validate' to see every problem")
+        self.problems = problems
+
+
+class ChainTooDeep(EvflowError):
+    """A chain of emit actions went deeper than the limit; nothing was recorded."""
+
+    exit_code = 1
+
+
+class NotFound(EvflowError):
+    """An event, projection, rule or delivery that does not exist."""
+
+    exit_code = 1
+
+
+class StorageUnavailable(EvflowError):
+    """The database cannot be opened or reached."""
+
+    exit_code = 4
+
+
+class MissingExtra(EvflowError):
+    """An optional dependency is not installed; names the extra that brings it."""
+
+    exit_code = 1
+
+    def __init__(self, package: str, extra: str) -> None:
+        super().__init__(
+            f"{package} is not installed",
+            hint=f"install it with: pip install 'evflow[{extra}]'",
+        )

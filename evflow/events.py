@@ -1,0 +1,180 @@
+"""The event envelope (SPEC §1): CloudEvents 1.0 JSON, validated and completed.
+
+An event is a plain ``dict`` (its CloudEvents JSON object): it is what is stored, printed and
+imported, and a dict costs nothing to build on the hot path of ``evflow emit``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from evflow.errors import InvalidEvent
+
+Event = dict[str, Any]
+
+DEFAULT_SOURCE = "evflow:cli"
+TYPE_PATTERN = re.compile(r"[A-Za-z0-9_.-]+")
+#: attributes that the store sets; ignored on input
+STORE_ATTRIBUTES = ("seq", "recordedtime")
+#: attributes that only evflow sets for derived events, kept as given on import
+LINEAGE_ATTRIBUTES = ("causationid", "correlationid", "evflowrule")
+_EXTENSION_NAME = re.compile(r"[a-z0-9]{1,20}")
+_CORE = {"specversion", "id", "type", "source", "time", "subject", "datacontenttype", "data"}
+
+
+def new_id(now_ns: int | None = None) -> str:
+    """A UUIDv7 (RFC 9562) as text: time-ordered, so ids sort roughly by creation."""
+    ms = (now_ns if now_ns is not None else time.time_ns()) // 1_000_000
+    rand = int.from_bytes(os.urandom(10), "big")
+    value = (ms & 0xFFFF_FFFF_FFFF) << 80
+    value |= 0x7 << 76  # version 7
+    value |= ((rand >> 62) & 0xFFF) << 64  # rand_a
+    value |= 0b10 << 62  # variant
+    value |= rand & 0x3FFF_FFFF_FFFF_FFFF  # rand_b
+    h = f"{value:032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+def format_time(dt: datetime) -> str:
+    """RFC 3339 in UTC with microseconds and ``Z``: fixed width, so text order is time order."""
+    if dt.tzinfo is None:
+        raise ValueError("naive datetime")
+    return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def parse_time(text: str) -> datetime:
+    """Parse RFC 3339 (``Z`` or an offset); a time without offset is rejected, a date is UTC midnight."""
+    value = text.strip()
+    if not value:
+        raise ValueError("empty time")
+    if len(value) == 10:
+        try:
+            return datetime.fromisoformat(value).replace(tzinfo=UTC)
+        except ValueError:
+            raise ValueError(f"not an RFC 3339 time: {text!r}") from None
+    try:
+        dt = datetime.fromisoformat(value.replace("z", "Z"))
+    except ValueError:
+        raise ValueError(f"not an RFC 3339 time: {text!r}") from None
+    if dt.tzinfo is None:
+        raise ValueError(f"time without a UTC offset: {text!r} (add Z or +HH:MM)")
+    return dt.astimezone(UTC)
+
+
+def now_utc() -> datetime:
+    return datetime.now(UTC)
+
+
+def normalize(
+    raw: Mapping[str, Any],
+    *,
+    now: datetime | None = None,
+    default_source: str = DEFAULT_SOURCE,
+    where: str | None = None,
+) -> Event:
+    """Validate an incoming event and fill what is missing (SPEC §1).
+
+    ``seq`` and ``recordedtime`` are dropped (the store assigns them); every other attribute is
+    kept as given. ``where`` prefixes error messages (``FILE:LINE``).
+    """
+    if not isinstance(raw, Mapping):
+        raise InvalidEvent("event", f"must be a JSON object, got {_json_kind(raw)}", where)
+    etype = raw.get("type")
+    if not isinstance(etype, str) or not etype:
+        raise InvalidEvent("type", "missing or not a string", where)
+    if not TYPE_PATTERN.fullmatch(etype):
+        raise InvalidEvent("type", f"must match [A-Za-z0-9_.-]+ (got {etype!r})", where)
+    data = raw.get("data", {})
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise InvalidEvent("data", f"must be a JSON object, got {_json_kind(data)}", where)
+    specversion = raw.get("specversion", "1.0")
+    if specversion != "1.0":
+        raise InvalidEvent("specversion", f"must be '1.0' (got {specversion!r})", where)
+    eid = raw.get("id")
+    if eid is None:
+        eid = new_id()
+    elif not isinstance(eid, str) or not eid:
+        raise InvalidEvent("id", "must be a non-empty string", where)
+    source = raw.get("source", default_source)
+    if not isinstance(source, str) or not source:
+        raise InvalidEvent("source", "must be a non-empty string (a URI-reference)", where)
+    when = raw.get("time")
+    if when is None:
+        stamp = format_time(now or now_utc())
+    elif isinstance(when, str):
+        try:
+            stamp = format_time(parse_time(when))
+        except ValueError as exc:
+            raise InvalidEvent("time", str(exc), where) from None
+    else:
+        raise InvalidEvent("time", "must be an RFC 3339 string", where)
+    subject = raw.get("subject")
+    if subject is not None and not isinstance(subject, str):
+        if isinstance(subject, bool) or not isinstance(subject, int | float):
+            raise InvalidEvent("subject", "must be a string", where)
+        subject = str(subject)
+    contenttype = raw.get("datacontenttype", "application/json")
+    if contenttype != "application/json":
+        raise InvalidEvent("datacontenttype", "only application/json is supported", where)
+
+    event: Event = {
+        "specversion": "1.0",
+        "id": eid,
+        "source": source,
+        "type": etype,
+        "time": stamp,
+    }
+    if subject is not None:
+        event["subject"] = subject
+    event["datacontenttype"] = "application/json"
+    for name, value in raw.items():
+        if name in _CORE or name in STORE_ATTRIBUTES:
+            continue
+        if not _EXTENSION_NAME.fullmatch(name):
+            raise InvalidEvent(
+                name, "unknown attribute (extension names are lowercase letters and digits)", where
+            )
+        event[name] = value
+    if "correlationid" not in event:
+        event["correlationid"] = eid
+    event["data"] = data
+    return event
+
+
+def to_json(event: Mapping[str, Any]) -> str:
+    return json.dumps(event, ensure_ascii=False, separators=(",", ":"))
+
+
+def parse_json_object(text: str, what: str = "data") -> dict[str, Any]:
+    """Parse JSON that must be an object; errors name ``what`` and the position."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InvalidEvent(
+            what, f"malformed JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})"
+        ) from None
+    if not isinstance(value, dict):
+        raise InvalidEvent(what, f"must be a JSON object, got {_json_kind(value)}")
+    return value
+
+
+def _json_kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "an array"
+    return type(value).__name__

@@ -1,0 +1,57 @@
+"""Storage of the log: :func:`open_store` picks the backend from a database URL."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from evflow.errors import UsageError
+
+if TYPE_CHECKING:
+    from evflow.store.sql import SqlStore
+
+DEFAULT_DB = os.path.join(".evflow", "evflow.db")
+
+
+def redact(url: str) -> str:
+    """A database URL with its password replaced by ``***`` (never print a password)."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or "@" not in rest:
+        return url
+    creds, at, host = rest.rpartition("@")
+    if ":" in creds:
+        user = creds.split(":", 1)[0]
+        return f"{scheme}://{user}:***@{host}"
+    return url
+
+
+def sqlite_path(url: str, base: Path | None = None) -> str:
+    """The file behind a SQLite URL or plain path (relative to ``base``, default the cwd)."""
+    if url.startswith("sqlite:///"):
+        path = url[len("sqlite:///") :]
+    elif url.startswith("sqlite://"):
+        path = url[len("sqlite://") :] or ":memory:"
+    else:
+        path = url
+    if path == ":memory:" or os.path.isabs(path):
+        return path
+    return str((base or Path.cwd()) / path)
+
+
+def open_store(url: str | None = None) -> SqlStore:
+    """Open (creating and migrating as needed) the log at ``url``; default ``.evflow/evflow.db``."""
+    url = url or os.environ.get("EVFLOW_DB") or DEFAULT_DB
+    scheme = url.split("://", 1)[0].lower() if "://" in url else ""
+    if scheme in ("postgresql", "postgres") or scheme.startswith("postgresql+"):
+        from evflow.store.postgres import PostgresStore
+
+        return PostgresStore(url)
+    if scheme not in ("", "sqlite"):
+        raise UsageError(
+            f"--db: unsupported database URL scheme {scheme!r} in {redact(url)}",
+            hint="use a file path, sqlite:///path or postgresql://user@host/db",
+        )
+    from evflow.store.sqlite import SqliteStore
+
+    return SqliteStore(sqlite_path(url))

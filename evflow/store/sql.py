@@ -1,0 +1,294 @@
+"""The queries of the log, shared by every SQL backend.
+
+Statements are written with ``?`` placeholders; a backend whose driver wants ``%s`` sets
+``paramstyle_format = True`` and they are rewritten once. Backends override the few hooks at the
+top of :class:`SqlStore`: connecting, beginning a write (how appends are serialized), the store's
+clock, and reading large results without loading them whole.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from functools import lru_cache
+from typing import Any
+
+from evflow.events import Event
+from evflow.store.base import DELIVERY_STATUSES, Appended, Delivery, EventFilter, Stats
+
+SCHEMA_VERSION = 1
+
+_EVENT_COLUMNS = "seq, recordedtime, body"
+_DELIVERY_COLUMNS = (
+    "id, event_seq, event_id, rule, action, kind, status, attempts, next_attempt_at, last_error,"
+    " created_at, updated_at, lease_owner, lease_until"
+)
+
+
+@lru_cache(maxsize=512)
+def _to_format(sql: str) -> str:
+    return sql.replace("%", "%%").replace("?", "%s")
+
+
+def _glob_to_like(pattern: str) -> str | None:
+    """A type glob as a LIKE pattern, or None when it needs more than ``*`` (then: Python)."""
+    if any(c in pattern for c in "?[]%_"):
+        return None
+    return pattern.replace("*", "%")
+
+
+class Transaction:
+    """A write transaction: appends and outbox rows that commit together or not at all."""
+
+    def __init__(self, store: SqlStore) -> None:
+        self.store = store
+        self.appended: list[tuple[Event, Appended]] = []
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        return self.store.execute(sql, params)
+
+    def append(self, event: Event) -> Appended:
+        """Append one normalized event; a known ``source``+``id`` appends nothing."""
+        store = self.store
+        existing = store.execute(
+            "SELECT seq, recordedtime FROM events WHERE source = ? AND id = ?",
+            (event["source"], event["id"]),
+        ).fetchone()
+        if existing is not None:
+            return Appended(int(existing[0]), existing[1], True)
+        recorded = store.clock()
+        body = json.dumps(event, ensure_ascii=False, separators=(",", ":"))
+        seq = store.insert_event(
+            (
+                event["id"],
+                event["source"],
+                event["type"],
+                event.get("subject"),
+                event["time"],
+                recorded,
+                event.get("causationid"),
+                event.get("correlationid"),
+                event.get("evflowrule"),
+                body,
+            )
+        )
+        result = Appended(seq, recorded, False)
+        self.appended.append((event, result))
+        return result
+
+    def add_delivery(self, event_seq: int, event_id: str, rule: str, action: int, kind: str) -> int:
+        """Record that an action is owed (status pending); returns the delivery id."""
+        now = self.store.clock()
+        self.store.execute(
+            "INSERT INTO deliveries (event_seq, event_id, rule, action, kind, status, attempts,"
+            " next_attempt_at, created_at, updated_at) VALUES (?, ?, ?, ?, ?, 'pending', 0, ?, ?, ?)"
+            " ON CONFLICT (event_seq, rule, action) DO NOTHING",
+            (event_seq, event_id, rule, action, kind, now, now, now),
+        )
+        row = self.store.execute(
+            "SELECT id FROM deliveries WHERE event_seq = ? AND rule = ? AND action = ?",
+            (event_seq, rule, action),
+        ).fetchone()
+        return int(row[0])
+
+
+class SqlStore:
+    """The log over a DB-API connection; subclasses supply the dialect."""
+
+    paramstyle_format = False
+    display_url = ""
+
+    # -- hooks for backends -------------------------------------------------------------------
+
+    def __init__(self, conn: Any) -> None:
+        self.conn = conn
+
+    def begin_write(self) -> None:
+        """Start a transaction that holds the append lock until commit."""
+        raise NotImplementedError
+
+    def commit(self) -> None:
+        self.conn.commit()
+
+    def rollback(self) -> None:
+        self.conn.rollback()
+
+    def clock(self) -> str:
+        """The store's clock, as canonical UTC text."""
+        raise NotImplementedError
+
+    def insert_event(self, row: tuple[Any, ...]) -> int:
+        """Insert one event row, returning its ``seq``; called with the append lock held."""
+        raise NotImplementedError
+
+    def iterate(self, sql: str, params: Sequence[Any] = ()) -> Iterator[tuple[Any, ...]]:
+        """Rows of a query, streamed (never the whole result in memory)."""
+        cur = self.execute(sql, params)
+        while True:
+            rows = cur.fetchmany(1000)
+            if not rows:
+                return
+            yield from rows
+
+    def close(self) -> None:
+        self.conn.close()
+
+    # -- shared -------------------------------------------------------------------------------
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        if self.paramstyle_format:
+            sql = _to_format(sql)
+        return self.conn.execute(sql, params)
+
+    @contextmanager
+    def write(self) -> Iterator[Transaction]:
+        """A write transaction; commits on success, rolls everything back on any exception."""
+        self.begin_write()
+        tx = Transaction(self)
+        try:
+            yield tx
+        except BaseException:
+            self.rollback()
+            raise
+        self.commit()
+
+    def append(self, event: Event) -> Appended:
+        with self.write() as tx:
+            return tx.append(event)
+
+    # reading the log
+
+    def read(self, flt: EventFilter | None = None) -> Iterator[Event]:
+        """Events matching ``flt`` in ``seq`` order, streamed."""
+        flt = flt or EventFilter()
+        where = ["seq > ?"]
+        params: list[Any] = [flt.since_seq]
+        if flt.until_seq is not None:
+            where.append("seq <= ?")
+            params.append(flt.until_seq)
+        if flt.since_time is not None:
+            where.append("time >= ?")
+            params.append(flt.since_time)
+        if flt.until_time is not None:
+            where.append("time < ?")
+            params.append(flt.until_time)
+        if flt.subject is not None:
+            where.append("subject = ?")
+            params.append(flt.subject)
+        if flt.correlationid is not None:
+            where.append("correlationid = ?")
+            params.append(flt.correlationid)
+        python_globs: list[str] = []
+        if flt.types:
+            clauses = []
+            for pattern in flt.types:
+                like = _glob_to_like(pattern)
+                if like is None:
+                    python_globs.append(pattern)
+                    clauses.append("1 = 1")
+                elif "%" in like:
+                    clauses.append("type LIKE ?")
+                    params.append(like)
+                else:
+                    clauses.append("type = ?")
+                    params.append(like)
+            where.append("(" + " OR ".join(clauses) + ")")
+        sql = f"SELECT {_EVENT_COLUMNS}, type FROM events WHERE {' AND '.join(where)} ORDER BY seq"
+        if flt.limit is not None and not python_globs:
+            sql += f" LIMIT {int(flt.limit)}"
+        count = 0
+        for seq, recorded, body, etype in self.iterate(sql, params):
+            if python_globs and not any(fnmatch.fnmatchcase(etype, g) for g in flt.types):
+                continue
+            yield _event_from_row(seq, recorded, body)
+            count += 1
+            if flt.limit is not None and count >= flt.limit:
+                return
+
+    def get(self, ref: str | int) -> Event | None:
+        """An event by ``seq`` (an int or digits) or by ``id``."""
+        if isinstance(ref, int) or (isinstance(ref, str) and ref.isdigit()):
+            row = self.execute(
+                f"SELECT {_EVENT_COLUMNS} FROM events WHERE seq = ?", (int(ref),)
+            ).fetchone()
+        else:
+            row = self.execute(
+                f"SELECT {_EVENT_COLUMNS} FROM events WHERE id = ? ORDER BY seq LIMIT 1", (ref,)
+            ).fetchone()
+        self.end_read()
+        return None if row is None else _event_from_row(*row)
+
+    def caused_by(self, event_id: str) -> list[Event]:
+        """The events whose ``causationid`` is ``event_id``, in ``seq`` order."""
+        rows = self.execute(
+            f"SELECT {_EVENT_COLUMNS} FROM events WHERE causationid = ? ORDER BY seq", (event_id,)
+        ).fetchall()
+        self.end_read()
+        return [_event_from_row(*r) for r in rows]
+
+    def last_seq(self) -> int:
+        row = self.execute("SELECT MAX(seq) FROM events").fetchone()
+        self.end_read()
+        return int(row[0] or 0)
+
+    def end_read(self) -> None:
+        """Close the implicit read transaction some drivers open (so writers are not held up)."""
+
+    def stats(self) -> Stats:
+        stats = Stats()
+        row = self.execute("SELECT COUNT(*), MIN(time), MAX(time), MAX(seq) FROM events").fetchone()
+        stats.events = int(row[0])
+        stats.first_time, stats.last_time = row[1], row[2]
+        stats.last_seq = int(row[3] or 0)
+        for etype, count in self.execute(
+            "SELECT type, COUNT(*) FROM events GROUP BY type ORDER BY type"
+        ).fetchall():
+            stats.by_type[etype] = int(count)
+        for status, count in self.execute(
+            "SELECT status, COUNT(*) FROM deliveries GROUP BY status"
+        ).fetchall():
+            stats.deliveries[status] = int(count)
+        self.end_read()
+        return stats
+
+    # deliveries
+
+    def deliveries(
+        self,
+        *,
+        status: str | None = None,
+        rule: str | None = None,
+        event_seq: int | None = None,
+        ids: Sequence[int] | None = None,
+        limit: int | None = None,
+    ) -> list[Delivery]:
+        where, params = ["1 = 1"], []
+        if status is not None:
+            if status not in DELIVERY_STATUSES:
+                raise ValueError(f"unknown status {status!r}")
+            where.append("status = ?")
+            params.append(status)
+        if rule is not None:
+            where.append("rule = ?")
+            params.append(rule)
+        if event_seq is not None:
+            where.append("event_seq = ?")
+            params.append(event_seq)
+        if ids:
+            where.append(f"id IN ({', '.join('?' for _ in ids)})")
+            params.extend(ids)
+        sql = f"SELECT {_DELIVERY_COLUMNS} FROM deliveries WHERE {' AND '.join(where)} ORDER BY id"
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        rows = self.execute(sql, params).fetchall()
+        self.end_read()
+        return [Delivery(*row) for row in rows]
+
+
+def _event_from_row(seq: int, recorded: str, body: str) -> Event:
+    event: Event = json.loads(body)
+    event["seq"] = int(seq)
+    event["recordedtime"] = recorded
+    return event

@@ -1,0 +1,154 @@
+"""The SQLite backend: one file, many processes, writers serialized by SQLite itself.
+
+WAL lets readers go on while one process writes; ``BEGIN IMMEDIATE`` takes the write lock at the
+start of a transaction, so two emitters never both read and then fail to upgrade; a long busy
+timeout makes a writer wait its turn instead of failing with "database is locked".
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from evflow.errors import StorageUnavailable
+from evflow.store.sql import SCHEMA_VERSION, SqlStore
+
+BUSY_TIMEOUT_MS = 120_000
+
+SCHEMA = [
+    """CREATE TABLE IF NOT EXISTS evflow_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS events (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        id TEXT NOT NULL,
+        source TEXT NOT NULL,
+        type TEXT NOT NULL,
+        subject TEXT,
+        time TEXT NOT NULL,
+        recordedtime TEXT NOT NULL,
+        causationid TEXT,
+        correlationid TEXT,
+        rule TEXT,
+        body TEXT NOT NULL,
+        UNIQUE (source, id)
+    )""",
+    "CREATE INDEX IF NOT EXISTS events_type ON events (type, seq)",
+    "CREATE INDEX IF NOT EXISTS events_subject ON events (subject, seq)",
+    "CREATE INDEX IF NOT EXISTS events_time ON events (time)",
+    "CREATE INDEX IF NOT EXISTS events_id ON events (id)",
+    "CREATE INDEX IF NOT EXISTS events_causation ON events (causationid)",
+    "CREATE INDEX IF NOT EXISTS events_correlation ON events (correlationid)",
+    """CREATE TABLE IF NOT EXISTS deliveries (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        event_seq INTEGER NOT NULL,
+        event_id TEXT NOT NULL,
+        rule TEXT NOT NULL,
+        action INTEGER NOT NULL,
+        kind TEXT NOT NULL,
+        status TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at TEXT,
+        last_error TEXT,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL,
+        lease_owner TEXT,
+        lease_until TEXT,
+        UNIQUE (event_seq, rule, action)
+    )""",
+    "CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries (status, next_attempt_at)",
+    "CREATE INDEX IF NOT EXISTS deliveries_rule ON deliveries (rule, status)",
+    """CREATE TABLE IF NOT EXISTS snapshots (
+        projection TEXT NOT NULL,
+        key TEXT NOT NULL,
+        state TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        PRIMARY KEY (projection, key)
+    )""",
+    """CREATE TABLE IF NOT EXISTS checkpoints (
+        name TEXT PRIMARY KEY,
+        position INTEGER NOT NULL,
+        definition TEXT NOT NULL DEFAULT '',
+        updated_at TEXT NOT NULL
+    )""",
+    """CREATE TABLE IF NOT EXISTS schedule_ticks (
+        name TEXT PRIMARY KEY,
+        last_time TEXT NOT NULL,
+        updated_at TEXT NOT NULL
+    )""",
+]
+
+
+class SqliteStore(SqlStore):
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.display_url = f"sqlite:///{path}"
+        try:
+            if path != ":memory:":
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
+            conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            if path != ":memory:":
+                mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
+                if mode != "wal":
+                    conn.execute("PRAGMA journal_mode = WAL")
+        except (sqlite3.Error, OSError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+            raise StorageUnavailable(f"cannot open SQLite database {path}: {reason}") from None
+        super().__init__(conn)
+        self._migrate()
+
+    def _migrate(self) -> None:
+        try:
+            version = self.conn.execute(
+                "SELECT value FROM evflow_meta WHERE key = 'schema_version'"
+            ).fetchone()
+        except sqlite3.OperationalError:
+            version = None
+        if version is not None and int(version[0]) == SCHEMA_VERSION:
+            return
+        if version is not None and int(version[0]) > SCHEMA_VERSION:
+            raise StorageUnavailable(
+                f"{self.path}: schema version {version[0]} is newer than this evflow knows"
+                f" ({SCHEMA_VERSION})",
+                hint="upgrade evflow",
+            )
+        self.begin_write()
+        try:
+            for statement in SCHEMA:
+                self.conn.execute(statement)
+            self.conn.execute(
+                "INSERT INTO evflow_meta (key, value) VALUES ('schema_version', ?)"
+                " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (str(SCHEMA_VERSION),),
+            )
+        except BaseException:
+            self.rollback()
+            raise
+        self.commit()
+
+    def begin_write(self) -> None:
+        self.conn.execute("BEGIN IMMEDIATE")
+
+    def commit(self) -> None:
+        self.conn.execute("COMMIT")
+
+    def rollback(self) -> None:
+        if self.conn.in_transaction:
+            self.conn.execute("ROLLBACK")
+
+    def clock(self) -> str:
+        return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+    def insert_event(self, row: tuple[Any, ...]) -> int:
+        cur = self.conn.execute(
+            "INSERT INTO events (id, source, type, subject, time, recordedtime, causationid,"
+            " correlationid, rule, body) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            row,
+        )
+        return int(cur.lastrowid or 0)
+
+    def iterate(self, sql: str, params: Sequence[Any] = ()) -> Iterator[tuple[Any, ...]]:
+        # a sqlite3 cursor already steps through the result row by row
+        yield from self.conn.execute(sql, params)

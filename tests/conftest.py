@@ -1,0 +1,90 @@
+"""Shared fixtures: a fresh project folder, store URLs for every backend, and a CLI runner."""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from contextlib import redirect_stderr, redirect_stdout
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+BACKENDS = ["sqlite"]
+if os.environ.get("EVFLOW_TEST_PG"):
+    BACKENDS.append("postgres")
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty working directory with no EVFLOW_* settings leaking in."""
+    monkeypatch.chdir(tmp_path)
+    for name in ("EVFLOW_DB", "EVFLOW_RULES", "NO_COLOR"):
+        monkeypatch.delenv(name, raising=False)
+    return tmp_path
+
+
+def _pg_url(schema: str) -> str:
+    base = os.environ["EVFLOW_TEST_PG"]
+    sep = "&" if "?" in base else "?"
+    return f"{base}{sep}options=-csearch_path%3D{schema}"
+
+
+@pytest.fixture(params=BACKENDS)
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A database URL for an empty log on each backend (PostgreSQL: a fresh schema)."""
+    if request.param == "sqlite":
+        yield str(tmp_path / "log.db")
+        return
+    from tests.pg import fresh_schema_url
+
+    with fresh_schema_url() as url:
+        yield url
+
+
+@dataclass
+class Result:
+    exit_code: int
+    stdout: str
+    stderr: str
+
+
+def run_cli(args: list[str], stdin: str | None = None) -> Result:
+    """Run the evflow CLI in this process (fast path included), capturing its streams."""
+    from evflow.cli.entry import main
+
+    out, err = io.StringIO(), io.StringIO()
+    old_stdin = sys.stdin
+    if stdin is not None:
+        sys.stdin = io.StringIO(stdin)
+    code = 0
+    try:
+        with redirect_stdout(out), redirect_stderr(err):
+            try:
+                main(args)
+            except SystemExit as exc:
+                code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    finally:
+        sys.stdin = old_stdin
+    return Result(code, out.getvalue(), err.getvalue())
+
+
+def evflow_exe() -> str:
+    return str(Path(sys.executable).parent / "evflow")
+
+
+def run_process(args: list[str], cwd: Path, stdin: str | None = None, env: dict | None = None) -> subprocess.CompletedProcess[str]:
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run(
+        [evflow_exe(), *args], cwd=cwd, input=stdin, capture_output=True, text=True,
+        env=full_env, timeout=120,
+    )
+
+
+def unique(prefix: str = "t") -> str:
+    return f"{prefix}{uuid.uuid4().hex[:10]}"

@@ -1,0 +1,190 @@
+"""The log commands as a user runs them: emit, import, log, show, stats, init; exit codes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tests.conftest import REPO, run_cli, run_process
+
+
+def test_emit_prints_seq_and_id_and_records(project: Path) -> None:
+    r = run_cli(["emit", "order.placed", "--data", '{"orderId": "o1"}', "--subject", "u1"])
+    assert r.exit_code == 0, r.stderr
+    assert r.stdout.startswith("recorded order.placed seq 1 id ")
+    r = run_cli(["log", "--format", "jsonl"])
+    (event,) = [json.loads(line) for line in r.stdout.splitlines()]
+    assert event["data"] == {"orderId": "o1"} and event["subject"] == "u1" and event["seq"] == 1
+
+
+def test_emit_data_sources(project: Path) -> None:
+    (project / "d.json").write_text('{"a": 1}')
+    assert run_cli(["emit", "t", "--data", "@d.json"]).exit_code == 0
+    assert run_cli(["emit", "t", "--data", "-"], stdin='{"b": 2}').exit_code == 0
+    assert run_cli(["emit", "t", "-f", "n=3", "-f", "s=text", "-f", 'o={"x":1}', "-f", "t=true"]).exit_code == 0
+    data = [json.loads(x)["data"] for x in run_cli(["log", "--format", "jsonl"]).stdout.splitlines()]
+    assert data == [{"a": 1}, {"b": 2}, {"n": 3, "s": "text", "o": {"x": 1}, "t": True}]
+
+
+def test_emit_json_prints_the_whole_event(project: Path) -> None:
+    r = run_cli(["emit", "a.b", "--id", "e1", "--source", "ci/job", "--time", "2020-01-01T09:00:00+09:00",
+                 "--format", "json"])
+    event = json.loads(r.stdout)
+    assert event["id"] == "e1" and event["source"] == "ci/job" and event["seq"] == 1
+    assert event["time"] == "2020-01-01T00:00:00.000000Z" and event["triggered"] == []
+
+
+def test_reemitting_an_id_records_nothing_and_reports_the_seq(project: Path) -> None:
+    run_cli(["emit", "a", "--id", "same"])
+    run_cli(["emit", "b"])
+    r = run_cli(["emit", "a", "--id", "same", "--format", "json"])
+    assert r.exit_code == 0
+    assert json.loads(r.stdout)["seq"] == 1 and json.loads(r.stdout)["duplicate"] is True
+    assert run_cli(["emit", "a", "--id", "same"]).stdout.startswith("already recorded a seq 1")
+    assert len(run_cli(["log", "--format", "jsonl"]).stdout.splitlines()) == 2
+
+
+def test_bad_input_is_one_line_and_records_nothing(project: Path) -> None:
+    cases = [
+        (["emit", "t", "--data", "{bad"], 2, "--data: malformed JSON"),
+        (["emit", "t", "--data", "[1, 2]"], 2, "--data: must be a JSON object, got an array"),
+        (["emit", "t", "--data", "5"], 2, "got a number"),
+        (["emit", "t", "--time", "tomorrow"], 2, "time: not an RFC 3339 time"),
+        (["emit", "bad type"], 2, "type: must match"),
+        (["emit", "t", "--data", "@missing.json"], 2, "cannot read missing.json"),
+        (["emit", "t", "-f", "novalue"], 2, "expected key=value"),
+    ]
+    for args, code, message in cases:
+        r = run_cli(args)
+        assert r.exit_code == code, (args, r.stderr)
+        assert message in r.stderr, (args, r.stderr)
+        assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+        assert "Traceback" not in r.stderr
+    assert run_cli(["log", "--format", "jsonl"]).stdout == ""
+
+
+def write_jsonl(path: Path, lines: list[object]) -> Path:
+    path.write_text("".join((x if isinstance(x, str) else json.dumps(x)) + "\n" for x in lines))
+    return path
+
+
+def test_import_is_atomic_and_names_the_bad_line(project: Path) -> None:
+    f = write_jsonl(project / "ev.jsonl", [{"type": "a"}, {"type": "b", "data": [1]}, {"type": "c"}])
+    r = run_cli(["import", str(f)])
+    assert r.exit_code == 1
+    assert f"{f}:2: data: must be a JSON object" in r.stderr
+    assert run_cli(["log", "--format", "jsonl"]).stdout == ""
+
+
+def test_import_skip_invalid_reports_every_bad_line(project: Path) -> None:
+    f = write_jsonl(project / "ev.jsonl", [{"type": "a"}, "{nope", {"type": "b"}, {"data": {}}])
+    r = run_cli(["import", str(f), "--skip-invalid", "--format", "json"])
+    assert r.exit_code == 0, r.stderr
+    assert json.loads(r.stdout)["recorded"] == 2 and json.loads(r.stdout)["invalid"] == 2
+    assert f"{f}:2: line: malformed JSON" in r.stderr and f"{f}:4: type: missing" in r.stderr
+
+
+def test_reimport_skips_known_ids(project: Path) -> None:
+    f = write_jsonl(project / "ev.jsonl", [{"type": "a", "id": "1"}, {"type": "a", "id": "2"}])
+    run_cli(["import", str(f)])
+    r = run_cli(["import", str(f), "--format", "json"])
+    assert json.loads(r.stdout)["duplicates"] == 2 and json.loads(r.stdout)["recorded"] == 0
+
+
+def test_import_from_stdin(project: Path) -> None:
+    r = run_cli(["import", "-"], stdin='{"type": "a"}\n\n{"type": "b"}\n')
+    assert r.exit_code == 0 and "recorded 2 event(s)" in r.stdout
+
+
+def test_log_jsonl_round_trips_through_import(project: Path) -> None:
+    run_cli(["import", str(REPO / "sample_events.jsonl")])
+    exported = run_cli(["log", "--format", "jsonl"]).stdout
+    r = run_cli(["--db", "other.db", "import", "-"], stdin=exported)
+    assert r.exit_code == 0, r.stderr
+    again = run_cli(["--db", "other.db", "log", "--format", "jsonl"]).stdout
+    strip = lambda text: [  # noqa: E731
+        {k: v for k, v in json.loads(x).items() if k != "recordedtime"} for x in text.splitlines()
+    ]
+    assert strip(again) == strip(exported)
+
+
+def test_log_filters_and_formats(project: Path) -> None:
+    run_cli(["import", str(REPO / "sample_events.jsonl")])
+
+    def seqs(*args: str) -> list[int]:
+        r = run_cli(["log", "--format", "jsonl", *args])
+        assert r.exit_code == 0, r.stderr
+        return [json.loads(x)["seq"] for x in r.stdout.splitlines()]
+
+    members = seqs("--type", "member.*")
+    assert members and all(isinstance(s, int) for s in members)
+    typed = [json.loads(x)["type"] for x in run_cli(["log", "--format", "jsonl", "--type", "member.*"]).stdout.splitlines()]
+    assert all(t.startswith("member.") for t in typed)
+    assert seqs("--since", "2", "--until", "4") == [3, 4]
+    assert seqs("--limit", "2") == [1, 2]
+    assert seqs("--subject", "u3")
+    assert seqs("--since", "2016-10-05T00:00:00Z") == [s for s in seqs() if s >= seqs("--since", "2016-10-05T00:00:00Z")[0]]
+    as_json = json.loads(run_cli(["log", "--format", "json", "--limit", "1"]).stdout)
+    assert isinstance(as_json, list) and as_json[0]["seq"] == 1
+    table = run_cli(["log", "--format", "table"]).stdout
+    assert "member.created" in table and "seq" in table
+    bad = run_cli(["log", "--since", "last tuesday"])
+    assert bad.exit_code == 2 and "--since" in bad.stderr
+    assert run_cli(["log", "--format", "xml"]).exit_code == 2
+
+
+def test_show_by_seq_and_id(project: Path) -> None:
+    run_cli(["emit", "a", "--id", "evt-1"])
+    by_id = json.loads(run_cli(["show", "evt-1", "--format", "json"]).stdout)
+    by_seq = json.loads(run_cli(["show", "1", "--format", "json"]).stdout)
+    assert by_id == by_seq and by_id["event"]["id"] == "evt-1"
+    missing = run_cli(["show", "nope"])
+    assert missing.exit_code == 1 and "no event with id or seq 'nope'" in missing.stderr
+
+
+def test_stats(project: Path) -> None:
+    run_cli(["import", str(REPO / "sample_events.jsonl")])
+    s = json.loads(run_cli(["stats", "--format", "json"]).stdout)
+    assert s["by_type"]["member.created"] == 3
+    assert s["first_time"] == "2016-09-20T00:00:00.000000Z"
+    assert s["events"] == s["last_seq"] >= 10
+    assert "member.created" in run_cli(["stats", "--format", "table"]).stdout
+
+
+def test_init_is_safe_to_run_twice(project: Path) -> None:
+    assert run_cli(["init"]).exit_code == 0
+    assert (project / ".evflow" / "evflow.db").exists() and (project / "rules").is_dir()
+    before = {p.name: p.read_text() for p in (project / "rules").glob("*.yaml")}
+    assert run_cli(["init"]).exit_code == 0
+    assert {p.name: p.read_text() for p in (project / "rules").glob("*.yaml")} == before
+
+
+def test_env_db_and_unsupported_scheme(project: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("EVFLOW_DB", str(project / "env.db"))
+    run_cli(["emit", "a"])
+    assert (project / "env.db").exists()
+    r = run_cli(["--db", "mysql://u:secret@h/db", "log"])
+    assert r.exit_code == 2 and "secret" not in r.stderr and "***" in r.stderr
+
+
+def test_traceback_flag_shows_a_traceback(project: Path) -> None:
+    r = run_process(["--traceback", "emit", "t", "--data", "[1]"], cwd=project)
+    assert r.returncode != 0 and "Traceback" in r.stderr
+    r = run_process(["emit", "t", "--data", "[1]"], cwd=project)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+
+
+def test_python_dash_m_and_help(project: Path) -> None:
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-m", "evflow", "--help"], capture_output=True, text=True, cwd=project)
+    assert r.returncode == 0 and "emit" in r.stdout and "Exit status" in r.stdout
+    r = run_process(["emit", "--help"], cwd=project)
+    assert r.returncode == 0 and "--data" in r.stdout
+
+
+def test_storage_unavailable_exit_code(project: Path) -> None:
+    (project / "blocker").write_text("a file where a folder should be")
+    r = run_cli(["--db", str(project / "blocker" / "x.db"), "log"])
+    assert r.exit_code == 4, r.stderr

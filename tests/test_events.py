@@ -1,0 +1,67 @@
+from __future__ import annotations
+
+import pytest
+
+from evflow.errors import InvalidEvent
+from evflow.events import format_time, new_id, normalize, parse_json_object, parse_time
+
+
+def test_defaults_are_filled() -> None:
+    e = normalize({"type": "order.placed", "data": {"a": 1}})
+    assert e["specversion"] == "1.0"
+    assert e["source"] == "evflow:cli"
+    assert e["datacontenttype"] == "application/json"
+    assert e["time"].endswith("Z") and len(e["time"]) == 27
+    assert e["correlationid"] == e["id"]
+    assert e["id"][14] == "7"  # UUIDv7
+
+
+def test_store_attributes_are_ignored_and_others_kept() -> None:
+    e = normalize({"type": "a", "seq": 99, "recordedtime": "x", "id": "i", "source": "s",
+                   "subject": "u1", "causationid": "c", "correlationid": "r", "traceparent": "t"})
+    assert "seq" not in e and "recordedtime" not in e
+    assert (e["id"], e["source"], e["subject"], e["causationid"], e["correlationid"]) == ("i", "s", "u1", "c", "r")
+    assert e["traceparent"] == "t"
+
+
+def test_time_is_stored_in_utc() -> None:
+    e = normalize({"type": "a", "time": "2016-10-01T00:00:00+09:00"})
+    assert e["time"] == "2016-09-30T15:00:00.000000Z"
+
+
+@pytest.mark.parametrize(
+    ("raw", "field"),
+    [
+        ({"data": {}}, "type"),
+        ({"type": "bad type!"}, "type"),
+        ({"type": "a", "data": [1]}, "data"),
+        ({"type": "a", "data": "x"}, "data"),
+        ({"type": "a", "time": "yesterday"}, "time"),
+        ({"type": "a", "time": "2020-01-01T00:00:00"}, "time"),
+        ({"type": "a", "specversion": "0.3"}, "specversion"),
+        ({"type": "a", "id": ""}, "id"),
+        ({"type": "a", "Bad-Ext": 1}, "Bad-Ext"),
+    ],
+)
+def test_invalid_events_name_the_field(raw: dict, field: str) -> None:
+    with pytest.raises(InvalidEvent) as info:
+        normalize(raw, where="f.jsonl:3")
+    assert info.value.field == field
+    assert str(info.value).startswith(f"f.jsonl:3: {field}: ")
+
+
+def test_ids_are_time_ordered_and_unique() -> None:
+    ids = [new_id(now_ns=1_700_000_000_000_000_000 + i * 1_000_000) for i in range(100)]
+    assert ids == sorted(ids) and len(set(ids)) == 100
+
+
+def test_time_round_trip() -> None:
+    assert format_time(parse_time("2020-02-03T04:05:06.5-01:00")) == "2020-02-03T05:05:06.500000Z"
+    assert format_time(parse_time("2020-02-03")) == "2020-02-03T00:00:00.000000Z"
+
+
+def test_parse_json_object_errors() -> None:
+    with pytest.raises(InvalidEvent, match="malformed JSON"):
+        parse_json_object("{x")
+    with pytest.raises(InvalidEvent, match="got an array"):
+        parse_json_object("[]")
