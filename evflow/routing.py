@@ -15,7 +15,7 @@ from typing import Any
 
 from evflow.errors import ChainTooDeep, EvflowError
 from evflow.events import Event, normalize
-from evflow.expressions import EvaluationError
+from evflow.expressions import Bindings, EvaluationError, bind
 from evflow.rules import MAX_CHAIN_DEPTH, EmitAction, Match, RuleSet, event_variables
 from evflow.store.sql import Transaction
 
@@ -78,7 +78,8 @@ class Router:
         candidates = self.ruleset.rules_for(event["type"])
         if not candidates:
             return
-        variables = event_variables(event)
+        # CEL converts bound values once per event, not once per rule
+        variables = bind(event_variables(event))
         for rule in candidates:
             match = rule.judge(event, variables, at=self.at)
             outcome.matches.append(match)
@@ -117,7 +118,7 @@ class Router:
         rule: str,
         index: int,
         action: EmitAction,
-        variables: dict[str, Any],
+        variables: Bindings,
     ) -> Event:
         try:
             raw = action.render(variables, rule)

@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 from evflow.events import Event, parse_time
-from evflow.expressions import EvaluationError, Expression, Template
+from evflow.expressions import Bindings, EvaluationError, Expression, Template
 from evflow.windows import Window
 
 MAX_CHAIN_DEPTH = 16
@@ -47,7 +47,7 @@ class EmitAction:
     location: Location | None = None
     kind: Literal["emit"] = "emit"
 
-    def render(self, variables: Mapping[str, Any], rule: str) -> dict[str, Any]:
+    def render(self, variables: Mapping[str, Any] | Bindings, rule: str) -> dict[str, Any]:
         """The derived event's attributes (before normalization); raises EvaluationError."""
         data = self.data.render(variables) if self.data is not None else {}
         if not isinstance(data, dict):
@@ -131,7 +131,7 @@ class Rule:
     def judge(
         self,
         event: Event,
-        variables: Mapping[str, Any] | None = None,
+        variables: Mapping[str, Any] | Bindings | None = None,
         at: datetime | None = None,
     ) -> Match:
         """Type, then window (against the event's own ``time``, or ``at``), then filter."""

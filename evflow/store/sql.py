@@ -264,7 +264,8 @@ class SqlStore:
         ids: Sequence[int] | None = None,
         limit: int | None = None,
     ) -> list[Delivery]:
-        where, params = ["1 = 1"], []
+        where: list[str] = ["1 = 1"]
+        params: list[Any] = []
         if status is not None:
             if status not in DELIVERY_STATUSES:
                 raise ValueError(f"unknown status {status!r}")

@@ -1,0 +1,358 @@
+"""CEL expressions and ``${{ expr }}`` templates (SPEC §3); the only module importing CEL.
+
+Conventions chosen here (documented for rule authors in the rules reference):
+
+- Results are JSON-compatible: CEL timestamps become RFC 3339 UTC strings ending in ``Z``,
+  durations become seconds as a float, bytes become base64 text, CEL types their name, and map keys
+  that are not strings (``{1: 2}``) become their JSON text.
+- In text interpolation (``"order ${{ data.id }}"``) strings go in as they are, null as the empty
+  string, and every other value as compact JSON (``true``, ``3``, ``1.5``, ``{"a":1}``).
+- A template string is "whole" only when it starts with ``${{`` and ends with its ``}}``; then it
+  takes the expression's value and type. There is no escape for a literal ``${{``.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from functools import cache
+from typing import Any
+
+from cel_expr_python import cel
+
+from evflow.errors import EvflowError
+
+VARIABLES_RULE = frozenset({"data", "event"})
+VARIABLES_PROJECTION = frozenset({"data", "event", "state", "key"})
+VARIABLES_SCHEDULE = frozenset({"schedule"})
+
+_MAP = cel.Type.Map(cel.Type.STRING, cel.Type.DYN)
+# Maps where the value is always an object, so `data + 1` fails at load time rather than per event;
+# `state` and `key` stay dynamic because a new row's state may be null and keys may be any scalar.
+_VARIABLE_TYPES = {"data": _MAP, "event": _MAP, "schedule": _MAP}
+_ALL_VARIABLES = VARIABLES_PROJECTION | VARIABLES_SCHEDULE
+_ERROR = cel.Type.ERROR
+_SCALARS = (bool, int, float, str, type(None))
+_FAST = frozenset(_SCALARS)
+
+
+class ExpressionError(EvflowError):
+    """An expression or template that does not compile; line and column are 1-based."""
+
+    def __init__(self, message: str, line: int = 1, column: int = 1) -> None:
+        super().__init__(message)
+        self.line = line
+        self.column = column
+
+    def __str__(self) -> str:
+        return f"{self.line}:{self.column}: {self.message}"
+
+
+class EvaluationError(EvflowError):
+    """An expression that failed at run time (a missing key, a type mismatch); one line."""
+
+
+@cache
+def _env(variables: frozenset[str]) -> Any:
+    # One Env per variable set: creating it costs far more than compiling an expression.
+    return cel.NewEnv(variables={n: _VARIABLE_TYPES.get(n, cel.Type.DYN) for n in variables})
+
+
+class Bindings:
+    """Variables bound once for many evaluations (one event against every rule).
+
+    CEL converts the Python values on first use and keeps them in the activation, so evaluating
+    several expressions against one ``Bindings`` pays that conversion once. Do not mutate the
+    mapping after binding it.
+    """
+
+    __slots__ = ("_activation",)
+
+    def __init__(self, variables: Mapping[str, Any]) -> None:
+        # An activation from one Env serves expressions of every Env, so one shared Env that
+        # declares every known variable avoids an Env per distinct set of names.
+        self._activation = _env(_ALL_VARIABLES).Activation(data=variables)
+
+
+def bind(variables: Mapping[str, Any]) -> Bindings:
+    """Bind variables for repeated evaluation (see ``Bindings``)."""
+    return Bindings(variables)
+
+
+@dataclass(frozen=True)
+class Expression:
+    """A compiled CEL expression; ``source`` is the text it was compiled from."""
+
+    source: str
+    _compiled: Any = field(repr=False, compare=False)
+
+    def evaluate(self, variables: Mapping[str, Any] | Bindings) -> Any:
+        """The expression's value as a JSON-compatible Python value."""
+        plain = self._eval(variables)
+        return plain if type(plain) in _FAST else to_json(plain)
+
+    def evaluate_bool(self, variables: Mapping[str, Any] | Bindings) -> bool:
+        """The expression's value, which must be a bool (for ``if`` filters)."""
+        plain = self._eval(variables)
+        if plain is True or plain is False:
+            return plain
+        result = to_json(plain)
+        shown = json.dumps(result)
+        if len(shown) > 40:
+            shown = shown[:37] + "..."
+        raise EvaluationError(f"expected a bool, got {_json_type(result)} {shown}")
+
+    def _eval(self, variables: Mapping[str, Any] | Bindings) -> Any:
+        if isinstance(variables, Bindings):
+            value = self._compiled.eval(variables._activation)
+        else:
+            # For a single evaluation, passing the mapping directly is faster than an activation.
+            value = self._compiled.eval(data=variables)
+        plain = value.plain_value()
+        # A CEL error's plain value is its message, a str: only a str result can be an error,
+        # so the common bool/number results skip asking for the type.
+        if type(plain) is str and value.type() == _ERROR:
+            raise EvaluationError(_runtime_message(plain))
+        return plain
+
+
+def compile_expression(source: str, variables: frozenset[str]) -> Expression:
+    """Compile CEL text against the given variables; unknown names are compile errors."""
+    if not source.strip():
+        raise ExpressionError("empty expression")
+    try:
+        compiled = _env(variables).compile(source)
+    except RuntimeError as exc:
+        message, line, column = _compile_problem(str(exc))
+        raise ExpressionError(message, line, column) from None
+    return Expression(source, compiled)
+
+
+# "ERROR: <input>:1:16: Syntax error: ..." — the first error is enough; CEL's caret drawing follows
+# on the next lines and is dropped because evflow prints its own file:line:column.
+_COMPILE_ERROR = re.compile(r"ERROR: <input>:(\d+):(\d+): ([^\n]*)")
+_COMPILE_OVERLOAD = re.compile(r"found no matching overload for '(.*)' applied to '\((.*)\)'$")
+_STATUS_PREFIX = re.compile(r"^[A-Z_]+: ")
+_STATUS_SUFFIX = re.compile(r" \[[A-Z_]+\]$")
+
+
+def _compile_problem(text: str) -> tuple[str, int, int]:
+    match = _COMPILE_ERROR.search(text)
+    if match is None:
+        return _STATUS_SUFFIX.sub("", _STATUS_PREFIX.sub("", text.strip())).splitlines()[0], 1, 1
+    line, column, message = int(match[1]), int(match[2]), _STATUS_SUFFIX.sub("", match[3])
+    message = message.replace(" (in container '')", "")
+    if m := _COMPILE_OVERLOAD.match(message):
+        name = m[1].strip("_")
+        what = "function" if name.replace(".", "").isalnum() else "operator"
+        return f"no {what} '{name}' for ({m[2]})", max(line, 1), max(column, 1)
+    if message.startswith("Syntax error: mismatched input '<EOF>'"):
+        message = "Syntax error: unexpected end of expression"
+    elif message.startswith("Syntax error:"):
+        # The set of expected tokens is a wall of grammar names, not a help.
+        message = message.split(" expecting ", 1)[0]
+    return message, max(line, 1), max(column, 1)
+
+
+_KEY_NOT_FOUND = re.compile(r'Key not found in map : "(.*)"$')
+_NO_OVERLOAD = re.compile(r"No matching overloads found : _?([^(]*?)_?\((.*)\)$")
+_NO_VARIABLE = re.compile(r'No value with name "(.*)" found in Activation')
+
+
+def _runtime_message(text: str) -> str:
+    message = _STATUS_SUFFIX.sub("", _STATUS_PREFIX.sub("", text.strip()))
+    message = message.splitlines()[0] if message else "evaluation failed"
+    if m := _KEY_NOT_FOUND.search(message):
+        return f"no such key: {m[1]}"
+    if m := _NO_OVERLOAD.search(message):
+        return f"no operator '{m[1]}' for ({m[2]})"
+    if m := _NO_VARIABLE.search(message):
+        return f"no value for variable '{m[1]}'"
+    if message == "Applying SELECT to non-message type":
+        return "field access on a value that is not a map"
+    return message
+
+
+def to_json(value: Any) -> Any:
+    """Turn a CEL plain value into a JSON-compatible Python value (conventions: module doc)."""
+    if isinstance(value, _SCALARS):
+        return value
+    if isinstance(value, dict):
+        return {_key(k): to_json(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [to_json(v) for v in value]
+    if isinstance(value, datetime):
+        utc = value.astimezone(UTC) if value.tzinfo else value
+        return (
+            utc.strftime("%Y-%m-%dT%H:%M:%S")
+            + (f".{utc.microsecond:06d}".rstrip("0") if utc.microsecond else "")
+            + "Z"
+        )
+    if isinstance(value, timedelta):
+        return value.total_seconds()
+    if isinstance(value, bytes | bytearray):
+        return base64.b64encode(bytes(value)).decode("ascii")
+    if isinstance(value, cel.Type):
+        return value.name()
+    return str(value)
+
+
+def _key(key: Any) -> str:
+    return key if isinstance(key, str) else _text(to_json(key))
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    return "list" if isinstance(value, list) else "map"
+
+
+def _text(value: Any) -> str:
+    """A value as it appears inside a larger string (conventions: module doc)."""
+    if isinstance(value, str):
+        return value
+    if value is None:
+        return ""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+# Templates ----------------------------------------------------------------------------------------
+
+_OPEN = "${{"
+
+
+class Template:
+    """A JSON-like value whose strings may hold ``${{ expr }}``; compiled once, rendered often."""
+
+    __slots__ = ("_node", "expressions", "is_constant")
+
+    def __init__(self, node: Any, expressions: list[Expression]) -> None:
+        self._node = node
+        self.expressions = expressions
+        self.is_constant = not expressions
+
+    def render(self, variables: Mapping[str, Any] | Bindings) -> Any:
+        """The value with every expression replaced by its result (types kept for whole strings)."""
+        if len(self.expressions) > 1 and not isinstance(variables, Bindings):
+            variables = Bindings(variables)  # convert the variables once, not per expression
+        return _render(self._node, variables)
+
+
+# Nodes are plain tuples tagged by their first item, to keep rendering a cheap recursive walk.
+_CONST, _WHOLE, _PARTS, _DICT, _LIST = range(5)
+
+
+def _render(node: tuple[Any, ...], variables: Mapping[str, Any] | Bindings) -> Any:
+    kind = node[0]
+    if kind == _CONST:
+        return node[1]
+    if kind == _WHOLE:
+        return node[1].evaluate(variables)
+    if kind == _PARTS:
+        return "".join(p if isinstance(p, str) else _text(p.evaluate(variables)) for p in node[1])
+    if kind == _DICT:
+        return {k: _render(v, variables) for k, v in node[1]}
+    return [_render(v, variables) for v in node[1]]
+
+
+def compile_template(value: Any, variables: frozenset[str]) -> Template:
+    """Compile every ``${{ }}`` in a JSON-like value; errors point into the string holding them."""
+    expressions: list[Expression] = []
+    node = _compile_node(value, variables, expressions)
+    return Template(node, expressions)
+
+
+def _compile_node(value: Any, variables: frozenset[str], out: list[Expression]) -> tuple[Any, ...]:
+    if isinstance(value, str):
+        return _compile_string(value, variables, out)
+    if isinstance(value, Mapping):
+        return (_DICT, tuple((k, _compile_node(v, variables, out)) for k, v in value.items()))
+    if isinstance(value, list | tuple):
+        return (_LIST, tuple(_compile_node(v, variables, out) for v in value))
+    return (_CONST, value)
+
+
+def _compile_string(text: str, variables: frozenset[str], out: list[Expression]) -> tuple[Any, ...]:
+    if _OPEN not in text:
+        return (_CONST, text)
+    parts: list[str | Expression] = []
+    pos = 0
+    while (start := text.find(_OPEN, pos)) != -1:
+        if start > pos:
+            parts.append(text[pos:start])
+        inner_start = start + len(_OPEN)
+        end = _find_close(text, inner_start)
+        if end is None:
+            line, column = _position(text, start)
+            raise ExpressionError("unterminated '${{' (missing '}}')", line, column)
+        inner = text[inner_start:end]
+        lead = len(inner) - len(inner.lstrip())
+        try:
+            expression = compile_expression(inner.strip(), variables)
+        except ExpressionError as exc:
+            offset = inner_start + lead + _offset(inner.strip(), exc.line, exc.column)
+            line, column = _position(text, offset)
+            raise ExpressionError(exc.message, line, column) from None
+        parts.append(expression)
+        out.append(expression)
+        pos = end + 2
+    if pos < len(text):
+        parts.append(text[pos:])
+    if len(parts) == 1 and isinstance(parts[0], Expression):
+        return (_WHOLE, parts[0])
+    return (_PARTS, tuple(parts))
+
+
+def _find_close(text: str, pos: int) -> int | None:
+    """Index of the ``}}`` closing a template, skipping braces and quotes of CEL map literals."""
+    depth = 0
+    quote = ""
+    i = pos
+    while i < len(text):
+        ch = text[i]
+        if quote:
+            if ch == "\\":
+                i += 1
+            elif text.startswith(quote, i):
+                i += len(quote) - 1
+                quote = ""
+        elif ch in "'\"":
+            quote = ch * 3 if text.startswith(ch * 3, i) else ch
+            i += len(quote) - 1
+        elif ch == "{":
+            depth += 1
+        elif ch == "}":
+            if depth == 0 and text.startswith("}}", i):
+                return i
+            depth = max(depth - 1, 0)
+        i += 1
+    return None
+
+
+def _offset(text: str, line: int, column: int) -> int:
+    lines = text.split("\n")
+    return sum(len(s) + 1 for s in lines[: line - 1]) + column - 1
+
+
+def _position(text: str, offset: int) -> tuple[int, int]:
+    before = text[:offset]
+    return before.count("\n") + 1, offset - (before.rfind("\n") + 1) + 1
+
+
+def find_template_error(value: Any, variables: frozenset[str]) -> ExpressionError | None:
+    """The first compile problem in a template value, or None; for validators that collect."""
+    try:
+        compile_template(value, variables)
+    except ExpressionError as exc:
+        return exc
+    return None
