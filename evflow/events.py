@@ -49,7 +49,7 @@ def format_time(dt: datetime) -> str:
 
 
 def parse_time(text: str) -> datetime:
-    """Parse RFC 3339 (``Z`` or an offset); a time without offset is rejected, a date is UTC midnight."""
+    """Parse RFC 3339 (``Z`` or an offset); no offset is an error; a date is UTC midnight."""
     value = text.strip()
     if not value:
         raise ValueError("empty time")

@@ -234,12 +234,13 @@ _OPEN = "${{"
 class Template:
     """A JSON-like value whose strings may hold ``${{ expr }}``; compiled once, rendered often."""
 
-    __slots__ = ("_node", "expressions", "is_constant")
+    __slots__ = ("_node", "expressions", "is_constant", "source")
 
-    def __init__(self, node: Any, expressions: list[Expression]) -> None:
+    def __init__(self, node: Any, expressions: list[Expression], source: Any = None) -> None:
         self._node = node
         self.expressions = expressions
         self.is_constant = not expressions
+        self.source = source  # the value as written, for display
 
     def render(self, variables: Mapping[str, Any] | Bindings) -> Any:
         """The value with every expression replaced by its result (types kept for whole strings)."""
@@ -269,7 +270,7 @@ def compile_template(value: Any, variables: frozenset[str]) -> Template:
     """Compile every ``${{ }}`` in a JSON-like value; errors point into the string holding them."""
     expressions: list[Expression] = []
     node = _compile_node(value, variables, expressions)
-    return Template(node, expressions)
+    return Template(node, expressions, value)
 
 
 def _compile_node(value: Any, variables: frozenset[str], out: list[Expression]) -> tuple[Any, ...]:

@@ -145,9 +145,7 @@ class Rule:
             try:
                 value = self.condition.evaluate_bool(variables or event_variables(event))
             except EvaluationError as exc:
-                return Match(
-                    self, False, "filter", f"filter error: {exc}", filter_error=str(exc)
-                )
+                return Match(self, False, "filter", f"filter error: {exc}", filter_error=str(exc))
             if not value:
                 return Match(self, False, "filter", f"filter {self.condition.source} is false")
         return Match(self, True, None, "matches")

@@ -78,11 +78,18 @@ def evflow_exe() -> str:
     return str(Path(sys.executable).parent / "evflow")
 
 
-def run_process(args: list[str], cwd: Path, stdin: str | None = None, env: dict | None = None) -> subprocess.CompletedProcess[str]:
+def run_process(
+    args: list[str], cwd: Path, stdin: str | None = None, env: dict | None = None
+) -> subprocess.CompletedProcess[str]:
     full_env = {**os.environ, **(env or {})}
     return subprocess.run(
-        [evflow_exe(), *args], cwd=cwd, input=stdin, capture_output=True, text=True,
-        env=full_env, timeout=120,
+        [evflow_exe(), *args],
+        cwd=cwd,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        env=full_env,
+        timeout=120,
     )
 
 

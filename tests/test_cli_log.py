@@ -21,14 +21,33 @@ def test_emit_data_sources(project: Path) -> None:
     (project / "d.json").write_text('{"a": 1}')
     assert run_cli(["emit", "t", "--data", "@d.json"]).exit_code == 0
     assert run_cli(["emit", "t", "--data", "-"], stdin='{"b": 2}').exit_code == 0
-    assert run_cli(["emit", "t", "-f", "n=3", "-f", "s=text", "-f", 'o={"x":1}', "-f", "t=true"]).exit_code == 0
-    data = [json.loads(x)["data"] for x in run_cli(["log", "--format", "jsonl"]).stdout.splitlines()]
+    assert (
+        run_cli(
+            ["emit", "t", "-f", "n=3", "-f", "s=text", "-f", 'o={"x":1}', "-f", "t=true"]
+        ).exit_code
+        == 0
+    )
+    data = [
+        json.loads(x)["data"] for x in run_cli(["log", "--format", "jsonl"]).stdout.splitlines()
+    ]
     assert data == [{"a": 1}, {"b": 2}, {"n": 3, "s": "text", "o": {"x": 1}, "t": True}]
 
 
 def test_emit_json_prints_the_whole_event(project: Path) -> None:
-    r = run_cli(["emit", "a.b", "--id", "e1", "--source", "ci/job", "--time", "2020-01-01T09:00:00+09:00",
-                 "--format", "json"])
+    r = run_cli(
+        [
+            "emit",
+            "a.b",
+            "--id",
+            "e1",
+            "--source",
+            "ci/job",
+            "--time",
+            "2020-01-01T09:00:00+09:00",
+            "--format",
+            "json",
+        ]
+    )
     event = json.loads(r.stdout)
     assert event["id"] == "e1" and event["source"] == "ci/job" and event["seq"] == 1
     assert event["time"] == "2020-01-01T00:00:00.000000Z" and event["triggered"] == []
@@ -69,7 +88,9 @@ def write_jsonl(path: Path, lines: list[object]) -> Path:
 
 
 def test_import_is_atomic_and_names_the_bad_line(project: Path) -> None:
-    f = write_jsonl(project / "ev.jsonl", [{"type": "a"}, {"type": "b", "data": [1]}, {"type": "c"}])
+    f = write_jsonl(
+        project / "ev.jsonl", [{"type": "a"}, {"type": "b", "data": [1]}, {"type": "c"}]
+    )
     r = run_cli(["import", str(f)])
     assert r.exit_code == 1
     assert f"{f}:2: data: must be a JSON object" in r.stderr
@@ -118,12 +139,17 @@ def test_log_filters_and_formats(project: Path) -> None:
 
     members = seqs("--type", "member.*")
     assert members and all(isinstance(s, int) for s in members)
-    typed = [json.loads(x)["type"] for x in run_cli(["log", "--format", "jsonl", "--type", "member.*"]).stdout.splitlines()]
+    typed = [
+        json.loads(x)["type"]
+        for x in run_cli(["log", "--format", "jsonl", "--type", "member.*"]).stdout.splitlines()
+    ]
     assert all(t.startswith("member.") for t in typed)
     assert seqs("--since", "2", "--until", "4") == [3, 4]
     assert seqs("--limit", "2") == [1, 2]
     assert seqs("--subject", "u3")
-    assert seqs("--since", "2016-10-05T00:00:00Z") == [s for s in seqs() if s >= seqs("--since", "2016-10-05T00:00:00Z")[0]]
+    assert seqs("--since", "2016-10-05T00:00:00Z") == [
+        s for s in seqs() if s >= seqs("--since", "2016-10-05T00:00:00Z")[0]
+    ]
     as_json = json.loads(run_cli(["log", "--format", "json", "--limit", "1"]).stdout)
     assert isinstance(as_json, list) and as_json[0]["seq"] == 1
     table = run_cli(["log", "--format", "table"]).stdout
@@ -178,7 +204,9 @@ def test_python_dash_m_and_help(project: Path) -> None:
     import subprocess
     import sys
 
-    r = subprocess.run([sys.executable, "-m", "evflow", "--help"], capture_output=True, text=True, cwd=project)
+    r = subprocess.run(
+        [sys.executable, "-m", "evflow", "--help"], capture_output=True, text=True, cwd=project
+    )
     assert r.returncode == 0 and "emit" in r.stdout and "Exit status" in r.stdout
     r = run_process(["emit", "--help"], cwd=project)
     assert r.returncode == 0 and "--data" in r.stdout

@@ -17,10 +17,27 @@ def test_defaults_are_filled() -> None:
 
 
 def test_store_attributes_are_ignored_and_others_kept() -> None:
-    e = normalize({"type": "a", "seq": 99, "recordedtime": "x", "id": "i", "source": "s",
-                   "subject": "u1", "causationid": "c", "correlationid": "r", "traceparent": "t"})
+    e = normalize(
+        {
+            "type": "a",
+            "seq": 99,
+            "recordedtime": "x",
+            "id": "i",
+            "source": "s",
+            "subject": "u1",
+            "causationid": "c",
+            "correlationid": "r",
+            "traceparent": "t",
+        }
+    )
     assert "seq" not in e and "recordedtime" not in e
-    assert (e["id"], e["source"], e["subject"], e["causationid"], e["correlationid"]) == ("i", "s", "u1", "c", "r")
+    assert (e["id"], e["source"], e["subject"], e["causationid"], e["correlationid"]) == (
+        "i",
+        "s",
+        "u1",
+        "c",
+        "r",
+    )
     assert e["traceparent"] == "t"
 
 

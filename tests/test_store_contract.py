@@ -1,4 +1,4 @@
-"""The store contract: every backend must pass these (SQLite always; PostgreSQL with EVFLOW_TEST_PG)."""
+"""The store contract: every backend passes these (SQLite; PostgreSQL with EVFLOW_TEST_PG)."""
 
 from __future__ import annotations
 
@@ -53,10 +53,18 @@ def test_a_failed_transaction_records_nothing(db_url: str) -> None:
 
 def test_filters(db_url: str) -> None:
     store = open_store(db_url)
-    store.append(normalize({"type": "member.created", "subject": "u1", "time": "2020-01-01T00:00:00Z"}))
-    store.append(normalize({"type": "order.placed", "subject": "u1", "time": "2020-01-02T00:00:00Z"}))
-    store.append(normalize({"type": "order.shipped", "subject": "u2", "time": "2020-01-03T00:00:00Z"}))
-    store.append(normalize({"type": "member.deleted", "subject": "u1", "time": "2020-01-04T00:00:00Z"}))
+    store.append(
+        normalize({"type": "member.created", "subject": "u1", "time": "2020-01-01T00:00:00Z"})
+    )
+    store.append(
+        normalize({"type": "order.placed", "subject": "u1", "time": "2020-01-02T00:00:00Z"})
+    )
+    store.append(
+        normalize({"type": "order.shipped", "subject": "u2", "time": "2020-01-03T00:00:00Z"})
+    )
+    store.append(
+        normalize({"type": "member.deleted", "subject": "u1", "time": "2020-01-04T00:00:00Z"})
+    )
 
     def seqs(**kw: object) -> list[int]:
         return [e["seq"] for e in store.read(EventFilter(**kw))]  # type: ignore[arg-type]
@@ -77,7 +85,9 @@ def test_get_by_id_or_seq_and_causation(db_url: str) -> None:
     store = open_store(db_url)
     cause = ev("order.placed")
     store.append(cause)
-    child = normalize({"type": "shipment.requested", "causationid": cause["id"], "correlationid": cause["id"]})
+    child = normalize(
+        {"type": "shipment.requested", "causationid": cause["id"], "correlationid": cause["id"]}
+    )
     store.append(child)
     assert store.get(cause["id"])["seq"] == 1
     assert store.get("2")["id"] == child["id"]

@@ -33,14 +33,17 @@ def main(
         typer.Option(
             "--db",
             envvar="EVFLOW_DB",
-            help="Database URL or path (default .evflow/evflow.db; postgresql://… for a shared log).",
+            help="Database URL or path (default .evflow/evflow.db; postgresql://… to share).",
             show_envvar=True,
         ),
     ] = None,
     rules: Annotated[
         str | None,
         typer.Option(
-            "--rules", envvar="EVFLOW_RULES", help="Rules folder (default ./rules).", show_envvar=True
+            "--rules",
+            envvar="EVFLOW_RULES",
+            help="Rules folder (default ./rules).",
+            show_envvar=True,
         ),
     ] = None,
     traceback: Annotated[

@@ -92,7 +92,9 @@ def run_emit(opts: EmitOptions, db: str | None, rules: str | None, out: Output) 
         except ValueError as exc:
             raise UsageError(f"--at: {exc}") from None
     with Evflow(db=db, rules=rules) as flow:
-        outcome = flow.emit(raw, dry_run=opts.dry_run, at=at, default_source=opts.source or "evflow:cli")
+        outcome = flow.emit(
+            raw, dry_run=opts.dry_run, at=at, default_source=opts.source or "evflow:cli"
+        )
         failures: list[str] = []
         if not opts.dry_run and not opts.no_dispatch and outcome.deliveries:
             dispatch = getattr(flow, "dispatch", None)
@@ -115,7 +117,11 @@ def run_emit(opts: EmitOptions, db: str | None, rules: str | None, out: Output) 
         else:
             out.jsonl([payload])
     else:
-        verb = "would record" if opts.dry_run else ("already recorded" if outcome.duplicate else "recorded")
+        verb = (
+            "would record"
+            if opts.dry_run
+            else ("already recorded" if outcome.duplicate else "recorded")
+        )
         out.line(f"{verb} {event['type']} seq {event['seq']} id {event['id']}")
         for match in outcome.matches if opts.dry_run else []:
             mark = "match" if match.matched else f"no ({match.stage})"
@@ -126,7 +132,9 @@ def run_emit(opts: EmitOptions, db: str | None, rules: str | None, out: Output) 
                 f" (rule {derived.get('evflowrule')})"
             )
         for d in outcome.deliveries:
-            out.line(f"  -> {d['type']} action {d['action']} of rule {d['rule']} (delivery {d['id']})")
+            out.line(
+                f"  -> {d['type']} action {d['action']} of rule {d['rule']} (delivery {d['id']})"
+            )
     for m in outcome.filter_errors:
         out.warn(f"evflow: warning: rule {m.rule.name}: {m.reason}")
     for failure in failures:
@@ -182,9 +190,18 @@ def fast_main(argv: list[str]) -> int | None:
     if unknown:
         return None
     opts = EmitOptions(
-        type=ns.type, data=ns.data, fields=ns.field, subject=ns.subject, source=ns.source,
-        time=ns.time, id=ns.id, dry_run=ns.dry_run, at=ns.at, no_dispatch=ns.no_dispatch,
-        strict=ns.strict, format=ns.format,
+        type=ns.type,
+        data=ns.data,
+        fields=ns.field,
+        subject=ns.subject,
+        source=ns.source,
+        time=ns.time,
+        id=ns.id,
+        dry_run=ns.dry_run,
+        at=ns.at,
+        no_dispatch=ns.no_dispatch,
+        strict=ns.strict,
+        format=ns.format,
     )
     out = Output()
     try:

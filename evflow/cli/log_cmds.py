@@ -18,7 +18,9 @@ from evflow.store.base import EventFilter
 
 FormatOpt = Annotated[
     str | None,
-    typer.Option("--format", help="table, json or jsonl (default: table on a terminal, else jsonl)."),
+    typer.Option(
+        "--format", help="table, json or jsonl (default: table on a terminal, else jsonl)."
+    ),
 ]
 
 
@@ -71,16 +73,24 @@ def emit(
     no_dispatch: Annotated[
         bool, typer.Option("--no-dispatch", help="Record deliveries; leave them to 'evflow run'.")
     ] = False,
-    strict: Annotated[
-        bool, typer.Option("--strict", help="Exit 1 when a delivery fails.")
-    ] = False,
+    strict: Annotated[bool, typer.Option("--strict", help="Exit 1 when a delivery fails.")] = False,
     format: FormatOpt = None,
 ) -> None:
     """Append one event, run what its rules trigger, and print its seq and id."""
     g: Globals = ctx.obj
     opts = EmitOptions(
-        type=type, data=data, fields=field or [], subject=subject, source=source, time=time_,
-        id=id, dry_run=dry_run, at=at, no_dispatch=no_dispatch, strict=strict, format=format,
+        type=type,
+        data=data,
+        fields=field or [],
+        subject=subject,
+        source=source,
+        time=time_,
+        id=id,
+        dry_run=dry_run,
+        at=at,
+        no_dispatch=no_dispatch,
+        strict=strict,
+        format=format,
     )
     raise typer.Exit(run_emit(opts, g.db, g.rules, g.out))
 
@@ -102,7 +112,10 @@ def _read_lines(path: str) -> Iterator[tuple[str, Any]]:
             try:
                 yield where, json.loads(line)
             except json.JSONDecodeError as exc:
-                yield where, InvalidEvent("line", f"malformed JSON: {exc.msg} (column {exc.colno})", where)
+                yield (
+                    where,
+                    InvalidEvent("line", f"malformed JSON: {exc.msg} (column {exc.colno})", where),
+                )
     finally:
         if stream is not sys.stdin:
             stream.close()
@@ -134,7 +147,8 @@ def import_(
         with Progress(console=g.out.console(stderr=True), transient=True) as bar:
             task = bar.add_task("importing", total=total)
             result = flow.import_events(
-                _read_lines(file), skip_invalid=skip_invalid,
+                _read_lines(file),
+                skip_invalid=skip_invalid,
                 progress=lambda n: bar.update(task, completed=n),
             )
     else:
@@ -210,8 +224,13 @@ def log(
     since_seq, since_time = parse_position(since, "--since")
     until_seq, until_time = parse_position(until, "--until")
     flt = EventFilter(
-        since_seq=since_seq or 0, until_seq=until_seq, since_time=since_time,
-        until_time=until_time, types=tuple(type or ()), subject=subject, limit=limit,
+        since_seq=since_seq or 0,
+        until_seq=until_seq,
+        since_time=since_time,
+        until_time=until_time,
+        types=tuple(type or ()),
+        subject=subject,
+        limit=limit,
     )
     flow = g.flow()
     from evflow.cli import render

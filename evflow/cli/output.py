@@ -27,7 +27,9 @@ class Output:
     def no_color(self) -> bool:
         return "NO_COLOR" in os.environ
 
-    def resolve(self, fmt: str | None, piped: str = "jsonl", choices: Sequence[str] = FORMATS) -> str:
+    def resolve(
+        self, fmt: str | None, piped: str = "jsonl", choices: Sequence[str] = FORMATS
+    ) -> str:
         """The format asked for, else ``table`` on a terminal and ``piped`` otherwise."""
         from evflow.errors import UsageError
 
@@ -44,7 +46,8 @@ class Output:
             file=self.stderr if stderr else self.stdout,
             no_color=self.no_color,
             highlight=False,
-            soft_wrap=not self.is_terminal,
+            # piped tables are for grep and less: do not squeeze them into 80 columns
+            width=None if self.is_terminal else 200,
         )
 
     def line(self, text: str = "") -> None:
@@ -61,7 +64,9 @@ class Output:
         for value in values:
             write(json.dumps(value, ensure_ascii=False, separators=(",", ":")) + "\n")
 
-    def table(self, columns: Sequence[str], rows: Iterable[Sequence[Any]], title: str | None = None) -> None:
+    def table(
+        self, columns: Sequence[str], rows: Iterable[Sequence[Any]], title: str | None = None
+    ) -> None:
         from rich.table import Table
 
         table = Table(title=title, show_edge=False, pad_edge=False, box=None, header_style="bold")

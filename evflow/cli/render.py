@@ -23,7 +23,9 @@ def events(out: Output, items: Iterable[Event], fmt: str) -> None:
         out.json(list(items))
     elif fmt == "line":
         for e in items:
-            out.line(f"{e['seq']:>6}  {e['time']}  {e['type']}  {e.get('subject') or ''}  {_summary(e)}")
+            out.line(
+                f"{e['seq']:>6}  {e['time']}  {e['type']}  {e.get('subject') or ''}  {_summary(e)}"
+            )
     else:
         out.table(
             ["seq", "time", "type", "subject", "data"],

@@ -83,7 +83,8 @@ class Transaction:
         now = self.store.clock()
         self.store.execute(
             "INSERT INTO deliveries (event_seq, event_id, rule, action, kind, status, attempts,"
-            " next_attempt_at, created_at, updated_at) VALUES (?, ?, ?, ?, ?, 'pending', 0, ?, ?, ?)"
+            " next_attempt_at, created_at, updated_at)"
+            " VALUES (?, ?, ?, ?, ?, 'pending', 0, ?, ?, ?)"
             " ON CONFLICT (event_seq, rule, action) DO NOTHING",
             (event_seq, event_id, rule, action, kind, now, now, now),
         )

@@ -1,0 +1,206 @@
+"""``evflow rules …``: validate, list, explain (and, from the tooling module, test/schema/graph)."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from evflow.cli.context import Globals
+from evflow.errors import Problem, UsageError
+
+rules_app = typer.Typer(help="Check, list and explain rules.", no_args_is_help=True)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(rules_app, name="rules")
+
+
+def parse_at(value: str | None, option: str = "--at") -> datetime | None:
+    if value is None:
+        return None
+    from evflow.events import parse_time
+
+    try:
+        return parse_time(value)
+    except ValueError as exc:
+        raise UsageError(f"{option}: {exc}") from None
+
+
+def render_problems(problems: list[Problem], fmt: str, out: Any) -> None:
+    if fmt == "json":
+        out.json(
+            [
+                {
+                    "file": p.file,
+                    "line": p.line,
+                    "column": p.column,
+                    "rule": p.rule,
+                    "severity": p.severity,
+                    "message": p.message,
+                }
+                for p in problems
+            ]
+        )
+    elif fmt == "github":
+        for p in problems:
+            level = "error" if p.severity == "error" else "warning"
+            message = p.message.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+            out.line(f"::{level} file={p.file},line={p.line},col={p.column}::{message}")
+    else:
+        for p in problems:
+            out.line(str(p))
+
+
+@rules_app.command("validate")
+def validate(
+    ctx: typer.Context,
+    paths: Annotated[
+        list[Path] | None, typer.Argument(help="Rule files or folders (default: the rules folder).")
+    ] = None,
+    format: Annotated[
+        str,
+        typer.Option("--format", help="text, json (a list of problems) or github (annotations)."),
+    ] = "text",
+) -> None:
+    """Check rule files; exit 0 when valid, 3 when not. Every problem in every file is reported."""
+    g: Globals = ctx.obj
+    if format not in ("text", "json", "github"):
+        raise UsageError(f"--format: expected text, json or github (got {format!r})")
+    from evflow.loading import rule_files
+    from evflow.loading import validate as check
+
+    targets: list[Path] = []
+    for path in paths or [g.flow().rules_dir]:
+        if path.is_dir():
+            targets.extend(rule_files(path))
+        elif path.exists():
+            targets.append(path)
+        else:
+            raise UsageError(f"{path}: no such file or folder")
+    problems = check(targets)
+    render_problems(problems, format, g.out)
+    errors = [p for p in problems if p.severity == "error"]
+    if format == "text":
+        warnings = len(problems) - len(errors)
+        verdict = "invalid" if errors else "valid"
+        g.out.warn(
+            f"{len(targets)} file(s) {verdict}: {len(errors)} error(s), {warnings} warning(s)"
+        )
+    raise typer.Exit(3 if errors else 0)
+
+
+def _action_text(action: Any) -> str:
+    if action.kind == "emit":
+        return f"emit {action.type}"
+    if action.kind == "run":
+        argv = action.argv.source if hasattr(action.argv, "source") else None
+        return f"run {json.dumps(argv) if argv is not None else ''}".strip()
+    url = getattr(action.url, "source", None)
+    return f"http {action.method} {url if url is not None else ''}".strip()
+
+
+def rule_json(rule: Any, at: datetime) -> dict[str, Any]:
+    return {
+        "name": rule.name,
+        "description": rule.description,
+        "on": list(rule.on),
+        "if": rule.condition.source if rule.condition is not None else None,
+        "window": rule.window.describe() if rule.window is not None else "always",
+        "actions": [_action_text(a) for a in rule.actions],
+        "state": rule.state_at(at),
+        "file": str(rule.location) if rule.location else None,
+    }
+
+
+@rules_app.command("list")
+def list_(
+    ctx: typer.Context,
+    at: Annotated[
+        str | None, typer.Option("--at", help="State as of this time (default now).")
+    ] = None,
+    format: Annotated[str | None, typer.Option("--format", help="table or json.")] = None,
+) -> None:
+    """Every rule: trigger, filter, window, actions, and its state (active, pending, expired)."""
+    g: Globals = ctx.obj
+    from evflow.events import now_utc
+
+    when = parse_at(at) or now_utc()
+    fmt = g.out.resolve(format, piped="json", choices=("table", "json"))
+    rows = [rule_json(r, when) for r in g.flow().ruleset.rules]
+    if fmt == "json":
+        g.out.json(rows)
+        return
+    g.out.table(
+        ["name", "on", "if", "window", "actions", "state"],
+        (
+            [
+                r["name"],
+                ", ".join(r["on"]),
+                r["if"] or "",
+                r["window"],
+                "; ".join(r["actions"]),
+                r["state"],
+            ]
+            for r in rows
+        ),
+    )
+
+
+@rules_app.command("explain")
+def explain(
+    ctx: typer.Context,
+    type: Annotated[str, typer.Argument(help="The event type.")],
+    data: Annotated[
+        str | None, typer.Option("--data", "-d", help="Event data: JSON, @file or -.")
+    ] = None,
+    field: Annotated[
+        list[str] | None, typer.Option("--field", "-f", help="key=value (repeatable).")
+    ] = None,
+    subject: Annotated[str | None, typer.Option(help="Event subject.")] = None,
+    time_: Annotated[str | None, typer.Option("--time", help="Event time (default now).")] = None,
+    at: Annotated[
+        str | None, typer.Option("--at", help="Judge windows as of this time instead.")
+    ] = None,
+    format: Annotated[str | None, typer.Option("--format", help="table or json.")] = None,
+) -> None:
+    """For one event: each rule, and why it matches or not (type, window, filter)."""
+    g: Globals = ctx.obj
+    from evflow.cli.emit import EmitOptions, build_event
+    from evflow.errors import InvalidEvent
+    from evflow.events import normalize
+    from evflow.expressions import bind
+    from evflow.rules import event_variables
+
+    fmt = g.out.resolve(format, piped="json", choices=("table", "json"))
+    opts = EmitOptions(type=type, data=data, fields=field or [], subject=subject, time=time_)
+    try:
+        event = normalize(build_event(opts))
+    except InvalidEvent as exc:
+        raise UsageError(str(exc)) from None
+    when = parse_at(at)
+    variables = bind(event_variables(event))
+    results = []
+    for rule in g.flow().ruleset.rules:
+        m = rule.judge(event, variables, at=when)
+        results.append(
+            {
+                "rule": rule.name,
+                "matched": m.matched,
+                "stage": m.stage,
+                "reason": m.reason,
+                "actions": [_action_text(a) for a in rule.actions] if m.matched else [],
+            }
+        )
+    if fmt == "json":
+        g.out.json({"event": event, "rules": results})
+        return
+    g.out.line(f"{event['type']} at {event['time']}" + (f" (windows judged at {at})" if at else ""))
+    for r in results:
+        verdict = "MATCH" if r["matched"] else f"no ({r['stage']})"
+        g.out.line(f"  {r['rule']}: {verdict}: {r['reason']}")
+        for action in r["actions"]:
+            g.out.line(f"      -> {action}")

@@ -1,0 +1,382 @@
+"""Rule files (SPEC §3): YAML text -> definitions, with file:line:column problems.
+
+The only module importing ``yaml``, and only lazily: loading runs in two phases so that a shell
+script calling ``evflow emit`` per event does not pay for YAML on every call.
+
+1. :func:`parse_document`: YAML text -> a tree of :class:`Node` (plain values, every key and value
+   with its 1-based line and column). This tree is JSON, so it is cached in ``cache_dir`` keyed by
+   the files' names and contents; a cache hit never imports ``yaml`` (nor ``croniter``: the
+   cache also lists the cron expressions already found valid).
+2. :func:`build_rules` (in :mod:`evflow.loading_schema`): Node trees -> compiled
+   :class:`~evflow.rules.RuleSet`, collecting every problem in every file (never stopping at the
+   first). CEL compiling is cheap, so it runs on every load.
+
+Decisions: ``version`` may be left out (it means 1); any other value is an error. Names share one
+namespace across rules, schedules and projections (and across files): ``rules explain``,
+deliveries and derived events name a definition by its name alone, so ``x`` must mean one thing.
+YAML 1.1 reads ``on`` as ``true``; keys are therefore taken as written, never resolved.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any
+
+from evflow.errors import InvalidRules, Problem
+from evflow.rules import RuleSet
+
+#: bump whenever the cached tree's shape or the parsing conventions change
+LOADER_VERSION = "evflow-loader-1"
+DEFAULT_RULES = "rules"
+_MAX_DEPTH = 64
+_MAX_NODES = 200_000  # an alias bomb expands to billions of nodes
+
+
+@dataclass(slots=True)
+class Node:
+    """A YAML value with its place in the file.
+
+    ``kind`` is ``map`` (value: dict of key text -> (key node, value node), in file order), ``seq``
+    (value: list of nodes) or ``scalar`` (value: str, int, float, bool, None, date or datetime).
+    For scalars, ``text_at`` is where the text itself starts (after a quote, or on the first line
+    of a block scalar), ``raw`` the text as written when it did not resolve to a string.
+    """
+
+    kind: str
+    line: int
+    column: int
+    value: Any
+    style: str = ""
+    text_at: tuple[int, int] = (0, 0)
+    one_line: bool = True
+    raw: str | None = None
+
+
+@dataclass(slots=True)
+class Document:
+    """One parsed file: its tree (None when empty or unreadable) and the problems parsing found."""
+
+    file: str
+    root: Node | None
+    problems: list[Problem] = field(default_factory=list)
+
+
+# Phase 1: YAML -> Node ---------------------------------------------------------------------------
+
+
+def parse_document(text: str, file: str) -> Document:
+    """Parse one rule file's text; YAML errors become problems, never exceptions."""
+    import yaml  # lazily: see the module docstring
+
+    doc = Document(file, None)
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is not None:
+            doc.root = _Composer(loader, doc, text.splitlines()).convert(node, 0)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line, column = (mark.line + 1, mark.column + 1) if mark is not None else (1, 1)
+        context = f" ({exc.context})" if exc.context else ""
+        doc.problems.append(Problem(file, line, column, f"invalid YAML: {exc.problem}{context}"))
+        doc.root = None
+    except (yaml.YAMLError, RecursionError) as exc:
+        doc.problems.append(Problem(file, 1, 1, f"invalid YAML: {exc}"))
+        doc.root = None
+    finally:
+        loader.dispose()
+    return doc
+
+
+class _Composer:
+    """Turns yaml's composed nodes into :class:`Node`, constructing scalars the safe way."""
+
+    def __init__(self, loader: Any, doc: Document, lines: list[str]) -> None:
+        self.loader = loader
+        self.doc = doc
+        self.lines = lines
+        self.count = 0
+
+    def problem(self, node: Any, message: str) -> None:
+        mark = node.start_mark
+        self.doc.problems.append(Problem(self.doc.file, mark.line + 1, mark.column + 1, message))
+
+    def convert(self, node: Any, depth: int) -> Node:
+        import yaml
+
+        self.count += 1
+        line, column = node.start_mark.line + 1, node.start_mark.column + 1
+        if depth > _MAX_DEPTH or self.count > _MAX_NODES:
+            raise yaml.MarkedYAMLError(
+                problem="too deeply nested or too big", problem_mark=node.start_mark
+            )
+        if isinstance(node, yaml.MappingNode):
+            self.loader.flatten_mapping(node)  # resolves `<<` merge keys
+            items: dict[str, tuple[Node, Node]] = {}
+            for key_node, value_node in node.value:
+                if not isinstance(key_node, yaml.ScalarNode):
+                    self.problem(key_node, "a key must be a plain value, not a list or mapping")
+                    continue
+                key = self.convert(key_node, depth + 1)
+                if key_node.value in items:
+                    first = items[key_node.value][0]
+                    self.problem(
+                        key_node,
+                        f"duplicate key '{key_node.value}' (first at line {first.line})",
+                    )
+                    continue
+                items[key_node.value] = (key, self.convert(value_node, depth + 1))
+            return Node("map", line, column, items)
+        if isinstance(node, yaml.SequenceNode):
+            return Node("seq", line, column, [self.convert(n, depth + 1) for n in node.value])
+        return self.scalar(node, line, column)
+
+    def scalar(self, node: Any, line: int, column: int) -> Node:
+        import yaml
+
+        style = node.style or ""
+        try:
+            value = self.loader.construct_object(node)
+        except yaml.constructor.ConstructorError as exc:
+            self.problem(node, f"unsupported value: {exc.problem}")
+            value = node.value
+        if isinstance(value, bytes):
+            self.problem(node, "binary values are not supported")
+            value = node.value
+        elif not isinstance(value, str | int | float | bool | date | type(None)):
+            value = node.value
+        text_at = (line, column + 1) if style in ("'", '"') else (line, column)
+        if style in ("|", ">"):
+            text_at = self._block_start(node.start_mark.line)
+        one_line = node.start_mark.line == node.end_mark.line
+        raw = None if isinstance(value, str) else node.value
+        return Node("scalar", line, column, value, style, text_at, one_line, raw)
+
+    def _block_start(self, header: int) -> tuple[int, int]:
+        for index in range(header + 1, len(self.lines)):
+            text = self.lines[index]
+            if text.strip():
+                return index + 1, len(text) - len(text.lstrip(" ")) + 1
+        return header + 2, 1
+
+
+# The cache ----------------------------------------------------------------------------------------
+# A node is a JSON list: ["m", line, column, [[key, key line, key column, node], ...]],
+# ["s", line, column, [node, ...]] or ["v", line, column, value, style, text line, text column,
+# one line, raw] where a date value is {"d": iso} and a datetime {"t": iso}. The file also lists
+# the cron expressions found valid, so that a hit need not import croniter (~40 ms) to check them.
+
+
+def _encode(node: Node) -> list[Any]:
+    if node.kind == "map":
+        items = [[k, kn.line, kn.column, _encode(vn)] for k, (kn, vn) in node.value.items()]
+        return ["m", node.line, node.column, items]
+    if node.kind == "seq":
+        return ["s", node.line, node.column, [_encode(n) for n in node.value]]
+    value = node.value
+    if isinstance(value, datetime):
+        value = {"t": value.isoformat()}
+    elif isinstance(value, date):
+        value = {"d": value.isoformat()}
+    line, column = node.text_at
+    return ["v", node.line, node.column, value, node.style, line, column, node.one_line, node.raw]
+
+
+def _decode(data: list[Any]) -> Node:
+    kind, line, column, value = data[0], data[1], data[2], data[3]
+    if kind == "m":
+        items = {}
+        for key, key_line, key_column, sub in value:
+            items[key] = (
+                Node("scalar", key_line, key_column, key, text_at=(key_line, key_column)),
+                _decode(sub),
+            )
+        return Node("map", line, column, items)
+    if kind == "s":
+        return Node("seq", line, column, [_decode(n) for n in value])
+    if isinstance(value, dict):
+        value = (
+            datetime.fromisoformat(value["t"]) if "t" in value else date.fromisoformat(value["d"])
+        )
+    return Node("scalar", line, column, value, data[4], (data[5], data[6]), data[7], data[8])
+
+
+def _encode_documents(docs: list[Document], crons: set[str]) -> str:
+    return json.dumps(
+        {
+            "version": LOADER_VERSION,
+            "crons": sorted(crons),
+            "documents": [
+                {
+                    "file": d.file,
+                    "root": _encode(d.root) if d.root is not None else None,
+                    "problems": [[p.line, p.column, p.message] for p in d.problems],
+                }
+                for d in docs
+            ],
+        },
+        ensure_ascii=False,
+        separators=(",", ":"),
+    )
+
+
+def _decode_documents(text: str) -> tuple[list[Document], set[str]]:
+    data = json.loads(text)
+    if data["version"] != LOADER_VERSION:
+        raise ValueError("cache from another loader version")
+    docs = [
+        Document(
+            d["file"],
+            _decode(d["root"]) if d["root"] is not None else None,
+            [Problem(d["file"], line, column, message) for line, column, message in d["problems"]],
+        )
+        for d in data["documents"]
+    ]
+    return docs, set(data["crons"])
+
+
+def _cache_key(files: list[tuple[Path, bytes]]) -> str:
+    digest = hashlib.sha256(LOADER_VERSION.encode())
+    for path, content in files:
+        name = str(path).encode("utf-8", "surrogateescape")
+        # lengths keep ("ab", "c") and ("a", "bc") apart
+        digest.update(b"%d:%s%d:" % (len(name), name, len(content)))
+        digest.update(content)
+    return digest.hexdigest()
+
+
+def _write_cache(cache_dir: Path, target: Path, text: str) -> None:
+    """Atomically replace the cache and remove older ones; a cache that cannot be written is
+    skipped silently, because it only saves time."""
+    try:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        tmp = cache_dir / f".{target.name}.{os.getpid()}.tmp"
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, target)
+        for old in cache_dir.glob("rules-*.json"):
+            if old != target:
+                old.unlink(missing_ok=True)
+    except OSError:
+        pass
+
+
+def _load(paths: Sequence[Path], cache_dir: Path | None) -> tuple[RuleSet, list[Problem]]:
+    """Read, parse (or take from the cache) and build; the cache is written after a miss."""
+    from evflow.loading_schema import build_rules
+
+    contents: list[tuple[Path, bytes]] = []
+    failed: list[Document] = []
+    for path in paths:
+        try:
+            contents.append((path, path.read_bytes()))
+        except OSError as exc:
+            problem = Problem(str(path), 1, 1, f"cannot read: {exc.strerror or exc}")
+            failed.append(Document(str(path), None, [problem]))
+    target = None
+    if cache_dir is not None and not failed:
+        target = Path(cache_dir) / f"rules-{_cache_key(contents)}.json"
+        try:
+            cached = _decode_documents(target.read_text(encoding="utf-8"))
+        except (OSError, ValueError, KeyError, TypeError, IndexError):
+            cached = None  # missing or corrupt: parse again
+        if cached is not None:
+            return build_rules(*cached)
+    docs = failed + [_parse_bytes(path, content) for path, content in contents]
+    crons: set[str] = set()
+    result = build_rules(docs, crons)
+    if cache_dir is not None and target is not None:
+        _write_cache(Path(cache_dir), target, _encode_documents(docs, crons))
+    return result
+
+
+def _parse_bytes(path: Path, content: bytes) -> Document:
+    try:
+        text = content.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        return Document(
+            str(path), None, [Problem(str(path), 1, 1, f"not UTF-8 text: {exc.reason}")]
+        )
+    return parse_document(text, str(path))
+
+
+# The API ------------------------------------------------------------------------------------------
+
+
+def rule_files(directory: str | Path) -> list[Path]:
+    """Every ``*.yaml``/``*.yml`` directly in ``directory`` (not in subfolders), by name."""
+    folder = Path(directory)
+    if not folder.is_dir():
+        return []
+    return sorted(
+        (p for p in folder.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file()),
+        key=lambda p: p.name,
+    )
+
+
+def default_directory() -> Path:
+    """``$EVFLOW_RULES``, else ``./rules``."""
+    return Path(os.environ.get("EVFLOW_RULES") or DEFAULT_RULES)
+
+
+def parse_text(text: str, filename: str = "rules.yaml") -> tuple[RuleSet, list[Problem]]:
+    """Definitions and every problem (errors and warnings) of one file's text; never raises."""
+    from evflow.loading_schema import build_rules
+
+    return build_rules([parse_document(text, filename)])
+
+
+def load_rules(
+    directory: str | Path | None = None,
+    *,
+    paths: Sequence[Path] | None = None,
+    cache_dir: Path | None = None,
+) -> RuleSet:
+    """The definitions of every rule file; InvalidRules (with every problem) when any has an error.
+
+    A missing directory is an empty rule set. ``directory`` may also name a single file.
+    Warnings (an emit cycle, say) do not stop loading; :func:`validate` reports them.
+    """
+    folder = (
+        None if directory is None and paths is not None else Path(directory or default_directory())
+    )
+    if paths is None:
+        assert folder is not None
+        files = [folder] if folder.is_file() else rule_files(folder)
+    else:
+        files = [Path(p) for p in paths]
+    ruleset, problems = _load(files, cache_dir)
+    if any(p.severity == "error" for p in problems):
+        raise InvalidRules(problems)
+    ruleset.directory = str(folder) if folder is not None else ""
+    ruleset.files = tuple(str(p) for p in files)
+    return ruleset
+
+
+def validate(
+    targets: str | Path | Sequence[str | Path] | None = None, *, cache_dir: Path | None = None
+) -> list[Problem]:
+    """Every problem, errors and warnings, in the given files and directories (default: the rules
+    directory); never raises for bad rules. A named path that does not exist is a problem."""
+    if targets is None:
+        items: list[str | Path] = [default_directory()]
+        must_exist = False
+    else:
+        items = [targets] if isinstance(targets, str | Path) else list(targets)
+        must_exist = True
+    files: list[Path] = []
+    missing: list[Problem] = []
+    for item in items:
+        path = Path(item)
+        if path.is_dir():
+            files.extend(rule_files(path))
+        elif path.exists():
+            files.append(path)
+        elif must_exist:
+            missing.append(Problem(str(path), 1, 1, "no such file or directory"))
+    return missing + _load(files, cache_dir)[1]
