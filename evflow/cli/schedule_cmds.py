@@ -1,0 +1,185 @@
+"""``evflow tick`` and ``evflow schedules list|preview``: glue over :mod:`evflow.schedules`."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+import typer
+
+from evflow.cli.context import Globals
+from evflow.errors import NotFound, UsageError
+
+schedules_app = typer.Typer(
+    help="List schedules and preview their occurrences.", no_args_is_help=True
+)
+
+FormatOpt = Annotated[
+    str | None,
+    typer.Option("--format", help="table or json (default: table on a terminal, else json)."),
+]
+
+
+def register(app: typer.Typer) -> None:
+    app.command("tick")(tick)
+    app.add_typer(schedules_app, name="schedules")
+
+
+def _time(value: str | None, option: str) -> datetime:
+    from evflow.events import now_utc, parse_time
+
+    if value is None:
+        return now_utc()
+    try:
+        return parse_time(value)
+    except ValueError as exc:
+        raise UsageError(f"{option}: {exc}") from None
+
+
+def tick(
+    ctx: typer.Context,
+    now: Annotated[
+        str | None,
+        typer.Option("--now", help="Tick as if it were this time (RFC 3339; default: now)."),
+    ] = None,
+    no_dispatch: Annotated[
+        bool, typer.Option("--no-dispatch", help="Record deliveries without running them.")
+    ] = False,
+    format: Annotated[
+        str | None,
+        typer.Option(
+            "--format", help="table, json or jsonl (default: table on a terminal, else jsonl)."
+        ),
+    ] = None,
+) -> None:
+    """Emit every schedule occurrence due since the last tick, once each, even if run twice."""
+    g: Globals = ctx.obj
+    from evflow.schedules import tick_report
+
+    when = _time(now, "--now")
+    fmt = g.out.resolve(format, piped="jsonl")
+    flow = g.flow()
+    report = tick_report(flow, when)
+    deliveries = [d["id"] for o in report.outcomes for d in o.deliveries]
+    dispatch = getattr(flow, "dispatch", None)
+    if deliveries and not no_dispatch and dispatch is not None:
+        dispatch(deliveries)
+    if fmt == "table":
+        g.out.table(
+            ["seq", "time", "type", "id", "triggered"],
+            (
+                [
+                    o.event["seq"],
+                    o.event["time"],
+                    o.event["type"],
+                    o.event["id"],
+                    len(o.derived) + len(o.deliveries),
+                ]
+                for o in report.outcomes
+            ),
+        )
+    else:
+        items = [{**o.event, "triggered": o.triggered_json()} for o in report.outcomes]
+        g.out.json(items) if fmt == "json" else g.out.jsonl(items)
+    g.out.warn(f"{len(report.outcomes)} occurrence(s) emitted at {_iso(when)}")
+    for error in report.errors:
+        g.out.warn(f"evflow: error: {error}")
+    if report.errors:
+        raise typer.Exit(1)
+
+
+def _iso(t: datetime) -> str:
+    from evflow.events import format_time
+
+    return format_time(t)
+
+
+def schedule_json(schedule: Any, at: datetime, last_tick: datetime | None) -> dict[str, Any]:
+    from evflow.schedules import next_occurrence, state_at
+
+    upcoming = next_occurrence(schedule, at)
+    return {
+        "name": schedule.name,
+        "cron": schedule.cron,
+        "timezone": schedule.timezone,
+        "emit": schedule.emit,
+        "window": schedule.window.describe() if schedule.window is not None else "always",
+        "catchup": schedule.catchup,
+        "state": state_at(schedule, at),
+        "next": upcoming.local.isoformat() if upcoming else None,
+        "next_utc": _iso(upcoming.utc) if upcoming else None,
+        "last_tick": _iso(last_tick) if last_tick else None,
+    }
+
+
+@schedules_app.command("list")
+def list_(
+    ctx: typer.Context,
+    at: Annotated[
+        str | None, typer.Option("--at", help="State as of this time (default now).")
+    ] = None,
+    format: FormatOpt = None,
+) -> None:
+    """Every schedule: cron, zone, window, state (active, pending, expired), next occurrence."""
+    g: Globals = ctx.obj
+    from evflow.schedules import ticks
+
+    when = _time(at, "--at")
+    fmt = g.out.resolve(format, piped="json", choices=("table", "json"))
+    flow = g.flow()
+    last = ticks(flow)
+    rows = [schedule_json(s, when, last.get(s.name)) for s in flow.ruleset.schedules]
+    if fmt == "json":
+        g.out.json(rows)
+        return
+    g.out.table(
+        ["name", "cron", "timezone", "window", "state", "next", "last tick"],
+        (
+            [
+                r["name"],
+                r["cron"],
+                r["timezone"],
+                r["window"],
+                r["state"],
+                r["next"] or "-",
+                r["last_tick"] or "-",
+            ]
+            for r in rows
+        ),
+    )
+
+
+@schedules_app.command("preview")
+def preview(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="The schedule's name.")],
+    next: Annotated[int, typer.Option("--next", "-n", min=1, max=10000, help="How many.")] = 10,
+    from_: Annotated[
+        str | None, typer.Option("--from", help="Start after this time (default now).")
+    ] = None,
+    format: FormatOpt = None,
+) -> None:
+    """The next occurrences, in the schedule's zone and in UTC, with DST and window flags."""
+    g: Globals = ctx.obj
+    from evflow.schedules import preview as compute
+
+    start = _time(from_, "--from")
+    fmt = g.out.resolve(format, piped="json", choices=("table", "json"))
+    ruleset = g.flow().ruleset
+    schedule = ruleset.schedule(name)
+    if schedule is None:
+        known = ", ".join(s.name for s in ruleset.schedules) or "none"
+        raise NotFound(
+            f"no schedule named '{name}' (known: {known})", hint="see 'evflow schedules list'"
+        )
+    rows = [
+        {"local": o.local.isoformat(), "utc": _iso(o.utc), "flags": list(o.flags)}
+        for o in compute(schedule, start, next)
+    ]
+    if fmt == "json":
+        g.out.json(rows)
+        return
+    g.out.table(
+        [f"local ({schedule.timezone})", "utc", "flags"],
+        ([r["local"], r["utc"], ", ".join(r["flags"])] for r in rows),
+    )
