@@ -25,6 +25,7 @@ STORE_ATTRIBUTES = ("seq", "recordedtime")
 #: attributes that only evflow sets for derived events, kept as given on import
 LINEAGE_ATTRIBUTES = ("causationid", "correlationid", "evflowrule")
 _EXTENSION_NAME = re.compile(r"[a-z0-9]{1,20}")
+_CANONICAL_TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z")
 _CORE = {"specversion", "id", "type", "source", "time", "subject", "datacontenttype", "data"}
 
 
@@ -109,6 +110,13 @@ def normalize(
     when = raw.get("time")
     if when is None:
         stamp = format_time(now or now_utc())
+    elif isinstance(when, str) and _CANONICAL_TIME.fullmatch(when):
+        # already canonical (derived events, evflow's own log re-imported): validate, keep text
+        try:
+            datetime.fromisoformat(when[:-1])
+        except ValueError:
+            raise InvalidEvent("time", f"not an RFC 3339 time: {when!r}", where) from None
+        stamp = when
     elif isinstance(when, str):
         try:
             stamp = format_time(parse_time(when))

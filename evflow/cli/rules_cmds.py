@@ -16,6 +16,9 @@ rules_app = typer.Typer(help="Check, list and explain rules.", no_args_is_help=T
 
 
 def register(app: typer.Typer) -> None:
+    from evflow.cli import ruletools_cmds
+
+    ruletools_cmds.register(rules_app)
     app.add_typer(rules_app, name="rules")
 
 
@@ -183,7 +186,7 @@ def explain(
         raise UsageError(str(exc)) from None
     when = parse_at(at)
     variables = bind(event_variables(event))
-    results = []
+    results: list[dict[str, Any]] = []
     for rule in g.flow().ruleset.rules:
         m = rule.judge(event, variables, at=when)
         results.append(

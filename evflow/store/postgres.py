@@ -309,16 +309,18 @@ class PostgresStore(SqlStore):
             ).fetchone()
         return str(row[0])
 
-    def insert_event(self, row: tuple[Any, ...]) -> int:
+    def insert_event(self, row: tuple[Any, ...]) -> int | None:
         with self._driver_errors():
             cur = self.conn.execute(
                 "INSERT INTO events (seq, id, source, type, subject, time, recordedtime,"
                 " causationid, correlationid, rule, body)"
                 " VALUES ((SELECT COALESCE(MAX(seq), 0) + 1 FROM events),"
-                " %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING seq",
+                " %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+                " ON CONFLICT (source, id) DO NOTHING RETURNING seq",
                 row,
             )
-            return int(cur.fetchone()[0])
+            inserted = cur.fetchone()
+            return None if inserted is None else int(inserted[0])
 
     def iterate(self, sql: str, params: Sequence[Any] = ()) -> Iterator[tuple[Any, ...]]:
         if self.conn.info.transaction_status != self._psycopg.pq.TransactionStatus.IDLE:

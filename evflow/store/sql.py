@@ -45,6 +45,13 @@ class Transaction:
     def __init__(self, store: SqlStore) -> None:
         self.store = store
         self.appended: list[tuple[Event, Appended]] = []
+        self._now: str | None = None
+
+    def now(self) -> str:
+        """The store's clock, read once per transaction: what it records commits together."""
+        if self._now is None:
+            self._now = self.store.clock()
+        return self._now
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
         return self.store.execute(sql, params)
@@ -52,13 +59,7 @@ class Transaction:
     def append(self, event: Event) -> Appended:
         """Append one normalized event; a known ``source``+``id`` appends nothing."""
         store = self.store
-        existing = store.execute(
-            "SELECT seq, recordedtime FROM events WHERE source = ? AND id = ?",
-            (event["source"], event["id"]),
-        ).fetchone()
-        if existing is not None:
-            return Appended(int(existing[0]), existing[1], True)
-        recorded = store.clock()
+        recorded = self.now()
         body = json.dumps(event, ensure_ascii=False, separators=(",", ":"))
         seq = store.insert_event(
             (
@@ -74,20 +75,28 @@ class Transaction:
                 body,
             )
         )
+        if seq is None:  # source+id already recorded: report the existing position
+            existing = store.execute(
+                "SELECT seq, recordedtime FROM events WHERE source = ? AND id = ?",
+                (event["source"], event["id"]),
+            ).fetchone()
+            return Appended(int(existing[0]), existing[1], True)
         result = Appended(seq, recorded, False)
         self.appended.append((event, result))
         return result
 
     def add_delivery(self, event_seq: int, event_id: str, rule: str, action: int, kind: str) -> int:
         """Record that an action is owed (status pending); returns the delivery id."""
-        now = self.store.clock()
-        self.store.execute(
+        now = self.now()
+        row = self.store.execute(
             "INSERT INTO deliveries (event_seq, event_id, rule, action, kind, status, attempts,"
             " next_attempt_at, created_at, updated_at)"
             " VALUES (?, ?, ?, ?, ?, 'pending', 0, ?, ?, ?)"
-            " ON CONFLICT (event_seq, rule, action) DO NOTHING",
+            " ON CONFLICT (event_seq, rule, action) DO NOTHING RETURNING id",
             (event_seq, event_id, rule, action, kind, now, now, now),
-        )
+        ).fetchone()
+        if row is not None:
+            return int(row[0])
         row = self.store.execute(
             "SELECT id FROM deliveries WHERE event_seq = ? AND rule = ? AND action = ?",
             (event_seq, rule, action),
@@ -120,8 +129,11 @@ class SqlStore:
         """The store's clock, as canonical UTC text."""
         raise NotImplementedError
 
-    def insert_event(self, row: tuple[Any, ...]) -> int:
-        """Insert one event row, returning its ``seq``; called with the append lock held."""
+    def insert_event(self, row: tuple[Any, ...]) -> int | None:
+        """Insert one event row and return its ``seq``, or None when its source+id exist.
+
+        Called with the append lock held.
+        """
         raise NotImplementedError
 
     def iterate(self, sql: str, params: Sequence[Any] = ()) -> Iterator[tuple[Any, ...]]:

@@ -141,13 +141,16 @@ class SqliteStore(SqlStore):
     def clock(self) -> str:
         return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
-    def insert_event(self, row: tuple[Any, ...]) -> int:
+    def insert_event(self, row: tuple[Any, ...]) -> int | None:
+        # seq is given explicitly (the write lock is held): an insert that meets a known
+        # source+id must not burn a number, as AUTOINCREMENT would
         cur = self.conn.execute(
-            "INSERT INTO events (id, source, type, subject, time, recordedtime, causationid,"
-            " correlationid, rule, body) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO events (seq, id, source, type, subject, time, recordedtime, causationid,"
+            " correlationid, rule, body) VALUES ((SELECT COALESCE(MAX(seq), 0) + 1 FROM events),"
+            " ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (source, id) DO NOTHING",
             row,
         )
-        return int(cur.lastrowid or 0)
+        return int(cur.lastrowid) if cur.rowcount == 1 and cur.lastrowid else None
 
     def iterate(self, sql: str, params: Sequence[Any] = ()) -> Iterator[tuple[Any, ...]]:
         # a sqlite3 cursor already steps through the result row by row

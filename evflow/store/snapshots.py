@@ -1,0 +1,150 @@
+"""Snapshot rows and projection checkpoints: the SQL, as functions over a :class:`SqlStore`.
+
+Portable SQL (``?`` placeholders, ``ON CONFLICT ... DO UPDATE``) for SQLite and PostgreSQL, over
+the schema-v1 tables ``snapshots(projection, key, state, seq)`` and
+``checkpoints(name, position, definition, updated_at)``. Writers call these inside
+``store.write()`` so rows and checkpoint commit together.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from evflow.store.sql import _to_format
+
+if TYPE_CHECKING:
+    from evflow.store.sql import SqlStore
+
+# SQLite's default limit of host parameters is 32766 (999 before 3.32); stay well under both.
+IN_CHUNK = 500
+
+_UPSERT = (
+    "INSERT INTO snapshots (projection, key, state, seq) VALUES (?, ?, ?, ?)"
+    " ON CONFLICT (projection, key) DO UPDATE SET state = excluded.state, seq = excluded.seq"
+)
+_DELETE = "DELETE FROM snapshots WHERE projection = ? AND key = ?"
+
+
+@dataclass(frozen=True, slots=True)
+class Checkpoint:
+    name: str
+    position: int  # seq of the last event folded in
+    definition: str  # the projection's definition hash when it was folded
+    updated_at: str
+
+
+def executemany(store: SqlStore, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+    """Run ``sql`` once per row, in one round trip where the driver can (both of ours can)."""
+    if not rows:
+        return
+    custom = getattr(store, "executemany", None)
+    if custom is not None:
+        custom(sql, rows)
+        return
+    if store.paramstyle_format:
+        sql = _to_format(sql)
+    cursor = store.conn.cursor()
+    try:
+        cursor.executemany(sql, rows)
+    finally:
+        cursor.close()
+
+
+def checkpoint(store: SqlStore, name: str) -> Checkpoint | None:
+    row = store.execute(
+        "SELECT name, position, definition, updated_at FROM checkpoints WHERE name = ?", (name,)
+    ).fetchone()
+    store.end_read()
+    return None if row is None else Checkpoint(row[0], int(row[1]), row[2], row[3])
+
+
+def checkpoints(store: SqlStore) -> dict[str, Checkpoint]:
+    rows = store.execute(
+        "SELECT name, position, definition, updated_at FROM checkpoints ORDER BY name"
+    ).fetchall()
+    store.end_read()
+    return {r[0]: Checkpoint(r[0], int(r[1]), r[2], r[3]) for r in rows}
+
+
+def save_checkpoint(store: SqlStore, name: str, position: int, definition: str) -> None:
+    """Record how far ``name`` has folded; call inside the write that stores its rows."""
+    store.execute(
+        "INSERT INTO checkpoints (name, position, definition, updated_at) VALUES (?, ?, ?, ?)"
+        " ON CONFLICT (name) DO UPDATE SET position = excluded.position,"
+        " definition = excluded.definition, updated_at = excluded.updated_at",
+        (name, position, definition, store.clock()),
+    )
+
+
+def load_rows(store: SqlStore, projection: str, keys: Iterable[str]) -> dict[str, tuple[str, int]]:
+    """The stored ``(state JSON, seq)`` of those keys that have a row."""
+    wanted = list(keys)
+    found: dict[str, tuple[str, int]] = {}
+    for start in range(0, len(wanted), IN_CHUNK):
+        chunk = wanted[start : start + IN_CHUNK]
+        marks = ", ".join("?" * len(chunk))
+        for key, state, seq in store.execute(
+            f"SELECT key, state, seq FROM snapshots WHERE projection = ? AND key IN ({marks})",
+            (projection, *chunk),
+        ).fetchall():
+            found[key] = (state, int(seq))
+    return found
+
+
+def write_rows(
+    store: SqlStore,
+    projection: str,
+    upserts: Sequence[tuple[str, str, int]],
+    deletes: Sequence[str],
+) -> None:
+    """Store ``(key, state JSON, seq)`` rows and remove ``deletes``; inside a write."""
+    executemany(store, _UPSERT, [(projection, k, s, q) for k, s, q in upserts])
+    executemany(store, _DELETE, [(projection, k) for k in deletes])
+
+
+def clear(store: SqlStore, projection: str) -> None:
+    """Remove a projection's rows and checkpoint; inside a write."""
+    store.execute("DELETE FROM snapshots WHERE projection = ?", (projection,))
+    store.execute("DELETE FROM checkpoints WHERE name = ?", (projection,))
+
+
+def swap(store: SqlStore, aside: str, projection: str) -> None:
+    """Replace ``projection`` by what was built under ``aside`` (rows and checkpoint); inside a
+    write, so a reader sees the old snapshot or the new one, never a mix."""
+    store.execute("DELETE FROM snapshots WHERE projection = ?", (projection,))
+    store.execute("UPDATE snapshots SET projection = ? WHERE projection = ?", (projection, aside))
+    store.execute("DELETE FROM checkpoints WHERE name = ?", (projection,))
+    store.execute("UPDATE checkpoints SET name = ? WHERE name = ?", (projection, aside))
+
+
+def rows(
+    store: SqlStore, projection: str, key: str | None = None
+) -> Iterator[tuple[str, str, int]]:
+    """``(key, state JSON, seq)`` of a projection in key order (one key when given), streamed."""
+    if key is not None:
+        found = store.execute(
+            "SELECT key, state, seq FROM snapshots WHERE projection = ? AND key = ?",
+            (projection, key),
+        ).fetchall()
+        store.end_read()
+        for k, state, seq in found:
+            yield k, state, int(seq)
+        return
+    try:
+        for k, state, seq in store.iterate(
+            "SELECT key, state, seq FROM snapshots WHERE projection = ? ORDER BY key",
+            (projection,),
+        ):
+            yield k, state, int(seq)
+    finally:
+        store.end_read()
+
+
+def count_rows(store: SqlStore, projection: str) -> int:
+    row = store.execute(
+        "SELECT COUNT(*) FROM snapshots WHERE projection = ?", (projection,)
+    ).fetchone()
+    store.end_read()
+    return int(row[0])
