@@ -1,0 +1,159 @@
+"""``evflow replay`` and ``evflow query``: materialize projections, read them."""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Iterable
+from typing import Annotated, Any
+
+import typer
+
+from evflow.cli.context import Globals
+from evflow.errors import UsageError
+
+QUERY_FORMATS = ("table", "json", "jsonl", "csv")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("replay")(replay)
+    app.command("query")(query)
+
+
+def replay(
+    ctx: typer.Context,
+    names: Annotated[
+        list[str] | None, typer.Argument(help="Projections to replay (default: all).")
+    ] = None,
+    rebuild: Annotated[
+        bool,
+        typer.Option(
+            "--rebuild", help="Rebuild from scratch (built aside, swapped in at the end)."
+        ),
+    ] = False,
+) -> None:
+    """Bring projections up to date from the log (incremental from each checkpoint)."""
+    g: Globals = ctx.obj
+    from evflow import replay as engine
+
+    flow = g.flow()
+    notice = lambda text: g.out.warn(f"evflow: {text}")  # noqa: E731
+    try:
+        if g.out.is_terminal:
+            from rich.progress import Progress
+
+            with Progress(console=g.out.console(stderr=True), transient=True) as bar:
+                task = bar.add_task("replay", total=None)
+                results = engine.replay(
+                    flow.store,
+                    flow.ruleset,
+                    names,
+                    rebuild=rebuild,
+                    notice=notice,
+                    progress=lambda done, total: bar.update(task, completed=done, total=total),
+                )
+        else:
+            results = engine.replay(flow.store, flow.ruleset, names, rebuild=rebuild, notice=notice)
+    except engine.ReplayFailed as exc:
+        _report(g, exc.results)
+        raise
+    _report(g, results)
+
+
+def _report(g: Globals, results: Iterable[Any]) -> None:
+    for r in results:
+        if r.error is not None:
+            continue
+        how = f" (rebuilt: {r.rebuilt})" if r.rebuilt else ""
+        g.out.line(f"{r.name}: at seq {r.position}, {r.applied} event(s) applied{how}")
+        if r.skipped:
+            g.out.warn(
+                f"evflow: warning: {r.name}: {r.skipped} event(s) skipped (no key);"
+                f" first: {'; '.join(r.skip_examples)}"
+            )
+
+
+def query(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Projection name.")],
+    key: Annotated[str | None, typer.Argument(help="One row's key.")] = None,
+    where: Annotated[
+        str | None, typer.Option("--where", help="CEL filter over state and key.")
+    ] = None,
+    as_of: Annotated[
+        str | None,
+        typer.Option("--as-of", help="As it was at this SEQ or TIME (computed from the log)."),
+    ] = None,
+    format: Annotated[
+        str | None,
+        typer.Option(
+            "--format", help="table, json, jsonl or csv (default: table on a terminal, else jsonl)."
+        ),
+    ] = None,
+) -> None:
+    """Read a projection's rows: a list of {key, state, seq} (seq: the last event applied)."""
+    g: Globals = ctx.obj
+    from evflow import replay as engine
+
+    fmt = g.out.resolve(format, piped="jsonl", choices=QUERY_FORMATS)
+    flow = g.flow()
+    engine.select(flow.ruleset, [name])
+    if as_of is not None:
+        seq, time = _parse_as_of(as_of)
+        rows: Iterable[engine.Row] = engine.as_of(
+            flow.store, flow.ruleset, name, seq=seq, time=time, key=key, where=where
+        )
+    else:
+        behind, error = engine.catch_up(flow.store, flow.ruleset, [name])
+        if error is not None:
+            g.out.warn(f"evflow: warning: {error.message}")
+            g.out.warn(
+                f"evflow: warning: projection {name} is behind the log by {behind} event(s);"
+                " showing the stored snapshot"
+            )
+        rows = engine.query(flow.store, flow.ruleset, name, key, where=where)
+    _render(g, fmt, rows)
+
+
+def _parse_as_of(value: str) -> tuple[int | None, str | None]:
+    text = value.strip()
+    if text.isdigit():
+        return int(text), None
+    from evflow.events import format_time, parse_time
+
+    try:
+        return None, format_time(parse_time(text))
+    except ValueError as exc:
+        raise UsageError(f"--as-of: expected a seq or an RFC 3339 time ({exc})") from None
+
+
+def _render(g: Globals, fmt: str, rows: Iterable[Any]) -> None:
+    if fmt == "json":
+        g.out.json([r.to_json() for r in rows])
+        return
+    if fmt == "jsonl":
+        g.out.jsonl(r.to_json() for r in rows)
+        return
+    # csv and table: one column per state field (first-seen order); nested values as JSON
+    listed = list(rows)
+    fields: dict[str, None] = {}
+    for r in listed:
+        fields.update(dict.fromkeys(r.state))
+    columns = ["key", "seq", *fields]
+    cells = ([r.key, r.seq, *(_cell(r.state.get(f)) for f in fields)] for r in listed)
+    if fmt == "csv":
+        writer = csv.writer(g.out.stdout, lineterminator="\n")
+        writer.writerow(columns)
+        writer.writerows(cells)
+    else:
+        g.out.table(columns, cells)
+
+
+def _cell(value: Any) -> Any:
+    if value is None or isinstance(value, str | int | float):
+        return "" if value is None else value
+    return _compact(value)
+
+
+def _compact(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))

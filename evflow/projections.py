@@ -1,0 +1,463 @@
+"""The fold: what one event does to one row of a projection (SPEC §3 Projections).
+
+``state = apply(state, event, handler)``, with ``None`` standing for "no row". Storage and
+checkpoints are :mod:`evflow.replay`'s business; this module is pure apart from importing the
+Python handlers a rule file names.
+
+Semantics (documented for rule authors in the rules reference):
+
+- The **key** is a CEL expression over ``data`` and ``event`` (``state`` and ``key`` are null
+  while it is evaluated). A string key is used as is; any other value is stored as its compact JSON
+  text (``5`` -> ``"5"``, ``true`` -> ``"true"``). A key that is null or fails to evaluate skips the
+  event *for that projection*: it is counted and reported as a warning, never an error.
+- ``if`` guards a handler; false, or failing at run time (SPEC: a failing ``if`` does not match),
+  leaves the row untouched, including its ``seq``.
+- ``upsert``: state = data. ``merge``: state = state + data (shallow; a missing row starts from
+  ``{}``). ``delete``: the row goes (deleting a missing row is a no-op).
+- Operations: every template is rendered against the row *before* the event (``state`` is null
+  for a new row), then applied in the order ``set``, ``inc``, ``append``, ``unset``: ``set``
+  assigns fields; ``inc`` adds a number (a missing field counts as 0; a non-number is a handler
+  error); ``append`` appends the value as one element to a list field (missing: a new list);
+  ``unset`` removes fields. A new row starts from ``{}``.
+- ``python: package.module:function`` is imported from the project directory (the working
+  directory, put on ``sys.path``) and called as ``function(state, event)``; it returns the new state
+  (a dict) or ``None`` to delete the row. It must not mutate ``event``.
+- An expression or template that fails inside a handler, an ``inc`` on a non-number, or a Python
+  handler that raises is a :class:`HandlerError` naming the projection, the event's ``seq`` and
+  type, and the reason: the replay stops there.
+
+Speed: keys and templates that are plain field paths (``data.userid``, ``${{ event.time }}``),
+by far the common case, are read straight from the event instead of going through CEL, with the
+same results and the same error messages; anything else is evaluated by CEL with the variables
+bound once per event.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import re
+import sys
+from collections.abc import Callable, Mapping
+from functools import lru_cache
+from typing import Any
+
+from evflow.errors import EvflowError
+from evflow.expressions import (
+    VARIABLES_PROJECTION,
+    Bindings,
+    EvaluationError,
+    Expression,
+    Template,
+    bind,
+    compile_template,
+)
+from evflow.rules import Handler, Projection
+
+Event = dict[str, Any]
+State = dict[str, Any]
+
+
+class _Skip:
+    """The handler did not apply (its ``if`` said no): the row is left as it was."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "SKIP"
+
+
+SKIP: Any = _Skip()
+
+
+class HandlerError(EvflowError):
+    """A projection handler failed on an event: the replay stops there."""
+
+    def __init__(self, projection: str, seq: int | None, etype: str, reason: str) -> None:
+        where = f"event seq {seq}" if seq is not None else "an event"
+        super().__init__(
+            f"projection {projection}: {where} ({etype}): {reason}",
+            hint="fix the handler (or the event's data), then run: evflow replay " + projection,
+        )
+        self.projection = projection
+        self.seq = seq
+        self.etype = etype
+        self.reason = reason
+
+
+class HandlerImportError(EvflowError):
+    """A ``python:`` handler that cannot be imported."""
+
+
+class _Failure(Exception):
+    """Internal: a handler failed; the caller adds the projection and seq."""
+
+
+# -- reading values: field paths fast, CEL otherwise ------------------------------------------
+
+_PATH = re.compile(r"\s*(data|event|state|key)((?:\s*\.\s*[A-Za-z_][A-Za-z0-9_]*)*)\s*")
+_WHOLE_PATH = re.compile(r"\$\{\{\s*([A-Za-z_][A-Za-z0-9_.\s]*?)\s*\}\}")
+_NOT_MAP = "field access on a value that is not a map"
+
+
+class Vars:
+    """The variables of one evaluation: plain values, bound for CEL only when CEL is needed."""
+
+    __slots__ = ("_bound", "data", "event", "key", "state")
+
+    def __init__(self, event: Event, state: Any = None, key: Any = None) -> None:
+        self.event = event
+        self.data = event.get("data") or {}
+        self.state = state
+        self.key = key
+        self._bound: Bindings | None = None
+
+    def set_state(self, state: Any) -> None:
+        """The row's state before the event (bindings made earlier no longer hold)."""
+        self.state = state
+        self._bound = None
+
+    def bound(self) -> Bindings:
+        if self._bound is None:
+            self._bound = bind(
+                {"data": self.data, "event": self.event, "state": self.state, "key": self.key}
+            )
+        return self._bound
+
+
+Getter = Callable[[Vars], Any]
+
+
+def _path_getter(root: str, names: tuple[str, ...]) -> Getter:
+    def get(v: Vars) -> Any:
+        value = getattr(v, root)
+        for name in names:
+            if type(value) is not dict:
+                raise EvaluationError(_NOT_MAP)
+            try:
+                value = value[name]
+            except KeyError:
+                raise EvaluationError(f"no such key: {name}") from None
+        return value
+
+    if len(names) == 1 and root == "data":  # the common data.userid: one lookup, no loop
+        (only,) = names
+
+        def get_data(v: Vars) -> Any:
+            try:
+                return v.data[only]
+            except KeyError:
+                raise EvaluationError(f"no such key: {only}") from None
+            except TypeError:
+                raise EvaluationError(_NOT_MAP) from None
+
+        return get_data
+    if len(names) == 1:
+        (only,) = names
+
+        def get1(v: Vars) -> Any:
+            value = getattr(v, root)
+            if type(value) is not dict:
+                raise EvaluationError(_NOT_MAP)
+            try:
+                return value[only]
+            except KeyError:
+                raise EvaluationError(f"no such key: {only}") from None
+
+        return get1
+    return get
+
+
+def _split_path(source: str) -> tuple[str, tuple[str, ...]] | None:
+    match = _PATH.fullmatch(source)
+    if match is None:
+        return None
+    names = tuple(n.strip() for n in match[2].split(".")[1:])
+    return match[1], names
+
+
+def expression_getter(expression: Expression) -> Getter:
+    """A function of :class:`Vars` giving the expression's value; raises EvaluationError."""
+    path = _split_path(expression.source)
+    if path is not None and path[1]:
+        return _path_getter(*path)
+    return lambda v: expression.evaluate(v.bound())
+
+
+def template_getter(template: Template) -> Getter:
+    """A function of :class:`Vars` rendering the template (field paths read directly)."""
+    if template.is_constant:
+        value = template.render({})
+        return lambda v: value
+    if template.source is None:
+        return lambda v: template.render(v.bound())
+    return _node_getter(template.source)
+
+
+def _node_getter(value: Any) -> Getter:
+    if isinstance(value, str):
+        if "${{" not in value:
+            return lambda v: value
+        whole = _WHOLE_PATH.fullmatch(value)
+        path = _split_path(whole[1]) if whole else None
+        if path is not None and path[1]:
+            return _path_getter(*path)
+        compiled = compile_template(value, VARIABLES_PROJECTION)
+        return lambda v: compiled.render(v.bound())
+    if isinstance(value, Mapping):
+        items = [(k, _node_getter(x)) for k, x in value.items()]
+        return lambda v: {k: g(v) for k, g in items}
+    if isinstance(value, list | tuple):
+        getters = [_node_getter(x) for x in value]
+        return lambda v: [g(v) for g in getters]
+    return lambda v: value
+
+
+def _field_getters(template: Template | None, op: str) -> list[tuple[str, Getter]]:
+    if template is None:
+        return []
+    source = template.source
+    if isinstance(source, Mapping):
+        return [(str(k), _node_getter(x)) for k, x in source.items()]
+    whole = template_getter(template)  # not written as a map: render, then check
+
+    def fields(v: Vars) -> Any:
+        value = whole(v)
+        if not isinstance(value, dict):
+            raise EvaluationError(f"{op} must give a map of field to value")
+        return value
+
+    return [("", fields)]
+
+
+def key_text(value: Any) -> str:
+    """How a key value is stored: strings as they are, anything else as compact JSON."""
+    if type(value) is str:
+        return value
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, sort_keys=True)
+
+
+# -- handlers -----------------------------------------------------------------------------------
+
+Fold = Callable[[Any, Vars], Any]  # (state | None, vars) -> new state | None | SKIP
+
+
+def load_python(ref: str, project_dir: str | None = None) -> Callable[[Any, Event], Any]:
+    """Import ``package.module:function`` with the project directory (default cwd) on sys.path."""
+    module_name, _, function_name = ref.partition(":")
+    base = os.path.abspath(project_dir or os.getcwd())
+    if base not in sys.path:
+        sys.path.insert(0, base)
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as exc:  # noqa: BLE001 - any import failure is the user's to see, in one line
+        raise HandlerImportError(
+            f"python handler {ref}: cannot import {module_name}: {type(exc).__name__}: {exc}",
+            hint=f"the module is imported from the project directory ({base}); check the name and "
+            "that it imports cleanly",
+        ) from None
+    function = getattr(module, function_name, None)
+    if not callable(function):
+        raise HandlerImportError(
+            f"python handler {ref}: {module_name} has no function {function_name}",
+            hint="python: package.module:function names a function defined in that module",
+        )
+    return function
+
+
+def _python_fold(function: Callable[[Any, Event], Any], ref: str) -> Fold:
+    def fold(state: Any, v: Vars) -> Any:
+        try:
+            result = function(state, v.event)
+        except Exception as exc:  # noqa: BLE001 - reported with the event's seq
+            raise _Failure(f"python handler {ref} raised {type(exc).__name__}: {exc}") from None
+        if result is not None and not isinstance(result, dict):
+            raise _Failure(
+                f"python handler {ref} returned {type(result).__name__}, expected a dict or None"
+            )
+        return result
+
+    return fold
+
+
+def _ops_fold(handler: Handler) -> Fold:
+    sets = _field_getters(handler.set, "set")
+    incs = _field_getters(handler.inc, "inc")
+    appends = _field_getters(handler.append, "append")
+    unset = handler.unset
+
+    def evaluate(fields: list[tuple[str, Getter]], v: Vars, op: str) -> list[tuple[str, Any]]:
+        out: list[tuple[str, Any]] = []
+        for name, get in fields:
+            try:
+                value = get(v)
+            except EvaluationError as exc:
+                raise _Failure(f"{op} {name}: {exc}" if name else f"{op}: {exc}") from None
+            if name:
+                out.append((name, value))
+            else:
+                out.extend(value.items())
+        return out
+
+    named = all(name for name, _ in (*sets, *incs, *appends))
+
+    def fold(state: Any, v: Vars) -> Any:
+        # every template sees the row as it was before the event, so evaluate all, then change
+        try:
+            if not named:
+                raise EvaluationError("")
+            set_values = [(name, get(v)) for name, get in sets]
+            inc_values = [(name, get(v)) for name, get in incs]
+            append_values = [(name, get(v)) for name, get in appends]
+        except EvaluationError:  # again, one by one, to say which field and to expand maps
+            set_values = evaluate(sets, v, "set")
+            inc_values = evaluate(incs, v, "inc")
+            append_values = evaluate(appends, v, "append")
+        new = dict(state) if state else {}
+        for name, value in set_values:
+            new[name] = value
+        for name, value in inc_values:
+            if type(value) not in (int, float):
+                raise _Failure(f"inc {name}: expected a number, got {_shown(value)}")
+            old = new.get(name, 0)
+            if old is None:
+                old = 0
+            elif type(old) not in (int, float):
+                raise _Failure(f"inc {name}: the field holds {_shown(old)}, not a number")
+            new[name] = old + value
+        for name, value in append_values:
+            old = new.get(name)
+            if old is None:
+                new[name] = [value]
+            elif type(old) is list:
+                new[name] = [*old, value]
+            else:
+                raise _Failure(f"append {name}: the field holds {_shown(old)}, not a list")
+        for name in unset:
+            new.pop(name, None)
+        return new
+
+    return fold
+
+
+def _shown(value: Any) -> str:
+    text = json.dumps(value, ensure_ascii=False, default=str)
+    if len(text) > 40:
+        text = text[:37] + "..."
+    return f"{_kind(value)} {text}"
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    return "list" if isinstance(value, list) else "map"
+
+
+def _upsert(state: Any, v: Vars) -> Any:
+    return dict(v.data)
+
+
+def _merge(state: Any, v: Vars) -> Any:
+    return {**state, **v.data} if state else dict(v.data)
+
+
+def _delete(state: Any, v: Vars) -> Any:
+    return None
+
+
+@lru_cache(maxsize=1024)
+def compile_handler(handler: Handler, project_dir: str | None = None) -> Fold:
+    """The handler as a fast function ``(state, Vars) -> new state | None | SKIP``.
+
+    Raises :class:`HandlerImportError` for a ``python:`` handler that does not import.
+    """
+    if handler.kind == "upsert":
+        fold: Fold = _upsert
+    elif handler.kind == "merge":
+        fold = _merge
+    elif handler.kind == "delete":
+        fold = _delete
+    elif handler.kind == "python":
+        ref = handler.python or ""
+        fold = _python_fold(load_python(ref, project_dir), ref)
+    elif handler.kind == "ops":
+        fold = _ops_fold(handler)
+    else:
+        raise EvflowError(f"unknown projection handler kind {handler.kind!r}")
+    if handler.condition is None:
+        return fold
+    condition = handler.condition
+
+    def guarded(state: Any, v: Vars) -> Any:
+        try:
+            if not condition.evaluate_bool(v.bound()):
+                return SKIP
+        except EvaluationError:
+            return SKIP  # SPEC: an `if` that fails at run time does not match
+        return fold(state, v)
+
+    return guarded
+
+
+def apply(
+    state: State | None, event: Event, handler: Handler, *, key: Any = None, projection: str = ""
+) -> State | None | Any:
+    """One step of the fold: the row's new state, ``None`` (deleted) or ``SKIP`` (untouched).
+
+    ``state`` is the row before the event (``None``: no row). Raises :class:`HandlerError`.
+    """
+    fold = compile_handler(handler)
+    v = Vars(event, state, key)
+    try:
+        return fold(state, v)
+    except _Failure as exc:
+        raise HandlerError(projection, event.get("seq"), event.get("type", ""), str(exc)) from None
+
+
+class CompiledProjection:
+    """A projection ready to fold events: its key getter and a per-type handler cache."""
+
+    __slots__ = ("_by_type", "_key", "name", "project_dir", "projection")
+
+    def __init__(self, projection: Projection, project_dir: str | None = None) -> None:
+        self.projection = projection
+        self.name = projection.name
+        self.project_dir = project_dir
+        self._key = expression_getter(projection.key)
+        self._by_type: dict[str, Fold | None] = {}
+        for _, handler in projection.handlers:  # import python handlers now, not mid-replay
+            compile_handler(handler, project_dir)
+
+    def fold_for(self, etype: str) -> Fold | None:
+        try:
+            return self._by_type[etype]
+        except KeyError:
+            handler = self.projection.handler_for(etype)
+            fold = None if handler is None else compile_handler(handler, self.project_dir)
+            self._by_type[etype] = fold
+            return fold
+
+    def key(self, v: Vars) -> tuple[str | None, str | None]:
+        """``(key text, None)``, or ``(None, why)`` when the event is skipped."""
+        try:
+            value = self._key(v)
+        except EvaluationError as exc:
+            return None, f"key {self.projection.key.source}: {exc}"
+        if value is None:
+            return None, f"key {self.projection.key.source} is null"
+        v.key = value
+        return key_text(value), None
+
+    def step(self, fold: Fold, state: Any, v: Vars, seq: int | None, etype: str) -> Any:
+        """Apply ``fold``; a failure becomes a HandlerError naming this projection and ``seq``."""
+        try:
+            return fold(state, v)
+        except _Failure as exc:
+            raise HandlerError(self.name, seq, etype, str(exc)) from None

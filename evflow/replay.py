@@ -1,0 +1,511 @@
+"""Materializing projections from the log, with checkpoints; reading them; folding the past.
+
+``replay`` brings projections up to date: it reads the events after each projection's checkpoint
+in batches (``seq`` order, a batch at a time: memory stays flat however long the log) and, per
+batch, in one write transaction, re-reads the checkpoint, loads the rows the batch touches (each
+once), folds the batch into them, and writes the changed rows together with the new checkpoint.
+A crash at any point therefore leaves rows and checkpoint consistent, and the next replay resumes
+from the checkpoint. Replay never runs actions: it only reads events and writes snapshots.
+
+- **Definition changes.** A checkpoint records the projection's definition hash. When it differs
+  from the loaded definition, the projection is rebuilt from scratch, with a notice. ``--rebuild``
+  forces that. A rebuild is built aside, under the name ``NAME~rebuild``, and swapped in by one
+  transaction at the end, so ``query`` sees the old snapshot or the new one, never half a rebuild.
+  A rebuild that was interrupted resumes (aside) on the next replay if the definition is still the
+  same; ``--rebuild`` starts over. (A ``python:`` handler's code is not part of the hash: after
+  changing it, run ``evflow replay --rebuild NAME``.)
+- **Handler errors** stop that projection at the event: :class:`ReplayFailed` names the event's
+  ``seq``, the projection and the reason. The failing batch is not written for that projection, so
+  its snapshot stays as it was before the batch; the other projections of the same run go on.
+- **Skipped events.** An event whose key is null or fails to evaluate is skipped for that
+  projection and counted in :attr:`ReplayResult.skipped` (the CLI prints a warning), never an error.
+- **Concurrency.** Two replays of one projection may run at once (a ``query`` catching up while
+  ``evflow replay`` runs): each batch re-reads the checkpoint inside its transaction and, when
+  another process moved it, drops its batch for that projection and goes on from the new position,
+  so no event is folded twice.
+
+**Freshness.** ``emit`` and ``import`` do not pay for projections. Instead ``query`` brings the
+projection it reads up to date (an incremental replay, whose cost grows with the new events only)
+before reading, unless ``--as-of``; so it never answers from a snapshot behind the log. If that
+catch-up fails (a handler error), ``query`` answers from the stored snapshot and says on stderr
+that it is behind the log by N events (:func:`catch_up`).
+
+**As of.** :func:`as_of` folds the log in memory from the start up to a ``seq`` (inclusive) or up
+to a time: the events whose own ``time`` is at or before it, in ``seq`` order (event time, as for
+windows, so back-filled events land where they belong). The stored snapshot is not touched.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from evflow.errors import EvflowError, NotFound, UsageError
+from evflow.expressions import ExpressionError, compile_expression
+from evflow.projections import SKIP, CompiledProjection, Fold, HandlerError, Vars
+from evflow.store import snapshots
+
+if TYPE_CHECKING:
+    from evflow.rules import Projection, RuleSet
+    from evflow.store.sql import SqlStore
+
+BATCH_SIZE = 5000
+CACHE_ROWS = 50_000  # decoded rows kept between batches, per projection (bounded memory)
+ASIDE = "~rebuild"  # projection names cannot hold '~', so NAME~rebuild never clashes
+MAX_EXAMPLES = 3
+
+Progress = Callable[[int, int], None]  # (events read so far, events to read)
+Notice = Callable[[str], None]
+
+_FETCH = (
+    "SELECT seq, recordedtime, type, body FROM events WHERE seq > ? AND seq <= ?"
+    " ORDER BY seq LIMIT ?"
+)
+
+
+_scan = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
+
+
+def _loads(text: str) -> Any:
+    """json.loads for the compact JSON evflow itself wrote (no surrounding whitespace): the C
+    scanner straight away, skipping json.loads' Python-level checks (a third of a replay)."""
+    try:
+        value, end = _scan(text, 0)
+    except StopIteration:
+        return json.loads(text)  # raises the usual error
+    return value if end == len(text) else json.loads(text)
+
+
+def _not_json(value: Any) -> Any:
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+def _make_dumps() -> Callable[[Any], str]:
+    """Compact JSON text, as json.dumps(ensure_ascii=False, separators=(",", ":")), with the C
+    encoder built once rather than once per call as json.dumps does."""
+    from json import encoder
+
+    make = getattr(encoder, "c_make_encoder", None)
+    if make is None:
+        return json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+    iterencode = make(
+        None, _not_json, encoder.encode_basestring, None, ":", ",", False, False, True
+    )
+    return lambda value: "".join(iterencode(value, 0))
+
+
+_dumps = _make_dumps()
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    """One row of a projection: ``seq`` is the last event applied to it."""
+
+    key: str
+    state: dict[str, Any]
+    seq: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {"key": self.key, "state": self.state, "seq": self.seq}
+
+
+@dataclass(slots=True)
+class ReplayResult:
+    name: str
+    start: int = 0  # checkpoint position before the run (0 for a rebuild)
+    position: int = 0  # checkpoint position after it
+    applied: int = 0  # events that changed a row
+    skipped: int = 0  # events skipped because their key did not evaluate
+    skip_examples: list[str] = field(default_factory=list)
+    rebuilt: str | None = None  # why it was rebuilt from scratch, if it was
+    error: HandlerError | None = None
+
+
+class UnknownProjection(NotFound):
+    """A projection name that no rule file defines."""
+
+    def __init__(self, name: str, known: Sequence[str]) -> None:
+        listed = ", ".join(known) if known else "none are defined"
+        super().__init__(
+            f"unknown projection '{name}' (known: {listed})",
+            hint="projections are defined under 'projections:' in the rule files",
+        )
+        self.name = name
+        self.known = tuple(known)
+
+
+class ReplayFailed(EvflowError):
+    """A handler failed during a replay; the other projections were brought up to date."""
+
+    def __init__(self, results: list[ReplayResult]) -> None:
+        errors = [r.error for r in results if r.error is not None]
+        first = errors[0]
+        more = f" (and {len(errors) - 1} more projection(s) failed)" if len(errors) > 1 else ""
+        super().__init__(first.message + more, hint=first.hint)
+        self.results = results
+        self.errors = errors
+
+
+def select(ruleset: RuleSet, names: Sequence[str] | None) -> list[Projection]:
+    """The named projections (all when ``names`` is empty); raises UnknownProjection."""
+    if not names:
+        return list(ruleset.projections)
+    known = [p.name for p in ruleset.projections]
+    chosen = []
+    for name in names:
+        projection = ruleset.projection(name)
+        if projection is None:
+            raise UnknownProjection(name, known)
+        if projection not in chosen:
+            chosen.append(projection)
+    return chosen
+
+
+class _Target:
+    """One projection being folded into one snapshot name (its own, or aside)."""
+
+    __slots__ = (
+        "cache",
+        "compiled",
+        "dirty",
+        "expected",
+        "failed",
+        "hash",
+        "result",
+        "table",
+        "to_swap",
+    )
+
+    def __init__(self, compiled: CompiledProjection, table: str, expected: int) -> None:
+        self.compiled = compiled
+        self.table = table
+        self.expected = expected  # the checkpoint position this process believes is stored
+        self.hash = compiled.projection.definition_hash
+        self.result = ReplayResult(compiled.name, start=expected, position=expected)
+        self.failed = False
+        self.to_swap = table != compiled.name
+        self.cache: dict[str, list[Any]] = {}
+        self.dirty: set[str] | None = None
+
+
+def _plan(
+    store: SqlStore,
+    projections: list[Projection],
+    rebuild: bool,
+    notice: Notice,
+    project_dir: str | None,
+) -> list[_Target]:
+    stored = snapshots.checkpoints(store)
+    targets = []
+    for projection in projections:
+        compiled = CompiledProjection(projection, project_dir)
+        name, aside = projection.name, projection.name + ASIDE
+        current, pending = stored.get(name), stored.get(aside)
+        digest = projection.definition_hash
+        why: str | None = None
+        if rebuild:
+            why = "--rebuild"
+        elif pending is not None and pending.definition == digest:
+            notice(f"projection {name}: resuming an unfinished rebuild at seq {pending.position}")
+            target = _Target(compiled, aside, pending.position)
+            target.result.rebuilt = "resumed rebuild"
+            targets.append(target)
+            continue
+        elif current is not None and current.definition != digest:
+            why = "definition changed"
+            notice(f"projection {name}: its definition changed; rebuilding it from the log")
+        if why is None and current is not None:
+            if pending is not None:  # an abandoned rebuild of an older definition
+                with store.write():
+                    snapshots.clear(store, aside)
+            targets.append(_Target(compiled, name, current.position))
+            continue
+        if why is None and pending is None and not _has_rows(store, name):
+            targets.append(_Target(compiled, name, 0))  # first build: nothing to hide
+            continue
+        with store.write():
+            snapshots.clear(store, aside)
+        target = _Target(compiled, aside, 0)
+        target.result.rebuilt = why or "no checkpoint"
+        targets.append(target)
+    return targets
+
+
+def _has_rows(store: SqlStore, name: str) -> bool:
+    row = store.execute("SELECT 1 FROM snapshots WHERE projection = ? LIMIT 1", (name,)).fetchone()
+    store.end_read()
+    return row is not None
+
+
+def replay(
+    store: SqlStore,
+    ruleset: RuleSet,
+    names: Sequence[str] | None = None,
+    *,
+    rebuild: bool = False,
+    batch_size: int = BATCH_SIZE,
+    until_seq: int | None = None,
+    progress: Progress | None = None,
+    notice: Notice | None = None,
+    project_dir: str | None = None,
+) -> list[ReplayResult]:
+    """Bring projections (all, or ``names``) up to date; see the module doc.
+
+    ``until_seq`` stops at that position (for tests and tools). ``progress(done, total)`` is
+    called after each batch; ``notice(text)`` receives rebuild notices. Raises
+    :class:`ReplayFailed` after the others are done when a handler failed.
+    """
+    targets = _plan(store, select(ruleset, names), rebuild, notice or (lambda _: None), project_dir)
+    last = store.last_seq()
+    end = last if until_seq is None else min(until_seq, last)
+    first = min((t.expected for t in targets), default=end)
+    total = max(end - first, 0)
+    # The fold allocates many small dicts and no cycles: the cyclic collector would only rescan
+    # them over and over (a tenth of a replay), so it is paused while the batches run.
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        while True:
+            active = [t for t in targets if not t.failed and t.expected < end]
+            if not active:
+                break
+            after = min(t.expected for t in active)
+            batch = store.execute(_FETCH, (after, end, batch_size)).fetchall()
+            store.end_read()
+            if not batch:
+                break
+            _fold_batch(store, active, batch)
+            if progress is not None:
+                progress(min(int(batch[-1][0]), end) - first, total)
+    finally:
+        if collecting:
+            gc.enable()
+    for target in targets:
+        if target.to_swap and not target.failed and target.expected >= end:
+            with store.write():
+                snapshots.swap(store, target.table, target.compiled.name)
+        target.result.position = target.expected
+    results = [t.result for t in targets]
+    if any(r.error is not None for r in results):
+        raise ReplayFailed(results)
+    return results
+
+
+_Work = tuple[_Target, str, Vars, Fold, int, str]
+
+
+def _fold_batch(store: SqlStore, active: list[_Target], batch: list[tuple[Any, ...]]) -> None:
+    # Phase 1, outside the lock: decode the events some target needs, and compute their keys.
+    routes: dict[str, list[tuple[_Target, Fold]]] = {}
+    work: list[_Work] = []
+    keys: dict[_Target, set[str]] = {t: set() for t in active}
+    loads = _loads
+    for seq, recorded, etype, body in batch:
+        route = routes.get(etype)
+        if route is None:
+            route = []
+            for t in active:
+                fold = t.compiled.fold_for(etype)
+                if fold is not None:
+                    route.append((t, fold))
+            routes[etype] = route
+        if not route:
+            continue
+        event = loads(body)
+        event["seq"] = seq
+        event["recordedtime"] = recorded
+        for t, fold in route:
+            if seq <= t.expected:
+                continue
+            v = Vars(event)
+            key, why = t.compiled.key(v)
+            if key is None:
+                result = t.result
+                result.skipped += 1
+                if len(result.skip_examples) < MAX_EXAMPLES:
+                    result.skip_examples.append(f"seq {seq}: {why}")
+                continue
+            keys[t].add(key)
+            work.append((t, key, v, fold, seq, etype))
+    batch_end = int(batch[-1][0])
+
+    # Phase 2, in one write: check each checkpoint, load the rows not cached, fold, write.
+    # ``t.cache`` maps key -> [state or None, seq] as committed (kept between batches while this
+    # process is the one moving the checkpoint); ``dirty`` holds the keys this batch changed.
+    with store.write():
+        live: list[_Target] = []
+        for t in active:
+            stored = snapshots.checkpoint(store, t.table)
+            position = stored.position if stored is not None else 0
+            if position != t.expected:  # another process moved it: follow, fold nothing here
+                t.expected = position
+                t.cache = {}
+                continue
+            cache = t.cache
+            missing = [k for k in keys[t] if k not in cache]
+            if missing:
+                found = snapshots.load_rows(store, t.table, missing)
+                for k in missing:
+                    hit = found.get(k)
+                    cache[k] = [loads(hit[0]), hit[1]] if hit is not None else [None, 0]
+            t.dirty = set()
+            live.append(t)
+        for t, key, v, fold, seq, etype in work:
+            if t.dirty is None:
+                continue
+            row = t.cache[key]
+            state = row[0]
+            v.set_state(state)
+            try:
+                new = t.compiled.step(fold, state, v, seq, etype)
+            except HandlerError as exc:
+                t.failed = True
+                t.result.error = exc
+                t.cache = {}  # holds part of the failed batch
+                t.dirty = None
+                continue
+            if new is SKIP:
+                continue
+            t.result.applied += 1
+            row[0] = new
+            row[1] = seq
+            t.dirty.add(key)
+        for t in live:
+            dirty = t.dirty
+            if dirty is None:
+                continue
+            t.dirty = None
+            cache = t.cache
+            upserts: list[tuple[str, str, int]] = []
+            deletes: list[str] = []
+            try:
+                for key in dirty:
+                    state, seq = cache[key]
+                    if state is None:
+                        deletes.append(key)
+                    else:
+                        upserts.append((key, _dumps(state), seq))
+            except (TypeError, ValueError, RecursionError) as exc:
+                t.failed = True
+                t.result.error = HandlerError(
+                    t.compiled.name, seq, "", f"row {key}: the state is not JSON: {exc}"
+                )
+                t.cache = {}
+                continue
+            snapshots.write_rows(store, t.table, upserts, deletes)
+            snapshots.save_checkpoint(store, t.table, batch_end, t.hash)
+            t.expected = batch_end
+            if len(cache) > CACHE_ROWS:
+                t.cache = {}
+
+
+def catch_up(
+    store: SqlStore, ruleset: RuleSet, names: Sequence[str], project_dir: str | None = None
+) -> tuple[int, HandlerError | None]:
+    """Bring ``names`` up to date for a read: ``(events the snapshot is behind, error)``.
+
+    Never raises for a handler error: the snapshot stays readable, and the caller says how far
+    behind it is.
+    """
+    try:
+        replay(store, ruleset, names, project_dir=project_dir)
+    except ReplayFailed as exc:
+        last = store.last_seq()
+        stored = snapshots.checkpoints(store)
+        behind = max(last - (stored[n].position if n in stored else 0) for n in names)
+        return behind, exc.errors[0]
+    return 0, None
+
+
+# -- reading ------------------------------------------------------------------------------------
+
+
+def _where(source: str | None) -> Callable[[Row], bool] | None:
+    if source is None:
+        return None
+    try:
+        expression = compile_expression(source, frozenset({"state", "key"}))
+    except ExpressionError as exc:
+        raise UsageError(f"--where: {exc}") from None
+
+    def keep(row: Row) -> bool:
+        try:
+            return expression.evaluate_bool({"state": row.state, "key": row.key})
+        except EvflowError:
+            return False  # as for rules: an expression failing on a row does not match
+
+    return keep
+
+
+def query(
+    store: SqlStore,
+    ruleset: RuleSet,
+    name: str,
+    key: str | None = None,
+    *,
+    where: str | None = None,
+) -> Iterator[Row]:
+    """Rows of the stored snapshot (in key order), optionally one key and a CEL ``where`` over
+    ``state`` and ``key``. Does not catch up: see :func:`catch_up`."""
+    select(ruleset, [name])
+    keep = _where(where)
+    for k, state, seq in snapshots.rows(store, name, key):
+        row = Row(k, json.loads(state), seq)
+        if keep is None or keep(row):
+            yield row
+
+
+def as_of(
+    store: SqlStore,
+    ruleset: RuleSet,
+    name: str,
+    *,
+    seq: int | None = None,
+    time: str | None = None,
+    key: str | None = None,
+    where: str | None = None,
+    project_dir: str | None = None,
+) -> list[Row]:
+    """The projection as it was at ``seq`` (inclusive) or at ``time`` (canonical UTC text: events
+    whose own time is at or before it), folded in memory; the stored snapshot is not touched."""
+    (projection,) = select(ruleset, [name])
+    compiled = CompiledProjection(projection, project_dir)
+    keep = _where(where)
+    sql = "SELECT seq, recordedtime, type, body FROM events WHERE seq <= ?"
+    params: list[Any] = [seq if seq is not None else store.last_seq()]
+    if time is not None:
+        sql += " AND time <= ?"
+        params.append(time)
+    rows: dict[str, tuple[Any, int]] = {}
+    try:
+        for event_seq, recorded, etype, body in store.iterate(sql + " ORDER BY seq", params):
+            fold = compiled.fold_for(etype)
+            if fold is None:
+                continue
+            event = json.loads(body)
+            event["seq"] = event_seq
+            event["recordedtime"] = recorded
+            v = Vars(event)
+            row_key, _ = compiled.key(v)
+            if row_key is None:
+                continue
+            row = rows.get(row_key)
+            state = row[0] if row is not None else None
+            v.set_state(state)
+            new = compiled.step(fold, state, v, event_seq, etype)
+            if new is SKIP:
+                continue
+            if new is None:
+                rows.pop(row_key, None)
+            else:
+                # through JSON, so the result is exactly what a stored row would read back as
+                rows[row_key] = (json.loads(_dumps(new)), event_seq)
+    finally:
+        store.end_read()
+    out = [Row(k, s, q) for k, (s, q) in sorted(rows.items())]
+    if key is not None:
+        out = [r for r in out if r.key == key]
+    return [r for r in out if keep is None or keep(r)]
