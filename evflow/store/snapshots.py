@@ -12,8 +12,6 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from evflow.store.sql import _to_format
-
 if TYPE_CHECKING:
     from evflow.store.sql import SqlStore
 
@@ -39,17 +37,7 @@ def executemany(store: SqlStore, sql: str, rows: Sequence[Sequence[Any]]) -> Non
     """Run ``sql`` once per row, in one round trip where the driver can (both of ours can)."""
     if not rows:
         return
-    custom = getattr(store, "executemany", None)
-    if custom is not None:
-        custom(sql, rows)
-        return
-    if store.paramstyle_format:
-        sql = _to_format(sql)
-    cursor = store.conn.cursor()
-    try:
-        cursor.executemany(sql, rows)
-    finally:
-        cursor.close()
+    store.executemany(sql, rows)
 
 
 def checkpoint(store: SqlStore, name: str) -> Checkpoint | None:

@@ -155,6 +155,16 @@ class SqlStore:
             sql = _to_format(sql)
         return self.conn.execute(sql, params)
 
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        """Run ``sql`` once per row, in as few round trips as the driver allows."""
+        if self.paramstyle_format:
+            sql = _to_format(sql)
+        cursor = self.conn.cursor()
+        try:
+            cursor.executemany(sql, rows)
+        finally:
+            cursor.close()
+
     @contextmanager
     def write(self) -> Iterator[Transaction]:
         """A write transaction; commits on success, rolls everything back on any exception."""

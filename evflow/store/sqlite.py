@@ -32,14 +32,12 @@ SCHEMA = [
         correlationid TEXT,
         rule TEXT,
         body TEXT NOT NULL,
-        UNIQUE (source, id)
+        UNIQUE (id, source)  -- also serves lookups by id alone (evflow show ID)
     )""",
     "CREATE INDEX IF NOT EXISTS events_type ON events (type, seq)",
     "CREATE INDEX IF NOT EXISTS events_subject ON events (subject, seq)",
     "CREATE INDEX IF NOT EXISTS events_time ON events (time)",
-    "CREATE INDEX IF NOT EXISTS events_id ON events (id)",
     "CREATE INDEX IF NOT EXISTS events_causation ON events (causationid)",
-    "CREATE INDEX IF NOT EXISTS events_correlation ON events (correlationid)",
     """CREATE TABLE IF NOT EXISTS deliveries (
         id INTEGER PRIMARY KEY AUTOINCREMENT,
         event_seq INTEGER NOT NULL,
@@ -147,7 +145,7 @@ class SqliteStore(SqlStore):
         cur = self.conn.execute(
             "INSERT INTO events (seq, id, source, type, subject, time, recordedtime, causationid,"
             " correlationid, rule, body) VALUES ((SELECT COALESCE(MAX(seq), 0) + 1 FROM events),"
-            " ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (source, id) DO NOTHING",
+            " ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id, source) DO NOTHING",
             row,
         )
         return int(cur.lastrowid) if cur.rowcount == 1 and cur.lastrowid else None
