@@ -288,3 +288,14 @@ def test_a_failing_emit_template_records_nothing_and_names_the_rule(project: Pat
     assert r.exit_code == 1
     assert "rule ship: emit shipment.requested (rules/r.yaml:7:9): no such key: amt" in r.stderr
     assert log() == []
+
+
+def test_derived_ids_are_uuid5_of_cause_rule_and_action() -> None:
+    import uuid
+
+    from evflow.routing import derived_id
+
+    cause = {"source": "shop/orders", "id": "o-1"}
+    namespace = uuid.UUID("6f1f6a52-3c2e-4d8e-9a51-8f3f0c6b7a10")
+    assert derived_id(cause, "ship", 0) == str(uuid.uuid5(namespace, "shop/orders\no-1\nship\n0"))
+    assert derived_id(cause, "ship", 0) != derived_id(cause, "ship", 1)
