@@ -166,6 +166,18 @@ class Evflow:
                     progress(count)
         return result
 
+    def dispatch(self, ids: list[int]) -> list[str]:
+        """Run these deliveries now (after their commit); one line per failed delivery."""
+        from evflow.dispatch import dispatch_ids
+
+        return dispatch_ids(self, ids)
+
+    def tick(self, now: datetime | None = None, warn: Callable[[str], None] | None = None) -> None:
+        """Emit the schedule occurrences that are due (cheap when none is); for workers."""
+        from evflow.schedules import tick_once
+
+        tick_once(self, now, warn=warn)
+
     # -- reading ------------------------------------------------------------------------------
 
     def events(self, flt: EventFilter | None = None) -> Iterator[Event]:

@@ -97,9 +97,7 @@ def run_emit(opts: EmitOptions, db: str | None, rules: str | None, out: Output) 
         )
         failures: list[str] = []
         if not opts.dry_run and not opts.no_dispatch and outcome.deliveries:
-            dispatch = getattr(flow, "dispatch", None)
-            if dispatch is not None:
-                failures = dispatch([d["id"] for d in outcome.deliveries])
+            failures = flow.dispatch([d["id"] for d in outcome.deliveries])
     event = outcome.event
     if fmt in ("json", "jsonl"):
         payload = dict(event)

@@ -154,9 +154,8 @@ def import_(
     else:
         result = flow.import_events(_read_lines(file), skip_invalid=skip_invalid)
     failures: list[str] = []
-    dispatch = getattr(flow, "dispatch", None)
-    if result.deliveries and not no_dispatch and dispatch is not None:
-        failures = dispatch(result.deliveries)
+    if result.deliveries and not no_dispatch:
+        failures = flow.dispatch(result.deliveries)
     elapsed = time.perf_counter() - started
     for problem in result.invalid:
         g.out.warn(f"evflow: skipped {problem}")

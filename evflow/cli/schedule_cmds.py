@@ -61,9 +61,9 @@ def tick(
     flow = g.flow()
     report = tick_report(flow, when)
     deliveries = [d["id"] for o in report.outcomes for d in o.deliveries]
-    dispatch = getattr(flow, "dispatch", None)
-    if deliveries and not no_dispatch and dispatch is not None:
-        dispatch(deliveries)
+    failures = flow.dispatch(deliveries) if deliveries and not no_dispatch else []
+    for failure in failures:
+        g.out.warn(f"evflow: delivery failed: {failure}")
     if fmt == "table":
         g.out.table(
             ["seq", "time", "type", "id", "triggered"],

@@ -1,0 +1,189 @@
+"""Executing one ``run`` or ``http`` action for one event. No database here: see dispatch.
+
+Event data reaches a program only as argv elements, environment values or stdin; there is never a
+shell in between, so ``"; rm -rf / #"`` in an event is just a string. A program runs in its own
+session (process group): a timeout kills the whole group, and a Ctrl-C meant for ``evflow run``
+does not reach it, so the action in hand finishes and is recorded.
+
+httpx is imported only when an http action runs, so commands that never call a webhook do not pay
+for it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from evflow.events import Event, to_json
+from evflow.expressions import EvaluationError
+from evflow.rules import HttpAction, RunAction, event_variables
+from evflow.store.base import Delivery
+
+STDERR_TAIL = 1000
+BODY_START = 300
+
+
+@dataclass(frozen=True, slots=True)
+class ActionResult:
+    """How one attempt went; ``permanent``: retrying cannot help (a template fails)."""
+
+    ok: bool
+    error: str | None = None
+    output: dict[str, Any] | None = None  # run + emit_result: the program's stdout object
+    permanent: bool = False
+
+
+def execute(
+    action: RunAction | HttpAction, event: Event, delivery: Delivery, base_dir: Path
+) -> ActionResult:
+    """Run ``action`` for ``event``; never raises for a failing target."""
+    try:
+        if isinstance(action, RunAction):
+            return run_program(action, event, delivery, base_dir)
+        return call_webhook(action, event, delivery)
+    except EvaluationError as exc:
+        where = f" ({action.location})" if action.location else ""
+        return ActionResult(False, f"template{where}: {exc}", permanent=True)
+
+
+def as_text(value: Any) -> str:
+    """A rendered value as an argv element, env value or header: strings as they are, else JSON."""
+    if isinstance(value, str):
+        return value
+    if value is None:
+        return ""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def environment(
+    action: RunAction, event: Event, delivery: Delivery, variables: Mapping[str, Any]
+) -> dict[str, str]:
+    env = dict(os.environ)
+    if action.env is not None:
+        rendered = action.env.render(variables)
+        if not isinstance(rendered, dict):
+            raise EvaluationError("env must render to a map")
+        env.update({str(k): as_text(v) for k, v in rendered.items()})
+    env["EVFLOW_DELIVERY_ID"] = delivery.idempotency_key
+    env["EVFLOW_EVENT_ID"] = str(event["id"])
+    env["EVFLOW_EVENT_TYPE"] = str(event["type"])
+    return env
+
+
+def run_program(
+    action: RunAction, event: Event, delivery: Delivery, base_dir: Path
+) -> ActionResult:
+    """Run the argv (no shell) in ``action.cwd`` or ``base_dir``; exit 0 is success."""
+    variables = event_variables(event)
+    argv = action.argv.render(variables)
+    if not isinstance(argv, list) or not argv:
+        raise EvaluationError("run must render to a non-empty argv list")
+    args = [as_text(a) for a in argv]
+    env = environment(action, event, delivery, variables)
+    if action.stdin is None:
+        stdin = to_json(event).encode()
+    else:
+        stdin = as_text(action.stdin.render(variables)).encode()
+    cwd = action.cwd or str(base_dir)
+    try:
+        proc = subprocess.Popen(
+            args,
+            cwd=cwd,
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
+    except OSError as exc:
+        return ActionResult(False, f"cannot run {args[0]}: {exc.strerror or exc} (cwd {cwd})")
+    try:
+        out, err = proc.communicate(stdin, timeout=action.timeout)
+    except subprocess.TimeoutExpired:
+        _kill_group(proc)
+        try:
+            proc.communicate(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()  # a grandchild left the group and keeps the pipes: stop waiting for it
+        return ActionResult(
+            False, f"{args[0]}: timed out after {action.timeout:g}s (process group killed)"
+        )
+    if proc.returncode != 0:
+        tail = err.decode("utf-8", "replace").strip()[-STDERR_TAIL:]
+        if proc.returncode < 0:
+            status = f"killed by {_signal_name(-proc.returncode)}"
+        else:
+            status = f"exit {proc.returncode}"
+        return ActionResult(False, f"{args[0]}: {status}" + (f": {tail}" if tail else ""))
+    if action.emit_result is None:
+        return ActionResult(True)
+    try:
+        value = json.loads(out.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        return ActionResult(False, f"{args[0]}: emit_result: stdout is not JSON ({exc})")
+    if not isinstance(value, dict):
+        return ActionResult(False, f"{args[0]}: emit_result: stdout must be a JSON object")
+    return ActionResult(True, output=value)
+
+
+def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        proc.kill()
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
+
+
+def call_webhook(action: HttpAction, event: Event, delivery: Delivery) -> ActionResult:
+    """Send the request; a 2xx answer is success, anything else keeps status and body start."""
+    import httpx
+
+    variables = event_variables(event)
+    url = as_text(action.url.render(variables))
+    headers: dict[str, str] = {"User-Agent": "evflow"}
+    if action.headers is not None:
+        rendered = action.headers.render(variables)
+        if not isinstance(rendered, dict):
+            raise EvaluationError("headers must render to a map")
+        headers.update({str(k): as_text(v) for k, v in rendered.items()})
+    headers["Idempotency-Key"] = delivery.idempotency_key
+    lower = {k.lower() for k in headers}
+    if action.body is None:
+        content = to_json(event).encode()
+        content_type = "application/json"
+    else:
+        body = action.body.render(variables)
+        if isinstance(body, str):
+            content, content_type = body.encode(), "text/plain; charset=utf-8"
+        else:
+            content = json.dumps(body, ensure_ascii=False).encode()
+            content_type = "application/json"
+    if "content-type" not in lower:
+        headers["Content-Type"] = content_type
+    try:
+        response = httpx.request(
+            action.method, url, content=content, headers=headers, timeout=action.timeout
+        )
+    except httpx.TimeoutException:
+        return ActionResult(False, f"{action.method} {url}: timed out after {action.timeout:g}s")
+    except (httpx.HTTPError, httpx.InvalidURL) as exc:
+        return ActionResult(False, f"{action.method} {url}: {type(exc).__name__}: {exc}")
+    if 200 <= response.status_code < 300:
+        return ActionResult(True)
+    start = response.text[:BODY_START].strip()
+    return ActionResult(
+        False,
+        f"{action.method} {url}: HTTP {response.status_code}" + (f": {start}" if start else ""),
+    )

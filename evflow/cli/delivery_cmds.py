@@ -1,0 +1,188 @@
+"""Delivery state and control: deliveries, retry, redeliver, and the worker (run)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from evflow.cli.context import Globals
+from evflow.errors import UsageError
+from evflow.store.base import DELIVERY_STATUSES
+
+FormatOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--format", help="table, json or jsonl (default: table on a terminal, else jsonl)."
+    ),
+]
+
+
+def register(app: typer.Typer) -> None:
+    app.command("deliveries")(deliveries)
+    app.command("retry")(retry)
+    app.command("redeliver")(redeliver)
+    app.command("run")(run)
+
+
+def deliveries(
+    ctx: typer.Context,
+    status: Annotated[
+        str | None, typer.Option(help="pending, running, done, failed or dead.")
+    ] = None,
+    rule: Annotated[str | None, typer.Option(help="Only this rule's deliveries.")] = None,
+    format: FormatOpt = None,
+) -> None:
+    """List deliveries (run/http actions owed to events) with status, attempts and last error."""
+    g: Globals = ctx.obj
+    if status is not None and status not in DELIVERY_STATUSES:
+        raise UsageError(
+            f"--status: expected one of {', '.join(DELIVERY_STATUSES)} (got {status!r})"
+        )
+    fmt = g.out.resolve(format)
+    rows = g.flow().store.deliveries(status=status, rule=rule)
+    shaped = [
+        {
+            "id": d.id, "event_id": d.event_id, "rule": d.rule, "action": d.action,
+            "status": d.status, "attempts": d.attempts, "last_error": d.last_error,
+        }
+        for d in rows
+    ]  # fmt: skip
+    if fmt == "json":
+        g.out.json(shaped)
+    elif fmt == "jsonl":
+        g.out.jsonl(shaped)
+    else:
+        g.out.table(
+            ["id", "event", "rule", "action", "status", "attempts", "next attempt", "last error"],
+            [
+                (d.id, d.event_seq, d.rule, f"{d.action} {d.kind}", d.status, d.attempts,
+                 d.next_attempt_at if d.status in ("pending", "failed") else "", d.last_error)
+                for d in rows
+            ],
+        )  # fmt: skip
+
+
+def retry(
+    ctx: typer.Context,
+    ids: Annotated[
+        list[int] | None, typer.Argument(metavar="[ID]...", help="Delivery ids.")
+    ] = None,
+    dead: Annotated[bool, typer.Option("--dead", help="Every dead delivery.")] = False,
+) -> None:
+    """Put failed or dead deliveries back to pending (fresh attempts); 'evflow run' sends them."""
+    g: Globals = ctx.obj
+    if not ids and not dead:
+        raise UsageError("retry: name delivery ids or use --dead", hint="see 'evflow deliveries'")
+    from evflow.dispatch import retry as requeue
+
+    report = requeue(g.flow().store, ids or [], dead=dead)
+    for delivery_id, why in report.skipped:
+        g.out.warn(f"evflow: skipped delivery {delivery_id}: {why}")
+    g.out.line(
+        f"{len(report.requeued)} deliver{'y' if len(report.requeued) == 1 else 'ies'} pending"
+    )
+    if ids and len(report.requeued) < len(ids):
+        raise typer.Exit(1)
+
+
+def redeliver(
+    ctx: typer.Context,
+    rule: Annotated[str, typer.Option("--rule", help="The rule whose actions to deliver again.")],
+    since: Annotated[
+        str | None, typer.Option(help="After this seq (exclusive) or from this time (inclusive).")
+    ] = None,
+    until: Annotated[
+        str | None, typer.Option(help="Up to this seq (inclusive) or before this time.")
+    ] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Only say what it would do.")] = False,
+    format: FormatOpt = None,
+) -> None:
+    """Deliver a rule's run/http actions for past events it matches now; skip what succeeded."""
+    g: Globals = ctx.obj
+    from evflow.cli.log_cmds import parse_position
+    from evflow.dispatch import redeliver as owe
+
+    since_seq, since_time = parse_position(since, "--since")
+    until_seq, until_time = parse_position(until, "--until")
+    flow = g.flow()
+    report = owe(
+        flow.store, flow.ruleset, rule, since_seq=since_seq or 0, until_seq=until_seq,
+        since_time=since_time, until_time=until_time, dry_run=dry_run,
+    )  # fmt: skip
+    summary = {
+        "rule": report.rule,
+        "dry_run": dry_run,
+        "matched": report.matched,
+        "created": len(report.created or []),
+        "reset": len(report.reset or []),
+        "skipped_done": report.skipped_done,
+        "skipped_running": report.skipped_running,
+        "ids": sorted((report.created_ids or []) + (report.reset or [])),
+    }
+    fmt = g.out.resolve(format, piped="table")
+    if fmt == "json":
+        g.out.json(summary)
+    elif fmt == "jsonl":
+        g.out.jsonl([summary])
+    else:
+        verb = "would create" if dry_run else "created"
+        g.out.line(
+            f"rule {rule}: {report.matched} matching event(s); {verb} {summary['created']}"
+            f" deliveries, {'would reset' if dry_run else 'reset'} {summary['reset']} to pending,"
+            f" skipped {report.skipped_done} done and {report.skipped_running} running"
+        )
+        if not dry_run and (summary["created"] or summary["reset"]):
+            g.out.line("run them with 'evflow run --once' (or a running 'evflow run')")
+
+
+def run(
+    ctx: typer.Context,
+    once: Annotated[bool, typer.Option("--once", help="Drain what is due, then exit.")] = False,
+    interval: Annotated[
+        float, typer.Option(help="Seconds between polls when idle.", min=0.01)
+    ] = 1.0,
+    lease: Annotated[
+        float,
+        typer.Option(help="Claim lease in seconds (at least each action's timeout + 30).", min=1),
+    ] = 60.0,
+    worker_id: Annotated[
+        str | None, typer.Option("--worker-id", help="Name in the lease (default host:pid:random).")
+    ] = None,
+    format: Annotated[
+        str | None, typer.Option("--format", help="line (default) or jsonl: one per attempt.")
+    ] = None,
+) -> None:
+    """A worker: dispatch pending and due deliveries until Ctrl-C (which lets the action finish)."""
+    g: Globals = ctx.obj
+    fmt = g.out.resolve(format, piped="line", choices=("line", "jsonl"))
+    fmt = "line" if fmt == "table" else fmt
+    import threading
+
+    from evflow.dispatch import Result, new_worker_id, project_dir_of, run_worker, stop_on_signals
+
+    flow = g.flow()
+
+    def report(result: Result) -> None:
+        if fmt == "jsonl":
+            g.out.jsonl([result.to_json()])
+        else:
+            g.out.line(result.describe())
+        g.out.stdout.flush()
+
+    def tick() -> None:
+        flow.tick(warn=g.out.warn)
+
+    worker_id = worker_id or new_worker_id()
+    with stop_on_signals(threading.Event()) as stop:
+        if not once:
+            g.out.warn(
+                f"evflow run: worker {worker_id} polling every {interval:g}s"
+                " (Ctrl-C stops after the action in hand)"
+            )
+            g.out.stderr.flush()
+        run_worker(
+            flow.store, flow.ruleset, once=once, interval=interval, lease=lease,
+            worker_id=worker_id, base_dir=project_dir_of(flow), stop=stop, on_result=report,
+            tick=tick,
+        )  # fmt: skip

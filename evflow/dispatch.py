@@ -1,0 +1,515 @@
+"""Dispatching deliveries: claim with a lease, run the action, record done, failed or dead.
+
+The outbox rows are written by routing in the append transaction; everything after that is here.
+
+- **Claim.** A worker takes one delivery at a time with an atomic ``UPDATE ... WHERE due`` checked
+  by its row count (:func:`evflow.store.outbox.claim`), so two workers never run one delivery at
+  the same time. The claim holds a lease of ``max(lease, action timeout + 30 s)``: a worker that
+  dies leaves its delivery ``running`` until the lease lapses, then any worker takes it again.
+  Delivery is therefore at least once; programs and webhooks get a stable idempotency key.
+- **Retry.** A failed attempt ``n`` (counted at the claim) of a rule with
+  ``retry: {attempts, backoff, max_backoff}`` is due again after
+  ``min(max_backoff, backoff * 2**(n-1) * (1 + 0.2 * U[0,1)))``: never sooner than the backoff,
+  never later than ``max_backoff``, with up to 20 % jitter so that retries of a burst spread out.
+  After the last attempt it is ``dead`` until ``evflow retry``. A template that fails on the event
+  is dead at once (retrying cannot help; fix the rule, then retry).
+- **Time** is the store's clock (PostgreSQL: the server's, shared by every machine) unless ``now``
+  is given, which tests use to step through backoffs without sleeping.
+- **Working folder** of a ``run`` action without ``cwd``: the rules folder's parent, i.e. the
+  project folder, so ``[./scripts/x.sh]`` works as written in the README.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import socket
+import threading
+import uuid
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from evflow import actions
+from evflow.errors import EvflowError
+from evflow.events import Event, format_time, normalize, parse_time
+from evflow.rules import HttpAction, Retry, RuleSet, RunAction
+from evflow.store import outbox
+from evflow.store.base import Delivery
+
+if TYPE_CHECKING:
+    from evflow.app import Evflow
+    from evflow.store.sql import SqlStore
+
+DEFAULT_LEASE = 60.0  # seconds; the lease of a claim is at least the action's timeout + margin
+LEASE_MARGIN = 30.0
+DEFAULT_INTERVAL = 1.0
+BATCH = 100
+JITTER = 0.2
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    """One attempt at one delivery."""
+
+    id: int
+    event_id: str
+    rule: str
+    action: int
+    kind: str
+    status: str  # done | failed | dead | lost (the lease lapsed and another worker took it)
+    attempts: int
+    max_attempts: int
+    error: str | None = None
+    next_attempt_at: str | None = None
+    derived: tuple[str, ...] = ()  # ids of events appended from emit_result
+    follow: tuple[int, ...] = ()  # deliveries those events created, run next by run_ids
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "done"
+
+    def describe(self) -> str:
+        """One line for people: what ran and how it went."""
+        what = (
+            f"delivery {self.id} ({self.kind} action {self.action} of rule {self.rule},"
+            f" event {self.event_id})"
+        )
+        if self.status == "done":
+            return f"{what}: done"
+        if self.status == "lost":
+            return f"{what}: lease lapsed before it finished; another worker took it over"
+        text = f"{what}: {self.error}"
+        if self.status == "dead":
+            return (
+                f"{text}; dead after {self.attempts} attempt(s)"
+                f" (bring it back with 'evflow retry {self.id}')"
+            )
+        attempt = f"attempt {self.attempts} of {self.max_attempts}"
+        return f"{text}; {attempt}, next at {self.next_attempt_at}"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "event_id": self.event_id,
+            "rule": self.rule,
+            "action": self.action,
+            "kind": self.kind,
+            "status": self.status,
+            "attempts": self.attempts,
+            "last_error": self.error,
+            "next_attempt_at": self.next_attempt_at,
+            "derived": list(self.derived),
+        }
+
+
+def new_worker_id() -> str:
+    """``host:pid:random``: readable in ``evflow deliveries``, unique across restarts."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+def backoff_delay(retry: Retry, attempt: int, rng: random.Random | None = None) -> float:
+    """Seconds before the retry that follows failed attempt number ``attempt`` (1-based)."""
+    base = retry.backoff * 2 ** max(0, min(attempt - 1, 62))
+    jitter = 1 + JITTER * (rng or random).random()
+    return min(retry.max_backoff, base * jitter)
+
+
+def project_dir(ruleset: RuleSet) -> Path:
+    """The default working folder of ``run`` actions: the rules folder's parent."""
+    if not ruleset.directory:
+        return Path.cwd()
+    folder = Path(ruleset.directory).absolute()
+    if folder.is_file():
+        folder = folder.parent
+    return folder.parent
+
+
+def _as_datetime(now: datetime | str | None) -> datetime | None:
+    if now is None or isinstance(now, datetime):
+        return now
+    return parse_time(now)
+
+
+class Dispatcher:
+    """Claims and runs deliveries of one store for one worker."""
+
+    def __init__(
+        self,
+        store: SqlStore,
+        ruleset: RuleSet,
+        *,
+        worker_id: str | None = None,
+        lease: float = DEFAULT_LEASE,
+        base_dir: Path | None = None,
+        stop: threading.Event | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.store = store
+        self.ruleset = ruleset
+        self.worker_id = worker_id or new_worker_id()
+        self.lease = lease
+        self.base_dir = base_dir or project_dir(ruleset)
+        self.stop = stop or threading.Event()
+        self.rng = rng or random.Random()
+
+    def now(self, fixed: datetime | None) -> datetime:
+        return fixed if fixed is not None else parse_time(self.store.clock())
+
+    # -- entry points -------------------------------------------------------------------------
+
+    def run_ids(self, ids: Iterable[int], now: datetime | str | None = None) -> list[Result]:
+        """Run these deliveries (those due), plus the ones their emit_result events create."""
+        fixed = _as_datetime(now)
+        queue = deque(ids)
+        results: list[Result] = []
+        while queue and not self.stop.is_set():
+            delivery = outbox.get(self.store, queue.popleft())
+            if delivery is None:
+                continue
+            result = self.attempt(delivery, fixed)
+            if result is not None:
+                results.append(result)
+                queue.extend(result.follow)
+        return results
+
+    def drain(
+        self,
+        now: datetime | str | None = None,
+        on_result: Callable[[Result], None] | None = None,
+    ) -> list[Result]:
+        """Run everything due until nothing is (or ``stop`` is set between two deliveries)."""
+        fixed = _as_datetime(now)
+        results: list[Result] = []
+        while not self.stop.is_set():
+            batch = outbox.due(self.store, format_time(self.now(fixed)), BATCH)
+            if not batch:
+                break
+            claimed = 0
+            queue = deque(batch)  # oldest first
+            while queue:
+                if self.stop.is_set():
+                    break
+                result = self.attempt(queue.popleft(), fixed)
+                if result is None:
+                    # another worker took it: likely it is working down this same list, so
+                    # go on from elsewhere rather than race it for every next row
+                    queue.rotate(self.rng.randrange(len(queue) or 1))
+                    continue
+                claimed += 1
+                results.append(result)
+                if on_result is not None:
+                    on_result(result)
+            if not claimed and len(batch) < BATCH:
+                break  # every due one was taken by another worker meanwhile
+        return results
+
+    # -- one delivery -------------------------------------------------------------------------
+
+    def attempt(self, delivery: Delivery, fixed: datetime | None = None) -> Result | None:
+        """Claim and run one delivery; None when it is not due or another worker has it."""
+        rule = self.ruleset.rule(delivery.rule)
+        action: RunAction | HttpAction | None = None
+        if rule is not None and 0 <= delivery.action < len(rule.actions):
+            candidate = rule.actions[delivery.action]
+            if isinstance(candidate, RunAction | HttpAction) and candidate.kind == delivery.kind:
+                action = candidate
+        lease = max(self.lease, (action.timeout if action else 0.0) + LEASE_MARGIN)
+        start = self.now(fixed)
+        start_text = format_time(start)
+        lease_until = format_time(start + timedelta(seconds=lease))
+        if not outbox.claim(self.store, delivery.id, self.worker_id, start_text, lease_until):
+            return None
+        claimed = outbox.get(self.store, delivery.id) or delivery
+        retry = rule.retry if rule is not None else Retry()
+        if rule is None or action is None:
+            problem = (
+                f"rule {delivery.rule} no longer exists in {self.ruleset.directory or 'the rules'}"
+                if rule is None
+                else f"rule {delivery.rule} has no {delivery.kind} action {delivery.action} now"
+            )
+            return self._record(claimed, retry, fixed, False, problem, permanent=True)
+        event = self.store.get(delivery.event_seq)
+        if event is None or event["id"] != delivery.event_id:
+            problem = f"event seq {delivery.event_seq} ({delivery.event_id}) is not in the log"
+            return self._record(claimed, retry, fixed, False, problem, permanent=True)
+        outcome = actions.execute(action, event, claimed, self.base_dir)
+        if outcome.ok and outcome.output is not None and isinstance(action, RunAction):
+            return self._record_result_event(claimed, retry, fixed, action, event, outcome.output)
+        return self._record(
+            claimed, retry, fixed, outcome.ok, outcome.error, permanent=outcome.permanent
+        )
+
+    def _record(
+        self,
+        d: Delivery,
+        retry: Retry,
+        fixed: datetime | None,
+        ok: bool,
+        error: str | None,
+        *,
+        permanent: bool = False,
+    ) -> Result:
+        now = self.now(fixed)
+        now_text = format_time(now)
+        next_at: str | None = None
+        if ok:
+            status = "done"
+        elif permanent or d.attempts >= retry.attempts:
+            status = "dead"
+        else:
+            status = "failed"
+            next_at = format_time(
+                now + timedelta(seconds=backoff_delay(retry, d.attempts, self.rng))
+            )
+        won = outbox.finish(self.store, d.id, self.worker_id, now_text, status, error, next_at)
+        return self._result(d, retry, status if won else "lost", error, next_at)
+
+    def _record_result_event(
+        self,
+        d: Delivery,
+        retry: Retry,
+        fixed: datetime | None,
+        action: RunAction,
+        cause: Event,
+        output: dict[str, Any],
+    ) -> Result:
+        """Append the program's result event and mark the delivery done, in one transaction."""
+        from evflow.routing import Router, derived_id
+
+        assert action.emit_result is not None
+        raw = {
+            "type": action.emit_result,
+            "data": output,
+            "source": f"evflow:rule/{d.rule}",
+            # the id a retry of this delivery would compute too: it never appends twice
+            "id": derived_id(cause, d.rule, d.action),
+            "time": cause["time"],
+            "causationid": cause["id"],
+            "correlationid": cause.get("correlationid", cause["id"]),
+            "evflowrule": d.rule,
+        }
+        try:
+            event = normalize(raw)
+            with self.store.write() as tx:
+                appended = Router(self.ruleset).append(tx, event)
+                now_text = format_time(self.now(fixed))
+                won = outbox.finish(tx, d.id, self.worker_id, now_text, "done")
+        except EvflowError as exc:
+            return self._record(d, retry, fixed, False, f"emit_result {action.emit_result}: {exc}")
+        follow = tuple(int(x["id"]) for x in appended.deliveries)
+        return self._result(d, retry, "done" if won else "lost", None, None, (event["id"],), follow)
+
+    @staticmethod
+    def _result(
+        d: Delivery,
+        retry: Retry,
+        status: str,
+        error: str | None,
+        next_at: str | None,
+        derived: tuple[str, ...] = (),
+        follow: tuple[int, ...] = (),
+    ) -> Result:
+        return Result(
+            d.id, d.event_id, d.rule, d.action, d.kind, status, d.attempts,
+            max(retry.attempts, d.attempts), error, next_at, derived, follow,
+        )  # fmt: skip
+
+
+# -- the library entry points -----------------------------------------------------------------
+
+
+def dispatch(
+    store: SqlStore,
+    ruleset: RuleSet,
+    ids: Iterable[int] | None = None,
+    *,
+    worker_id: str | None = None,
+    now: datetime | str | None = None,
+    lease: float = DEFAULT_LEASE,
+    base_dir: Path | None = None,
+    stop: threading.Event | None = None,
+) -> list[Result]:
+    """Run the deliveries ``ids`` (those due), or with ``ids=None`` everything due."""
+    dispatcher = Dispatcher(
+        store, ruleset, worker_id=worker_id, lease=lease, base_dir=base_dir, stop=stop
+    )
+    return dispatcher.drain(now) if ids is None else dispatcher.run_ids(ids, now)
+
+
+def dispatch_ids(flow: Evflow, ids: Iterable[int]) -> list[str]:
+    """What ``evflow emit``/``import`` run after their commit: one line per failed delivery."""
+    results = dispatch(flow.store, flow.ruleset, ids, base_dir=project_dir_of(flow))
+    return [r.describe() for r in results if not r.ok]
+
+
+def project_dir_of(flow: Evflow) -> Path:
+    """The rules folder's parent (where ``run`` actions without ``cwd`` run)."""
+    folder = flow.rules_dir.absolute()
+    return folder.parent.parent if folder.is_file() else folder.parent
+
+
+@contextmanager
+def stop_on_signals(stop: threading.Event) -> Iterator[threading.Event]:
+    """SIGINT/SIGTERM set ``stop`` (the action in hand finishes and is recorded); a second
+    SIGINT/SIGTERM gives up at once (that delivery's lease lapses and another worker retries it)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield stop
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield stop
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def run_worker(
+    store: SqlStore,
+    ruleset: RuleSet,
+    *,
+    once: bool = False,
+    interval: float = DEFAULT_INTERVAL,
+    lease: float = DEFAULT_LEASE,
+    worker_id: str | None = None,
+    base_dir: Path | None = None,
+    stop: threading.Event | None = None,
+    on_result: Callable[[Result], None] | None = None,
+    tick: Callable[[], Any] | None = None,
+) -> int:
+    """``evflow run``: dispatch what is due, wait ``interval``, repeat until ``stop`` is set.
+
+    ``once`` drains what is due and returns. ``tick`` (schedules) is called before each round.
+    Returns how many attempts were made.
+    """
+    stop = stop or threading.Event()
+    dispatcher = Dispatcher(
+        store, ruleset, worker_id=worker_id, lease=lease, base_dir=base_dir, stop=stop
+    )
+    count = 0
+    while not stop.is_set():
+        if tick is not None:
+            tick()
+        count += len(dispatcher.drain(on_result=on_result))
+        if once:
+            break
+        stop.wait(interval)
+    return count
+
+
+# -- control: retry and redeliver -------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class RetryReport:
+    requeued: list[int]
+    skipped: list[tuple[int, str]]  # (id, why)
+
+
+def retry(store: SqlStore, ids: Iterable[int] = (), *, dead: bool = False) -> RetryReport:
+    """Failed and dead deliveries (``ids``, or every dead one) back to pending, with fresh attempts.
+
+    Done ones are left alone (``redeliver`` is the explicit way to run an action again) and so are
+    running ones (a worker has them).
+    """
+    wanted = list(ids)
+    if dead:
+        wanted += [i for i in outbox.dead_ids(store) if i not in wanted]
+    found = {d.id: d for d in store.deliveries(ids=wanted)} if wanted else {}
+    report = RetryReport([], [])
+    for delivery_id in wanted:
+        d = found.get(delivery_id)
+        if d is None:
+            report.skipped.append((delivery_id, "no such delivery"))
+        elif d.status in ("done", "running"):
+            report.skipped.append((delivery_id, f"it is {d.status}"))
+        else:
+            report.requeued.append(delivery_id)
+    if report.requeued:
+        outbox.requeue(store, report.requeued, store.clock())
+    return report
+
+
+@dataclass(slots=True)
+class RedeliverReport:
+    rule: str
+    matched: int = 0  # past events the rule matches now
+    created: list[tuple[int, int]] | None = None  # (event seq, action) without a delivery before
+    created_ids: list[int] | None = None
+    reset: list[int] | None = None  # pending, failed or dead ones, due again now
+    skipped_done: int = 0
+    skipped_running: int = 0
+
+    def __post_init__(self) -> None:
+        self.created = self.created or []
+        self.created_ids = self.created_ids or []
+        self.reset = self.reset or []
+
+
+def redeliver(
+    store: SqlStore,
+    ruleset: RuleSet,
+    rule_name: str,
+    *,
+    since_seq: int = 0,
+    until_seq: int | None = None,
+    since_time: str | None = None,
+    until_time: str | None = None,
+    dry_run: bool = False,
+) -> RedeliverReport:
+    """Owe ``rule``'s run/http actions to past events it matches now (type, window, filter).
+
+    An event with no delivery for an action gets one; a pending, failed or dead one is due again
+    with fresh attempts; one that succeeded is skipped, and so is one a worker is running. Emit
+    actions are not redone: the events they appended are already in the log.
+    """
+    from evflow.errors import NotFound, UsageError
+    from evflow.store.base import EventFilter
+
+    rule = ruleset.rule(rule_name)
+    if rule is None:
+        raise NotFound(f"--rule: no rule named {rule_name!r}", hint="see 'evflow rules list'")
+    indexes = [i for i, a in enumerate(rule.actions) if isinstance(a, RunAction | HttpAction)]
+    if not indexes:
+        raise UsageError(f"--rule: rule {rule_name} has no run or http action to redeliver")
+    flt = EventFilter(
+        since_seq=since_seq, until_seq=until_seq, since_time=since_time, until_time=until_time,
+        types=rule.on,
+    )  # fmt: skip
+    events = [(e["seq"], e["id"]) for e in store.read(flt) if rule.judge(e).matched]
+    store.end_read()
+    report = RedeliverReport(rule_name, matched=len(events))
+    assert report.created is not None and report.reset is not None
+    existing = outbox.for_events(store, rule_name, [seq for seq, _ in events])
+    for seq, _ in events:
+        for index in indexes:
+            d = existing.get((seq, index))
+            if d is None:
+                report.created.append((seq, index))
+            elif d.status == "done":
+                report.skipped_done += 1
+            elif d.status == "running":
+                report.skipped_running += 1
+            else:
+                report.reset.append(d.id)
+    if dry_run or not (report.created or report.reset):
+        return report
+    ids = dict(events)
+    with store.write() as tx:
+        report.created_ids = [
+            tx.add_delivery(seq, ids[seq], rule_name, index, rule.actions[index].kind)
+            for seq, index in report.created
+        ]
+        outbox.requeue(tx, report.reset, store.clock())
+    return report
