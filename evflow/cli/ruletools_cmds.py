@@ -1,0 +1,106 @@
+"""``evflow rules test|schema|graph``: rule tests, the JSON Schema for editors, the rules graph."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from evflow.cli.context import Globals
+from evflow.errors import UsageError
+
+
+def register(rules_app: typer.Typer) -> None:
+    rules_app.command("test")(test)
+    rules_app.command("schema")(schema)
+    rules_app.command("graph")(graph)
+
+
+def _escape(text: str) -> str:
+    return text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+
+
+def test(
+    ctx: typer.Context,
+    paths: Annotated[
+        list[Path] | None,
+        typer.Argument(help="Test files or folders (default: the rules folder's tests/)."),
+    ] = None,
+    format: Annotated[
+        str,
+        typer.Option("--format", help="text, json (a list of cases) or github (annotations)."),
+    ] = "text",
+) -> None:
+    """Run rule tests: given events at given times, the expected derived events and deliveries.
+
+    Each case runs in a throwaway in-memory log; no action runs. Exit 0 when every case passes,
+    3 when one fails or a test file is invalid.
+    """
+    g: Globals = ctx.obj
+    if format not in ("text", "json", "github"):
+        raise UsageError(f"--format: expected text, json or github (got {format!r})")
+    for path in paths or []:
+        if not path.exists():
+            raise UsageError(f"{path}: no such file or folder")
+    from evflow.cli.rules_cmds import render_problems
+    from evflow.ruletest import run_tests
+
+    report = run_tests(paths, g.flow().rules_dir)
+    out = g.out
+    if format == "json":
+        invalid = [
+            {"file": p.file, "case": None, "passed": False, "failures": [str(p)]}
+            for p in report.problems
+        ]
+        out.json(invalid + [r.to_json() for r in report.results])
+    elif format == "github":
+        render_problems(report.problems, "github", out)
+        for r in report.results:
+            if not r.passed:
+                message = _escape(f"{r.case}: " + "\n".join(r.failures))
+                out.line(f"::error file={r.file},line={r.line},title=rule test failed::{message}")
+    else:
+        render_problems(report.problems, "text", out)
+        for r in report.results:
+            out.line(f"{'PASS' if r.passed else 'FAIL'} {r.file}:{r.line}: {r.case}")
+            for failure in r.failures:
+                out.line(f"    {failure}")
+    if format != "json":
+        failed = sum(not r.passed for r in report.results)
+        passed = len(report.results) - failed
+        invalid_note = (
+            f", {len(report.problems)} problem(s) in test files" if report.problems else ""
+        )
+        if not report.files:
+            out.warn("no rule tests found (looked in " + str(g.flow().rules_dir / "tests") + ")")
+        else:
+            out.warn(f"{passed} passed, {failed} failed in {report.files} file(s){invalid_note}")
+    raise typer.Exit(0 if report.ok else 3)
+
+
+def schema(
+    ctx: typer.Context,
+    tests: Annotated[
+        bool, typer.Option("--tests", help="The schema of rule test files instead.")
+    ] = False,
+) -> None:
+    """Print the JSON Schema (draft 2020-12) of rule files, for editors (yaml-language-server)."""
+    g: Globals = ctx.obj
+    from evflow.schema import rules_schema, tests_schema
+
+    g.out.json(tests_schema() if tests else rules_schema())
+
+
+def graph(
+    ctx: typer.Context,
+    format: Annotated[str, typer.Option("--format", help="mermaid or dot.")] = "mermaid",
+) -> None:
+    """Print the rules as a graph: event type -> rule -> emitted type or action."""
+    g: Globals = ctx.obj
+    if format not in ("mermaid", "dot"):
+        raise UsageError(f"--format: expected mermaid or dot (got {format!r})")
+    from evflow import graph as render
+
+    text = render.mermaid(g.flow().ruleset) if format == "mermaid" else render.dot(g.flow().ruleset)
+    g.out.stdout.write(text)
