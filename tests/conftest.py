@@ -89,3 +89,18 @@ def run_process(
 
 def unique(prefix: str = "t") -> str:
     return f"{prefix}{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture(params=BACKENDS)
+def each_backend(
+    request: pytest.FixtureRequest, project: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[str]:
+    """Run a CLI test once per backend: the default database is EVFLOW_DB's."""
+    if request.param == "sqlite":
+        yield "sqlite"
+        return
+    from tests.pg import fresh_schema_url
+
+    with fresh_schema_url() as url:
+        monkeypatch.setenv("EVFLOW_DB", url)
+        yield "postgres"

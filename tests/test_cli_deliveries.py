@@ -14,6 +14,9 @@ import pytest
 from tests.conftest import REPO, run_cli
 from tests.fixtures.dispatch.helpers import PY, jsonq, script, write_rules
 
+# the CLI must behave the same on every backend (SQLite; PostgreSQL with EVFLOW_TEST_PG)
+pytestmark = pytest.mark.usefixtures("each_backend")
+
 
 def flaky_rules(project: Path, attempts: int = 1) -> None:
     prog = script(project / "p.py", "sys.exit(0 if os.path.exists('fixed') else 4)\n")

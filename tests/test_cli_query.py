@@ -12,6 +12,9 @@ import pytest
 
 from tests.conftest import REPO, run_cli
 
+# the CLI must behave the same on every backend (SQLite; PostgreSQL with EVFLOW_TEST_PG)
+pytestmark = pytest.mark.usefixtures("each_backend")
+
 
 @pytest.fixture
 def shop(project: Path) -> Path:

@@ -1,3 +1,4 @@
+
 """``evflow tick`` and ``evflow schedules list|preview`` from the command line."""
 
 from __future__ import annotations
@@ -7,7 +8,12 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import REPO, evflow_exe, run_cli
+
+# the CLI must behave the same on every backend (SQLite; PostgreSQL with EVFLOW_TEST_PG)
+pytestmark = pytest.mark.usefixtures("each_backend")
 
 BERLIN = """
 schedules:

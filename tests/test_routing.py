@@ -6,11 +6,15 @@ import json
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from evflow import Evflow
 from tests.conftest import REPO, run_cli
+
+# the CLI must behave the same on every backend (SQLite; PostgreSQL with EVFLOW_TEST_PG)
+pytestmark = pytest.mark.usefixtures("each_backend")
 
 CHAIN = """
 version: 1
