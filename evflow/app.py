@@ -198,6 +198,17 @@ class Evflow:
     def stats(self) -> Stats:
         return self.store.stats()
 
+    def positions(self) -> dict[str, dict[str, int]]:
+        """Every reader with a checkpoint (projections, bridges): its position and its lag."""
+        from evflow.store.snapshots import checkpoints
+
+        last = self.store.last_seq()
+        return {
+            name: {"position": cp.position, "lag": last - cp.position}
+            for name, cp in checkpoints(self.store).items()
+            if not name.endswith("~rebuild")  # a rebuild in progress, not a reader of its own
+        }
+
 
 class _Rollback(Exception):
     """Unwinds a dry run's transaction, carrying what it would have done."""

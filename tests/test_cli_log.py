@@ -224,3 +224,16 @@ def test_storage_unavailable_exit_code(project: Path) -> None:
     (project / "blocker").write_text("a file where a folder should be")
     r = run_cli(["--db", str(project / "blocker" / "x.db"), "log"])
     assert r.exit_code == 4, r.stderr
+
+
+def test_stats_show_projection_lag(project: Path) -> None:
+    import shutil
+
+    shutil.copytree(REPO / "rules", project / "rules")
+    run_cli(["import", str(REPO / "sample_events.jsonl"), "--no-dispatch"])
+    assert run_cli(["replay"]).exit_code == 0
+    run_cli(["emit", "member.created", "-f", "userid=u9"])
+    s = json.loads(run_cli(["stats", "--format", "json"]).stdout)
+    assert s["projections"]["members"] == {"position": s["last_seq"] - 1, "lag": 1}
+    assert s["deliveries"]["pending"] >= 1
+    assert "lag" in run_cli(["stats", "--format", "table"]).stdout

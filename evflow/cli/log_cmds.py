@@ -296,9 +296,9 @@ def stats(ctx: typer.Context, format: FormatOpt = None) -> None:
         "by_type": s.by_type,
         "deliveries": s.deliveries,
     }
-    extra = getattr(flow, "extra_stats", None)
-    if extra is not None:
-        value.update(extra())
+    positions = flow.positions()
+    value["projections"] = {k: v for k, v in positions.items() if not k.startswith("bridge:")}
+    value["bridges"] = {k: v for k, v in positions.items() if k.startswith("bridge:")}
     from evflow.cli import render
 
     render.stats(g.out, value, fmt)

@@ -81,6 +81,12 @@ def stats(out: Output, value: dict[str, Any], fmt: str) -> None:
     scalars = {k: v for k, v in value.items() if not isinstance(v, dict | list)}
     out.mapping({k: "" if v is None else v for k, v in scalars.items()})
     for key, sub in value.items():
-        if isinstance(sub, dict) and sub:
-            out.line("")
+        if not isinstance(sub, dict) or not sub:
+            continue
+        out.line("")
+        if all(isinstance(v, dict) for v in sub.values()):  # readers: position and lag
+            out.table(
+                [key, "position", "lag"], ([k, v["position"], v["lag"]] for k, v in sub.items())
+            )
+        else:
             out.table([key, "count"], sorted(sub.items()))
