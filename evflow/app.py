@@ -140,16 +140,16 @@ class Evflow:
                         raise raw
                     event = normalize(raw, where=where)
                     if skip_invalid:
-                        tx.execute("SAVEPOINT evflow_line")
+                        tx.savepoint()
                     try:
                         outcome = router.append(tx, event)
                     except EvflowError as exc:
                         if not skip_invalid:
                             raise EvflowError(f"{where}: {exc}") from None
-                        tx.execute("ROLLBACK TO SAVEPOINT evflow_line")
+                        tx.rollback_to_savepoint()
                         raise InvalidEvent("event", str(exc), where) from None
                     if skip_invalid:
-                        tx.execute("RELEASE SAVEPOINT evflow_line")
+                        tx.release()
                 except InvalidEvent as exc:
                     if not skip_invalid:
                         raise

@@ -70,12 +70,20 @@ class Bindings:
     mapping after binding it.
     """
 
-    __slots__ = ("_activation",)
+    __slots__ = ("_activation", "_values")
 
     def __init__(self, variables: Mapping[str, Any]) -> None:
+        self._values = variables
+        self._activation: Any = None
+
+    @property
+    def activation(self) -> Any:
+        # Built on first use: field paths are read without CEL, and often nothing else is.
         # An activation from one Env serves expressions of every Env, so one shared Env that
         # declares every known variable avoids an Env per distinct set of names.
-        self._activation = _env(_ALL_VARIABLES).Activation(data=variables)
+        if self._activation is None:
+            self._activation = _env(_ALL_VARIABLES).Activation(data=self._values)
+        return self._activation
 
 
 def bind(variables: Mapping[str, Any]) -> Bindings:
@@ -89,6 +97,8 @@ class Expression:
 
     source: str
     _compiled: Any = field(repr=False, compare=False)
+    # ("data", "orderId") for the expression `data.orderId`: read straight from the values
+    _path: tuple[str, ...] | None = field(default=None, repr=False, compare=False)
 
     def evaluate(self, variables: Mapping[str, Any] | Bindings) -> Any:
         """The expression's value as a JSON-compatible Python value."""
@@ -107,8 +117,16 @@ class Expression:
         raise EvaluationError(f"expected a bool, got {_json_type(result)} {shown}")
 
     def _eval(self, variables: Mapping[str, Any] | Bindings) -> Any:
+        if self._path is not None:
+            # A plain field path is most templates' and keys' whole expression: walking the
+            # dicts gives CEL's value; anything unusual (a missing key) goes to CEL for its error.
+            found = _walk(
+                variables._values if isinstance(variables, Bindings) else variables, self._path
+            )
+            if found is not _MISSING:
+                return found
         if isinstance(variables, Bindings):
-            value = self._compiled.eval(variables._activation)
+            value = self._compiled.eval(variables.activation)
         else:
             # For a single evaluation, passing the mapping directly is faster than an activation.
             value = self._compiled.eval(data=variables)
@@ -120,6 +138,25 @@ class Expression:
         return plain
 
 
+_MISSING = object()
+_FIELD_PATH = re.compile(r"\s*([a-z_]+)((?:\.[A-Za-z_][A-Za-z0-9_]*)+)\s*")
+_PLAIN = (str, int, float, bool, type(None))
+
+
+def _walk(values: Mapping[str, Any], path: tuple[str, ...]) -> Any:
+    value: Any = values
+    for name in path:
+        if not isinstance(value, dict) or name not in value:
+            return _MISSING
+        value = value[name]
+    if isinstance(value, _PLAIN):
+        return value
+    if isinstance(value, dict | list):
+        # CEL hands back a copy; so must this, or a caller mutating it would mutate the event
+        return json.loads(json.dumps(value))
+    return _MISSING
+
+
 def compile_expression(source: str, variables: frozenset[str]) -> Expression:
     """Compile CEL text against the given variables; unknown names are compile errors."""
     if not source.strip():
@@ -129,7 +166,11 @@ def compile_expression(source: str, variables: frozenset[str]) -> Expression:
     except RuntimeError as exc:
         message, line, column = _compile_problem(str(exc))
         raise ExpressionError(message, line, column) from None
-    return Expression(source, compiled)
+    path = None
+    match = _FIELD_PATH.fullmatch(source)
+    if match and match.group(1) in variables:
+        path = (match.group(1), *match.group(2)[1:].split("."))
+    return Expression(source, compiled, path)
 
 
 # "ERROR: <input>:1:16: Syntax error: ..." — the first error is enough; CEL's caret drawing follows

@@ -281,13 +281,13 @@ class PostgresStore(SqlStore):
 
     # -- hooks --------------------------------------------------------------------------------
 
-    def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
+    def raw_execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
         with self._driver_errors():
             return self.conn.execute(_to_format(sql), params)
 
-    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+    def raw_executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
         with self._driver_errors():
-            super().executemany(sql, rows)
+            super().raw_executemany(sql, rows)
 
     def begin_write(self) -> None:
         # one round trip: simple protocol allows both statements when there are no parameters
@@ -311,22 +311,10 @@ class PostgresStore(SqlStore):
             ).fetchone()
         return str(row[0])
 
-    def insert_event(self, row: tuple[Any, ...]) -> int | None:
-        with self._driver_errors():
-            cur = self.conn.execute(
-                "INSERT INTO events (seq, id, source, type, subject, time, recordedtime,"
-                " causationid, correlationid, rule, body)"
-                " VALUES ((SELECT COALESCE(MAX(seq), 0) + 1 FROM events),"
-                " %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
-                " ON CONFLICT (id, source) DO NOTHING RETURNING seq",
-                row,
-            )
-            inserted = cur.fetchone()
-            return None if inserted is None else int(inserted[0])
-
     def iterate(self, sql: str, params: Sequence[Any] = ()) -> Iterator[tuple[Any, ...]]:
         if self.conn.info.transaction_status != self._psycopg.pq.TransactionStatus.IDLE:
             # inside a write: read what this transaction sees, in it
+            self.flush()
             yield from self._stream(self.conn, sql, params)
             return
         with self._driver_errors():

@@ -21,6 +21,10 @@ from evflow.store.base import DELIVERY_STATUSES, Appended, Delivery, EventFilter
 SCHEMA_VERSION = 1
 
 _EVENT_COLUMNS = "seq, recordedtime, body"
+_INSERT_EVENT = (
+    "INSERT INTO events (seq, id, source, type, subject, time, recordedtime, causationid,"
+    " correlationid, rule, body) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
 _DELIVERY_COLUMNS = (
     "id, event_seq, event_id, rule, action, kind, status, attempts, next_attempt_at, last_error,"
     " created_at, updated_at, lease_owner, lease_until"
@@ -40,12 +44,21 @@ def _glob_to_like(pattern: str) -> str | None:
 
 
 class Transaction:
-    """A write transaction: appends and outbox rows that commit together or not at all."""
+    """A write transaction: appends and outbox rows that commit together or not at all.
+
+    Appends are buffered and written in batches (``executemany``): ``seq`` is counted here,
+    which is safe because the transaction holds the append lock. Any other statement run
+    through the store first writes the buffer, so every query sees every append.
+    """
+
+    BATCH = 1000
 
     def __init__(self, store: SqlStore) -> None:
         self.store = store
-        self.appended: list[tuple[Event, Appended]] = []
         self._now: str | None = None
+        self._next_seq: int | None = None
+        self._rows: list[tuple[Any, ...]] = []
+        self._buffered: dict[tuple[str, str], int] = {}  # (source, id) -> seq, not yet written
 
     def now(self) -> str:
         """The store's clock, read once per transaction: what it records commits together."""
@@ -59,10 +72,25 @@ class Transaction:
     def append(self, event: Event) -> Appended:
         """Append one normalized event; a known ``source``+``id`` appends nothing."""
         store = self.store
+        identity = (event["source"], event["id"])
         recorded = self.now()
-        body = json.dumps(event, ensure_ascii=False, separators=(",", ":"))
-        seq = store.insert_event(
+        known = self._buffered.get(identity)
+        if known is not None:
+            return Appended(known, recorded, True)
+        existing = store.raw_execute(
+            "SELECT seq, recordedtime FROM events WHERE id = ? AND source = ?",
+            (event["id"], event["source"]),
+        ).fetchone()
+        if existing is not None:
+            return Appended(int(existing[0]), existing[1], True)
+        if self._next_seq is None:
+            row = store.raw_execute("SELECT COALESCE(MAX(seq), 0) FROM events").fetchone()
+            self._next_seq = int(row[0]) + 1
+        seq = self._next_seq
+        self._next_seq += 1
+        self._rows.append(
             (
+                seq,
                 event["id"],
                 event["source"],
                 event["type"],
@@ -72,23 +100,40 @@ class Transaction:
                 event.get("causationid"),
                 event.get("correlationid"),
                 event.get("evflowrule"),
-                body,
+                json.dumps(event, ensure_ascii=False, separators=(",", ":")),
             )
         )
-        if seq is None:  # source+id already recorded: report the existing position
-            existing = store.execute(
-                "SELECT seq, recordedtime FROM events WHERE source = ? AND id = ?",
-                (event["source"], event["id"]),
-            ).fetchone()
-            return Appended(int(existing[0]), existing[1], True)
-        result = Appended(seq, recorded, False)
-        self.appended.append((event, result))
-        return result
+        self._buffered[identity] = seq
+        if len(self._rows) >= self.BATCH:
+            self.flush()
+        return Appended(seq, recorded, False)
+
+    def savepoint(self) -> None:
+        self.execute("SAVEPOINT evflow_part")
+
+    def release(self) -> None:
+        self.execute("RELEASE SAVEPOINT evflow_part")
+
+    def rollback_to_savepoint(self) -> None:
+        """Undo what was appended since :meth:`savepoint`, positions included."""
+        self.execute("ROLLBACK TO SAVEPOINT evflow_part")
+        self._next_seq = None  # recount: the undone appends must not leave a gap
+
+    def flush(self) -> None:
+        """Write the buffered appends."""
+        if self._rows:
+            rows, self._rows = self._rows, []
+            self._buffered.clear()
+            self.store.raw_executemany(_INSERT_EVENT, rows)
 
     def add_delivery(self, event_seq: int, event_id: str, rule: str, action: int, kind: str) -> int:
-        """Record that an action is owed (status pending); returns the delivery id."""
+        """Record that an action is owed (status pending); returns the delivery id.
+
+        Run without writing the buffered appends first: the row refers to its event by position,
+        which is already decided.
+        """
         now = self.now()
-        row = self.store.execute(
+        row = self.store.raw_execute(
             "INSERT INTO deliveries (event_seq, event_id, rule, action, kind, status, attempts,"
             " next_attempt_at, created_at, updated_at)"
             " VALUES (?, ?, ?, ?, ?, 'pending', 0, ?, ?, ?)"
@@ -97,7 +142,7 @@ class Transaction:
         ).fetchone()
         if row is not None:
             return int(row[0])
-        row = self.store.execute(
+        row = self.store.raw_execute(
             "SELECT id FROM deliveries WHERE event_seq = ? AND rule = ? AND action = ?",
             (event_seq, rule, action),
         ).fetchone()
@@ -114,6 +159,7 @@ class SqlStore:
 
     def __init__(self, conn: Any) -> None:
         self.conn = conn
+        self._tx: Transaction | None = None  # the write in progress, whose appends may be buffered
 
     def begin_write(self) -> None:
         """Start a transaction that holds the append lock until commit."""
@@ -129,12 +175,21 @@ class SqlStore:
         """The store's clock, as canonical UTC text."""
         raise NotImplementedError
 
-    def insert_event(self, row: tuple[Any, ...]) -> int | None:
-        """Insert one event row and return its ``seq``, or None when its source+id exist.
+    def raw_execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        """Run one statement as it is (placeholders translated); the driver's cursor."""
+        if self.paramstyle_format:
+            sql = _to_format(sql)
+        return self.conn.execute(sql, params)
 
-        Called with the append lock held.
-        """
-        raise NotImplementedError
+    def raw_executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        """Run ``sql`` once per row, in as few round trips as the driver allows."""
+        if self.paramstyle_format:
+            sql = _to_format(sql)
+        cursor = self.conn.cursor()
+        try:
+            cursor.executemany(sql, rows)
+        finally:
+            cursor.close()
 
     def iterate(self, sql: str, params: Sequence[Any] = ()) -> Iterator[tuple[Any, ...]]:
         """Rows of a query, streamed (never the whole result in memory)."""
@@ -150,31 +205,32 @@ class SqlStore:
 
     # -- shared -------------------------------------------------------------------------------
 
+    def flush(self) -> None:
+        """Write the appends buffered by the write in progress, if any."""
+        if self._tx is not None:
+            self._tx.flush()
+
     def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
-        if self.paramstyle_format:
-            sql = _to_format(sql)
-        return self.conn.execute(sql, params)
+        self.flush()
+        return self.raw_execute(sql, params)
 
     def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
-        """Run ``sql`` once per row, in as few round trips as the driver allows."""
-        if self.paramstyle_format:
-            sql = _to_format(sql)
-        cursor = self.conn.cursor()
-        try:
-            cursor.executemany(sql, rows)
-        finally:
-            cursor.close()
+        self.flush()
+        self.raw_executemany(sql, rows)
 
     @contextmanager
     def write(self) -> Iterator[Transaction]:
         """A write transaction; commits on success, rolls everything back on any exception."""
         self.begin_write()
-        tx = Transaction(self)
+        tx = self._tx = Transaction(self)
         try:
             yield tx
+            tx.flush()
         except BaseException:
+            self._tx = None
             self.rollback()
             raise
+        self._tx = None
         self.commit()
 
     def append(self, event: Event) -> Appended:

@@ -17,6 +17,7 @@ from evflow.errors import StorageUnavailable
 from evflow.store.sql import SCHEMA_VERSION, SqlStore
 
 BUSY_TIMEOUT_MS = 120_000
+CACHE_KIB = 256 * 1024
 
 SCHEMA = [
     """CREATE TABLE IF NOT EXISTS evflow_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)""",
@@ -87,6 +88,9 @@ class SqliteStore(SqlStore):
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
             conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
             conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            # a large import is one transaction: with SQLite's default 2 MB page cache its dirty
+            # pages spill mid-transaction and every lookup slows down; memory is only used as needed
+            conn.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
             if path != ":memory:":
                 mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
                 if mode != "wal":
@@ -139,17 +143,6 @@ class SqliteStore(SqlStore):
     def clock(self) -> str:
         return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
-    def insert_event(self, row: tuple[Any, ...]) -> int | None:
-        # seq is given explicitly (the write lock is held): an insert that meets a known
-        # source+id must not burn a number, as AUTOINCREMENT would
-        cur = self.conn.execute(
-            "INSERT INTO events (seq, id, source, type, subject, time, recordedtime, causationid,"
-            " correlationid, rule, body) VALUES ((SELECT COALESCE(MAX(seq), 0) + 1 FROM events),"
-            " ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id, source) DO NOTHING",
-            row,
-        )
-        return int(cur.lastrowid) if cur.rowcount == 1 and cur.lastrowid else None
-
     def iterate(self, sql: str, params: Sequence[Any] = ()) -> Iterator[tuple[Any, ...]]:
         # a sqlite3 cursor already steps through the result row by row
-        yield from self.conn.execute(sql, params)
+        yield from self.execute(sql, params)
