@@ -71,6 +71,12 @@ class Evflow:
         return self._ruleset
 
     @property
+    def project_dir(self) -> Path:
+        """The rules folder's parent: where run actions and python handlers are found."""
+        folder = self.rules_dir.absolute()
+        return folder.parent.parent if folder.is_file() else folder.parent
+
+    @property
     def cache_dir(self) -> Path | None:
         """Compiled-rules cache beside a SQLite database (``.evflow/cache``), else none."""
         if "://" in self.db_url and not self.db_url.startswith("sqlite"):

@@ -350,8 +350,7 @@ def dispatch_ids(flow: Evflow, ids: Iterable[int]) -> list[str]:
 
 def project_dir_of(flow: Evflow) -> Path:
     """The rules folder's parent (where ``run`` actions without ``cwd`` run)."""
-    folder = flow.rules_dir.absolute()
-    return folder.parent.parent if folder.is_file() else folder.parent
+    return flow.project_dir
 
 
 @contextmanager

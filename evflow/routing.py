@@ -94,6 +94,8 @@ class Router:
             match = rule.judge(event, variables, at=self.at)
             outcome.matches.append(match)
             if not match.matched:
+                if match.filter_error is not None:
+                    tx.add_rule_error(appended.seq, rule.name, match.reason)
                 continue
             for index, action in enumerate(rule.actions):
                 if isinstance(action, EmitAction):

@@ -7,6 +7,7 @@ its expressions already compiled, so matching an event costs a dict lookup and a
 from __future__ import annotations
 
 import fnmatch
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -56,7 +57,8 @@ class EmitAction:
         if self.subject is not None:
             subject = self.subject.render(variables)
             if subject is not None:
-                out["subject"] = subject if isinstance(subject, str) else str(subject)
+                # a non-string subject reads as it would in text: true, 3, {"k":1}
+                out["subject"] = subject if isinstance(subject, str) else json.dumps(subject)
         out["source"] = (
             str(self.source.render(variables)) if self.source is not None else f"evflow:rule/{rule}"
         )

@@ -520,7 +520,9 @@ def _project(ruleset: RuleSet, events: list[Event]) -> dict[str, dict[str, Any]]
     """
     from evflow.projections import SKIP, CompiledProjection, Vars
 
-    compiled = [CompiledProjection(p) for p in ruleset.projections]
+    # python handlers are imported from the project folder: the rules folder's parent
+    base = Path(ruleset.directory).absolute().parent if ruleset.directory else None
+    compiled = [CompiledProjection(p, str(base) if base else None) for p in ruleset.projections]
     states: dict[str, dict[str, Any]] = {p.name: {} for p in compiled}
     for event in events:
         for projection in compiled:

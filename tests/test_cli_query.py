@@ -119,3 +119,26 @@ def test_rebuild_and_definition_change_notice(shop: Path) -> None:
     assert "members: its definition changed; rebuilding it from the log" in result.stderr
     rows = json.loads(run_cli(["query", "members", "u1", "--format", "json"]).stdout)
     assert rows[0]["state"] == {"userid": "u1", "email": "minji@new.example.com"}
+
+
+def test_python_handlers_are_imported_from_the_project_folder(
+    project: Path, tmp_path_factory
+) -> None:  # type: ignore[no-untyped-def]
+    import shutil
+
+    home = project / "shop"
+    (home / "rules").mkdir(parents=True)
+    shutil.copytree(Path(__file__).parent / "fixtures" / "handlers", home / "handlers")
+    (home / "rules" / "p.yaml").write_text(
+        "version: 1\nprojections:\n  - name: words\n    key: data.id\n"
+        "    on:\n      note.added:\n        python: handlers.tally:count_words\n"
+    )
+    elsewhere = tmp_path_factory.mktemp("elsewhere")
+    import os
+
+    os.chdir(elsewhere)
+    base = ["--rules", str(home / "rules")]
+    assert run_cli([*base, "emit", "note.added", "-f", "id=n1", "-f", "text=a b c"]).exit_code == 0
+    r = run_cli([*base, "query", "words", "--format", "json"])
+    assert r.exit_code == 0, r.stderr
+    assert len(json.loads(r.stdout)) == 1

@@ -303,3 +303,16 @@ def test_derived_ids_are_uuid5_of_cause_rule_and_action() -> None:
     namespace = uuid.UUID("6f1f6a52-3c2e-4d8e-9a51-8f3f0c6b7a10")
     assert derived_id(cause, "ship", 0) == str(uuid.uuid5(namespace, "shop/orders\no-1\nship\n0"))
     assert derived_id(cause, "ship", 0) != derived_id(cause, "ship", 1)
+
+
+def test_show_displays_the_filter_errors_recorded_with_the_event(project: Path) -> None:
+    import shutil
+
+    shutil.copytree(REPO / "rules", project / "rules")
+    run_cli(["emit", "order.placed", "-f", "orderId=1", "-f", "productId=p", "-f", "userid=u"])
+    shown = json.loads(run_cli(["show", "1", "--format", "json"]).stdout)
+    assert shown["rule_errors"] == [
+        {"rule": "big-order-to-sales", "message": "filter error: no such key: orderAmt"}
+    ]
+    table = run_cli(["show", "1", "--format", "table"]).stdout
+    assert "big-order-to-sales: filter error: no such key: orderAmt" in table

@@ -138,3 +138,18 @@ def test_concurrent_writers_get_gapless_unique_seqs(db_url: str) -> None:
         per_worker.setdefault(e["data"]["w"], []).append(e["data"]["i"])
     # each writer's own events stay in its order
     assert all(v == list(range(200)) for v in per_worker.values()) and len(per_worker) == 8
+
+
+def test_a_version_1_database_is_migrated(db_url: str) -> None:
+    from evflow.store.sql import SCHEMA_VERSION
+
+    store = open_store(db_url)
+    store.append(ev())
+    with store.write() as tx:
+        tx.execute("DROP TABLE rule_errors")
+        tx.execute("UPDATE evflow_meta SET value = '1' WHERE key = 'schema_version'")
+    store.close()
+    again = open_store(db_url)
+    assert again.rule_errors(1) == [] and again.last_seq() == 1
+    row = again.execute("SELECT value FROM evflow_meta WHERE key = 'schema_version'").fetchone()
+    assert int(row[0]) == SCHEMA_VERSION

@@ -278,7 +278,7 @@ def show(
     deliveries = flow.store.deliveries(event_seq=event["seq"])
     from evflow.cli import render
 
-    render.show(g.out, event, tree, deliveries, fmt)
+    render.show(g.out, event, tree, deliveries, fmt, flow.store.rule_errors(event["seq"]))
 
 
 def stats(ctx: typer.Context, format: FormatOpt = None) -> None:

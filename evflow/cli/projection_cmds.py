@@ -38,6 +38,7 @@ def replay(
 
     flow = g.flow()
     notice = lambda text: g.out.warn(f"evflow: {text}")  # noqa: E731
+    project = str(flow.project_dir)
     try:
         if g.out.is_terminal:
             from rich.progress import Progress
@@ -50,10 +51,13 @@ def replay(
                     names,
                     rebuild=rebuild,
                     notice=notice,
+                    project_dir=project,
                     progress=lambda done, total: bar.update(task, completed=done, total=total),
                 )
         else:
-            results = engine.replay(flow.store, flow.ruleset, names, rebuild=rebuild, notice=notice)
+            results = engine.replay(
+                flow.store, flow.ruleset, names, rebuild=rebuild, notice=notice, project_dir=project
+            )
     except engine.ReplayFailed as exc:
         _report(g, exc.results)
         raise
@@ -101,10 +105,19 @@ def query(
     if as_of is not None:
         seq, time = _parse_as_of(as_of)
         rows: Iterable[engine.Row] = engine.as_of(
-            flow.store, flow.ruleset, name, seq=seq, time=time, key=key, where=where
+            flow.store,
+            flow.ruleset,
+            name,
+            seq=seq,
+            time=time,
+            key=key,
+            where=where,
+            project_dir=str(flow.project_dir),
         )
     else:
-        behind, error = engine.catch_up(flow.store, flow.ruleset, [name])
+        behind, error = engine.catch_up(
+            flow.store, flow.ruleset, [name], project_dir=str(flow.project_dir)
+        )
         if error is not None:
             g.out.warn(f"evflow: warning: {error.message}")
             g.out.warn(

@@ -39,12 +39,14 @@ def show(
     tree: Sequence[tuple[int, Event]],
     deliveries: Sequence[Delivery],
     fmt: str,
+    rule_errors: Sequence[tuple[str, str]] = (),
 ) -> None:
     if fmt in ("json", "jsonl"):
         value = {
             "event": event,
             "caused": [{"depth": d, "event": e} for d, e in tree],
             "deliveries": [d.to_json() for d in deliveries],
+            "rule_errors": [{"rule": r, "message": m} for r, m in rule_errors],
         }
         if fmt == "json":
             out.json(value)
@@ -61,6 +63,11 @@ def show(
                 f"  #{d.id} rule {d.rule} action {d.action} ({d.kind}): {d.status},"
                 f" {d.attempts} attempt(s){err}"
             )
+    if rule_errors:
+        out.line("")
+        out.line("rules whose filter failed on it (they did not match):")
+        for rule, message in rule_errors:
+            out.line(f"  {rule}: {message}")
     if tree:
         out.line("")
         out.line("caused:")

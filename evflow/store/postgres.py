@@ -116,6 +116,13 @@ SCHEMA = [
         last_time TEXT NOT NULL,
         updated_at TEXT NOT NULL
     )""",
+    # v2: a rule filter that failed on an event (it did not match), for `evflow show`
+    """CREATE TABLE IF NOT EXISTS rule_errors (
+        event_seq BIGINT NOT NULL,
+        rule TEXT NOT NULL,
+        message TEXT NOT NULL,
+        PRIMARY KEY (event_seq, rule)
+    )""",
 ]
 
 _cursor_names = itertools.count(1)

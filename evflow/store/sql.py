@@ -18,7 +18,7 @@ from typing import Any
 from evflow.events import Event
 from evflow.store.base import DELIVERY_STATUSES, Appended, Delivery, EventFilter, Stats
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: rule_errors
 
 _EVENT_COLUMNS = "seq, recordedtime, body"
 _INSERT_EVENT = (
@@ -125,6 +125,14 @@ class Transaction:
             rows, self._rows = self._rows, []
             self._buffered.clear()
             self.store.raw_executemany(_INSERT_EVENT, rows)
+
+    def add_rule_error(self, event_seq: int, rule: str, message: str) -> None:
+        """Keep why a rule's filter failed on an event (the rule did not match it)."""
+        self.store.raw_execute(
+            "INSERT INTO rule_errors (event_seq, rule, message) VALUES (?, ?, ?)"
+            " ON CONFLICT (event_seq, rule) DO NOTHING",
+            (event_seq, rule, message),
+        )
 
     def add_delivery(self, event_seq: int, event_id: str, rule: str, action: int, kind: str) -> int:
         """Record that an action is owed (status pending); returns the delivery id.
@@ -306,6 +314,14 @@ class SqlStore:
         ).fetchall()
         self.end_read()
         return [_event_from_row(*r) for r in rows]
+
+    def rule_errors(self, event_seq: int) -> list[tuple[str, str]]:
+        """(rule, message) for each rule whose filter failed on this event."""
+        rows = self.execute(
+            "SELECT rule, message FROM rule_errors WHERE event_seq = ? ORDER BY rule", (event_seq,)
+        ).fetchall()
+        self.end_read()
+        return [(r[0], r[1]) for r in rows]
 
     def last_seq(self) -> int:
         row = self.execute("SELECT MAX(seq) FROM events").fetchone()

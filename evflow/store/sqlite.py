@@ -76,6 +76,13 @@ SCHEMA = [
         last_time TEXT NOT NULL,
         updated_at TEXT NOT NULL
     )""",
+    # v2: a rule filter that failed on an event (it did not match), for `evflow show`
+    """CREATE TABLE IF NOT EXISTS rule_errors (
+        event_seq INTEGER NOT NULL,
+        rule TEXT NOT NULL,
+        message TEXT NOT NULL,
+        PRIMARY KEY (event_seq, rule)
+    )""",
 ]
 
 
