@@ -68,3 +68,27 @@ def test_every_command_has_help_and_is_documented() -> None:
         assert f"evflow {' '.join(command)}" in docs, (
             f"'evflow {' '.join(command)}' is not in the docs"
         )
+
+
+def test_cli_reference_is_up_to_date() -> None:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "gen_cli_docs", REPO / "scripts" / "gen_cli_docs.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert (REPO / "docs" / "cli.md").read_text() == module.render(), (
+        "docs/cli.md is stale: run .venv/bin/python scripts/gen_cli_docs.py"
+    )
+
+
+def test_the_graph_in_the_readme_is_current() -> None:
+    proc = subprocess.run(
+        [evflow_exe(), "--rules", str(REPO / "rules"), "rules", "graph"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert proc.stdout.strip() in (REPO / "README.md").read_text()
