@@ -25,7 +25,8 @@ STORE_ATTRIBUTES = ("seq", "recordedtime")
 #: attributes that only evflow sets for derived events, kept as given on import
 LINEAGE_ATTRIBUTES = ("causationid", "correlationid", "evflowrule")
 _EXTENSION_NAME = re.compile(r"[a-z0-9]{1,20}")
-_CANONICAL_TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z")
+# UTC times that only need padding to become canonical (the common shape of incoming events)
+_UTC_TIME = re.compile(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d{1,6}))?Z")
 _CORE = {"specversion", "id", "type", "source", "time", "subject", "datacontenttype", "data"}
 
 
@@ -110,13 +111,13 @@ def normalize(
     when = raw.get("time")
     if when is None:
         stamp = format_time(now or now_utc())
-    elif isinstance(when, str) and _CANONICAL_TIME.fullmatch(when):
-        # already canonical (derived events, evflow's own log re-imported): validate, keep text
+    elif isinstance(when, str) and (utc := _UTC_TIME.fullmatch(when)):
+        # already in UTC: validate the date, pad the fraction (no datetime round trip)
         try:
-            datetime.fromisoformat(when[:-1])
+            datetime.fromisoformat(utc.group(1))
         except ValueError:
             raise InvalidEvent("time", f"not an RFC 3339 time: {when!r}", where) from None
-        stamp = when
+        stamp = f"{utc.group(1)}.{(utc.group(2) or '').ljust(6, '0')}Z"
     elif isinstance(when, str):
         try:
             stamp = format_time(parse_time(when))

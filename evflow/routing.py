@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from evflow.errors import ChainTooDeep, EvflowError
-from evflow.events import Event, normalize
+from evflow.events import Event
 from evflow.expressions import Bindings, EvaluationError, bind
 from evflow.rules import MAX_CHAIN_DEPTH, EmitAction, Match, RuleSet, event_variables
 from evflow.store.sql import Transaction
@@ -139,10 +139,24 @@ class Router:
             raise ActionFailed(
                 f"rule {rule}: emit {action.type}{where}: {exc} (event seq {cause.get('seq')})"
             ) from None
-        raw["id"] = derived_id(cause, rule, index)
-        # a derived event happens when its cause did: replays and back-fills judge windows alike
-        raw["time"] = cause["time"]
-        raw["causationid"] = cause["id"]
-        raw["correlationid"] = cause.get("correlationid", cause["id"])
-        raw["evflowrule"] = rule
-        return normalize(raw)
+        # Built directly rather than through normalize(): every part is evflow's own (the type
+        # was checked when the rules loaded, render() made data an object and subject a string).
+        source = raw["source"]
+        if not source:
+            raise ActionFailed(f"rule {rule}: emit {action.type}: source renders empty")
+        event: Event = {
+            "specversion": "1.0",
+            "id": derived_id(cause, rule, index),
+            "source": source,
+            "type": raw["type"],
+            # a derived event happens when its cause did: replays and back-fills judge alike
+            "time": cause["time"],
+        }
+        if "subject" in raw:
+            event["subject"] = raw["subject"]
+        event["datacontenttype"] = "application/json"
+        event["causationid"] = cause["id"]
+        event["correlationid"] = cause.get("correlationid", cause["id"])
+        event["evflowrule"] = rule
+        event["data"] = raw["data"]
+        return event

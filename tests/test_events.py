@@ -82,3 +82,14 @@ def test_parse_json_object_errors() -> None:
         parse_json_object("{x")
     with pytest.raises(InvalidEvent, match="got an array"):
         parse_json_object("[]")
+
+
+def test_utc_times_are_padded_and_still_validated() -> None:
+    assert normalize({"type": "a", "time": "2020-01-01T00:00:00Z"})["time"] == (
+        "2020-01-01T00:00:00.000000Z"
+    )
+    assert normalize({"type": "a", "time": "2020-01-01T00:00:00.5Z"})["time"] == (
+        "2020-01-01T00:00:00.500000Z"
+    )
+    with pytest.raises(InvalidEvent, match="time"):
+        normalize({"type": "a", "time": "2020-02-30T00:00:00Z"})
