@@ -139,6 +139,7 @@ class Evflow:
         """
         result = ImportResult()
         router = Router(self.ruleset)
+        self.store.prepare_bulk_write()
         with self.store.write() as tx:
             for count, (where, raw) in enumerate(lines, 1):
                 try:

@@ -61,9 +61,26 @@ Progress = Callable[[int, int], None]  # (events read so far, events to read)
 Notice = Callable[[str], None]
 
 _FETCH = (
-    "SELECT seq, recordedtime, type, body FROM events WHERE seq > ? AND seq <= ?"
+    "SELECT seq, recordedtime, type, body FROM events WHERE seq > ? AND seq <= ?{types}"
     " ORDER BY seq LIMIT ?"
 )
+
+
+def _type_filter(targets: Sequence[_Target]) -> tuple[str, list[str]]:
+    """``AND type IN (…)`` when every handler names an exact type, so the database skips the
+    events no projection folds (most of a log, often); nothing when a glob is involved."""
+    types: set[str] = set()
+    for t in targets:
+        for pattern, _ in t.compiled.projection.handlers:
+            if any(c in pattern for c in "*?["):
+                return "", []
+            types.add(pattern)
+    if not types:
+        return "", []
+    ordered = sorted(types)
+    # ``type || ''`` keeps the planner on the seq range: through the type index it would
+    # collect every matching event up to the end of the log and sort them, for every batch
+    return f" AND type || '' IN ({', '.join('?' for _ in ordered)})", ordered
 
 
 _scan = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
@@ -273,13 +290,16 @@ def replay(
             if not active:
                 break
             after = min(t.expected for t in active)
-            batch = store.execute(_FETCH, (after, end, batch_size)).fetchall()
+            clause, types = _type_filter(active)
+            batch = store.execute(
+                _FETCH.format(types=clause), (after, end, *types, batch_size)
+            ).fetchall()
             store.end_read()
-            if not batch:
-                break
-            _fold_batch(store, active, batch)
+            # a short batch means nothing else up to ``end`` concerns these projections
+            scanned = int(batch[-1][0]) if len(batch) == batch_size else end
+            _fold_batch(store, active, batch, scanned)
             if progress is not None:
-                progress(min(int(batch[-1][0]), end) - first, total)
+                progress(scanned - first, total)
     finally:
         if collecting:
             gc.enable()
@@ -297,7 +317,9 @@ def replay(
 _Work = tuple[_Target, str, Vars, Fold, int, str]
 
 
-def _fold_batch(store: SqlStore, active: list[_Target], batch: list[tuple[Any, ...]]) -> None:
+def _fold_batch(
+    store: SqlStore, active: list[_Target], batch: list[tuple[Any, ...]], batch_end: int
+) -> None:
     # Phase 1, outside the lock: decode the events some target needs, and compute their keys.
     routes: dict[str, list[tuple[_Target, Fold]]] = {}
     work: list[_Work] = []
@@ -330,7 +352,6 @@ def _fold_batch(store: SqlStore, active: list[_Target], batch: list[tuple[Any, .
                 continue
             keys[t].add(key)
             work.append((t, key, v, fold, seq, etype))
-    batch_end = int(batch[-1][0])
 
     # Phase 2, in one write: check each checkpoint, load the rows not cached, fold, write.
     # ``t.cache`` maps key -> [state or None, seq] as committed (kept between batches while this

@@ -169,6 +169,9 @@ class SqlStore:
         self.conn = conn
         self._tx: Transaction | None = None  # the write in progress, whose appends may be buffered
 
+    def prepare_bulk_write(self) -> None:
+        """About to append many events in one transaction (an import): tune for it."""
+
     def begin_write(self) -> None:
         """Start a transaction that holds the append lock until commit."""
         raise NotImplementedError

@@ -95,9 +95,6 @@ class SqliteStore(SqlStore):
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
             conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
             conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-            # a large import is one transaction: with SQLite's default 2 MB page cache its dirty
-            # pages spill mid-transaction and every lookup slows down; memory is only used as needed
-            conn.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
             if path != ":memory:":
                 mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
                 if mode != "wal":
@@ -136,6 +133,12 @@ class SqliteStore(SqlStore):
             self.rollback()
             raise
         self.commit()
+
+    def prepare_bulk_write(self) -> None:
+        # A large import is one transaction: with SQLite's default 2 MB page cache its dirty
+        # pages spill mid-transaction and every lookup slows down. Only imports ask for more,
+        # so a replay's scan does not fill a large cache with pages it reads once.
+        self.conn.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
 
     def begin_write(self) -> None:
         self.conn.execute("BEGIN IMMEDIATE")
