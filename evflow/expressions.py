@@ -114,7 +114,7 @@ class Expression:
         shown = json.dumps(result)
         if len(shown) > 40:
             shown = shown[:37] + "..."
-        raise EvaluationError(f"expected a bool, got {_json_type(result)} {shown}")
+        raise EvaluationError(f"expected a bool, got {json_type(result)} {shown}")
 
     def _eval(self, variables: Mapping[str, Any] | Bindings) -> Any:
         if self._path is not None:
@@ -246,7 +246,8 @@ def _key(key: Any) -> str:
     return key if isinstance(key, str) else _text(to_json(key))
 
 
-def _json_type(value: Any) -> str:
+def json_type(value: Any) -> str:
+    """The JSON kind of a value, as error messages name it: null, bool, number, string…"""
     if value is None:
         return "null"
     if isinstance(value, bool):

@@ -52,6 +52,7 @@ from evflow.expressions import (
     Template,
     bind,
     compile_template,
+    json_type,
 )
 from evflow.rules import Handler, Projection
 
@@ -345,19 +346,7 @@ def _shown(value: Any) -> str:
     text = json.dumps(value, ensure_ascii=False, default=str)
     if len(text) > 40:
         text = text[:37] + "..."
-    return f"{_kind(value)} {text}"
-
-
-def _kind(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "bool"
-    if isinstance(value, int | float):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    return "list" if isinstance(value, list) else "map"
+    return f"{json_type(value)} {text}"
 
 
 def _upsert(state: Any, v: Vars) -> Any:

@@ -237,3 +237,20 @@ def test_stats_show_projection_lag(project: Path) -> None:
     assert s["projections"]["members"] == {"position": s["last_seq"] - 1, "lag": 1}
     assert s["deliveries"]["pending"] >= 1
     assert "lag" in run_cli(["stats", "--format", "table"]).stdout
+
+
+def test_emit_fast_path_imports_no_heavy_library(project: Path) -> None:
+    """Scripts pay for emit per event: typer, rich, yaml, sqlalchemy, croniter stay unloaded."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from evflow.cli.emit import fast_main\n"
+        "code = fast_main(['emit', 'order.placed', '-f', 'n=1'])\n"
+        "heavy = [m for m in ('typer', 'rich', 'yaml', 'sqlalchemy', 'croniter', 'httpx')"
+        " if m in sys.modules]\n"
+        "print(code, heavy)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], cwd=project, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == "0 []"

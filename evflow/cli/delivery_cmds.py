@@ -7,15 +7,9 @@ from typing import Annotated
 import typer
 
 from evflow.cli.context import Globals
+from evflow.cli.options import FormatOpt
 from evflow.errors import UsageError
 from evflow.store.base import DELIVERY_STATUSES
-
-FormatOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--format", help="table, json or jsonl (default: table on a terminal, else jsonl)."
-    ),
-]
 
 
 def register(app: typer.Typer) -> None:

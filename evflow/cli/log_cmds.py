@@ -13,15 +13,9 @@ import typer
 
 from evflow.cli.context import Globals
 from evflow.cli.emit import EmitOptions, run_emit
+from evflow.cli.options import FormatOpt
 from evflow.errors import InvalidEvent, NotFound, UsageError
 from evflow.store.base import EventFilter
-
-FormatOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--format", help="table, json or jsonl (default: table on a terminal, else jsonl)."
-    ),
-]
 
 
 def register(app: typer.Typer) -> None:
