@@ -14,76 +14,12 @@ from pathlib import Path
 from typing import Any
 
 from evflow.errors import StorageUnavailable
-from evflow.store.sql import SCHEMA_VERSION, SqlStore
+from evflow.store.sql import SCHEMA_VERSION, SqlStore, schema_statements
 
 BUSY_TIMEOUT_MS = 120_000
 CACHE_KIB = 256 * 1024
 
-SCHEMA = [
-    """CREATE TABLE IF NOT EXISTS evflow_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)""",
-    """CREATE TABLE IF NOT EXISTS events (
-        seq INTEGER PRIMARY KEY AUTOINCREMENT,
-        id TEXT NOT NULL,
-        source TEXT NOT NULL,
-        type TEXT NOT NULL,
-        subject TEXT,
-        time TEXT NOT NULL,
-        recordedtime TEXT NOT NULL,
-        causationid TEXT,
-        correlationid TEXT,
-        rule TEXT,
-        body TEXT NOT NULL,
-        UNIQUE (id, source)  -- also serves lookups by id alone (evflow show ID)
-    )""",
-    "CREATE INDEX IF NOT EXISTS events_type ON events (type, seq)",
-    "CREATE INDEX IF NOT EXISTS events_subject ON events (subject, seq)",
-    "CREATE INDEX IF NOT EXISTS events_time ON events (time)",
-    "CREATE INDEX IF NOT EXISTS events_causation ON events (causationid)",
-    """CREATE TABLE IF NOT EXISTS deliveries (
-        id INTEGER PRIMARY KEY AUTOINCREMENT,
-        event_seq INTEGER NOT NULL,
-        event_id TEXT NOT NULL,
-        rule TEXT NOT NULL,
-        action INTEGER NOT NULL,
-        kind TEXT NOT NULL,
-        status TEXT NOT NULL,
-        attempts INTEGER NOT NULL DEFAULT 0,
-        next_attempt_at TEXT,
-        last_error TEXT,
-        created_at TEXT NOT NULL,
-        updated_at TEXT NOT NULL,
-        lease_owner TEXT,
-        lease_until TEXT,
-        UNIQUE (event_seq, rule, action)
-    )""",
-    "CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries (status, next_attempt_at)",
-    "CREATE INDEX IF NOT EXISTS deliveries_rule ON deliveries (rule, status)",
-    """CREATE TABLE IF NOT EXISTS snapshots (
-        projection TEXT NOT NULL,
-        key TEXT NOT NULL,
-        state TEXT NOT NULL,
-        seq INTEGER NOT NULL,
-        PRIMARY KEY (projection, key)
-    )""",
-    """CREATE TABLE IF NOT EXISTS checkpoints (
-        name TEXT PRIMARY KEY,
-        position INTEGER NOT NULL,
-        definition TEXT NOT NULL DEFAULT '',
-        updated_at TEXT NOT NULL
-    )""",
-    """CREATE TABLE IF NOT EXISTS schedule_ticks (
-        name TEXT PRIMARY KEY,
-        last_time TEXT NOT NULL,
-        updated_at TEXT NOT NULL
-    )""",
-    # v2: a rule filter that failed on an event (it did not match), for `evflow show`
-    """CREATE TABLE IF NOT EXISTS rule_errors (
-        event_seq INTEGER NOT NULL,
-        rule TEXT NOT NULL,
-        message TEXT NOT NULL,
-        PRIMARY KEY (event_seq, rule)
-    )""",
-]
+SCHEMA = schema_statements(bigint="INTEGER", serial="INTEGER PRIMARY KEY AUTOINCREMENT", binary="")
 
 
 class SqliteStore(SqlStore):
