@@ -21,6 +21,7 @@ from evflow.events import normalize
 from evflow.store import open_store
 from evflow.store.base import EventFilter
 from evflow.store.postgres import PostgresStore, split_url
+from evflow.store.sql import SCHEMA_VERSION
 from tests import pg
 
 pytestmark = pytest.mark.postgres
@@ -137,7 +138,7 @@ def test_first_use_by_many_processes_at_once_creates_the_schema_once(server: Non
         store = open_store(url)
         assert [e["seq"] for e in store.read()] == list(range(1, 7))
         row = store.execute("SELECT value FROM evflow_meta WHERE key = 'schema_version'")
-        assert row.fetchall() == [("1",)]
+        assert row.fetchall() == [(str(SCHEMA_VERSION),)]
         store.close()
 
 
