@@ -53,6 +53,7 @@ class Evflow:
         self.rules_dir = Path(rules or os.environ.get("EVFLOW_RULES") or DEFAULT_RULES)
         self._store: SqlStore | None = None
         self._ruleset = ruleset
+        self._fingerprint: tuple[tuple[str, int, int], ...] = ()
 
     # -- resources ----------------------------------------------------------------------------
 
@@ -67,8 +68,38 @@ class Evflow:
         if self._ruleset is None:
             from evflow.loading import load_rules
 
+            self._fingerprint = self._rules_fingerprint()
             self._ruleset = load_rules(self.rules_dir, cache_dir=self.cache_dir)
         return self._ruleset
+
+    def _rules_fingerprint(self) -> tuple[tuple[str, int, int], ...]:
+        from evflow.loading import rule_files
+
+        files = [self.rules_dir] if self.rules_dir.is_file() else rule_files(self.rules_dir)
+        out = []
+        for path in files:
+            try:
+                st = path.stat()
+            except OSError:
+                continue
+            out.append((str(path), st.st_mtime_ns, st.st_size))
+        return tuple(out)
+
+    def refresh_rules(self) -> RuleSet:
+        """The rules, reloaded if their files changed since they were loaded (for workers).
+
+        Raises :class:`InvalidRules` when the changed files do not validate; the rules loaded
+        before stay in force.
+        """
+        if self._ruleset is not None and self._rules_fingerprint() != self._fingerprint:
+            from evflow.loading import load_rules
+
+            fingerprint = self._rules_fingerprint()
+            try:
+                self._ruleset = load_rules(self.rules_dir, cache_dir=self.cache_dir)
+            finally:
+                self._fingerprint = fingerprint  # a broken edit is reported once, not every turn
+        return self.ruleset
 
     @property
     def project_dir(self) -> Path:

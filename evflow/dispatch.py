@@ -233,7 +233,8 @@ class Dispatcher:
                 if rule is None
                 else f"rule {delivery.rule} has no {delivery.kind} action {delivery.action} now"
             )
-            return self._record(claimed, retry, fixed, False, problem, permanent=True)
+            # not permanent: the rule may come back (a worker reloads changed rule files)
+            return self._record(claimed, retry, fixed, False, problem)
         event = self.store.get(delivery.event_seq)
         if event is None or event["id"] != delivery.event_id:
             problem = f"event seq {delivery.event_seq} ({delivery.event_id}) is not in the log"
@@ -386,10 +387,12 @@ def run_worker(
     stop: threading.Event | None = None,
     on_result: Callable[[Result], None] | None = None,
     tick: Callable[[], Any] | None = None,
+    refresh: Callable[[], RuleSet] | None = None,
 ) -> int:
     """``evflow run``: dispatch what is due, wait ``interval``, repeat until ``stop`` is set.
 
-    ``once`` drains what is due and returns. ``tick`` (schedules) is called before each round.
+    ``once`` drains what is due and returns. ``tick`` (schedules) is called before each round,
+    after ``refresh``, which returns the rules to use (reloaded when their files changed).
     Returns how many attempts were made.
     """
     stop = stop or threading.Event()
@@ -398,6 +401,8 @@ def run_worker(
     )
     count = 0
     while not stop.is_set():
+        if refresh is not None:
+            dispatcher.ruleset = refresh()
         if tick is not None:
             tick()
         count += len(dispatcher.drain(on_result=on_result))

@@ -330,6 +330,10 @@ def tick_report(flow: Evflow, now: datetime | None = None) -> TickReport:
             report.outcomes.extend(tick_schedule(flow, schedule, now, router))
         except ScheduleFailed as exc:
             report.errors.append(exc)
+        except EvflowError as exc:
+            # a rule reacting to the scheduled event failed (an emit template, a chain too deep):
+            # that schedule's transaction rolled back and is retried next tick; the others go on
+            report.errors.append(ScheduleFailed(f"schedule {schedule.name}: {exc.message}"))
         upcoming = next_occurrence(schedule, now)
         if upcoming is not None and (report.next_due is None or upcoming.utc < report.next_due):
             report.next_due = upcoming.utc

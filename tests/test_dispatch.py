@@ -218,3 +218,32 @@ def test_run_exits_cleanly_on_a_signal(project: Path, signum: int) -> None:
     worker.send_signal(signum)
     out, err = worker.communicate(timeout=20)
     assert worker.returncode == 0, err
+
+
+def test_a_running_worker_picks_up_changed_rule_files(project: Path) -> None:
+    """A rule added (or an action edited) after `evflow run` started is used, not killed."""
+    rules = write_rules(project, "  - {name: old, on: a.x, then: [{emit: a.y}]}\n")
+    worker = Evflow(db=str(project / "w.db"), rules=rules)
+    assert [r.name for r in worker.ruleset.rules] == ["old"]
+    mark = project / "ran.txt"
+    prog = script(project / "p.py", f"open({str(mark)!r}, 'a').write('NEW')\n")
+    (rules / "y.yaml").write_text(
+        f"version: 1\nrules:\n  - {{name: added-later, on: n.x, then: [{{run: [{PY}, {prog}]}}]}}\n"
+    )
+    with Evflow(db=str(project / "w.db"), rules=rules) as emitter:
+        emitter.emit({"type": "n.x"})  # records the delivery; the worker is to run it
+    run_worker(worker.store, worker.ruleset, once=True, refresh=worker.refresh_rules)
+    assert mark.read_text() == "NEW"
+    assert [d.status for d in worker.store.deliveries()] == ["done"]
+
+
+def test_an_invalid_edit_keeps_the_rules_loaded_before(project: Path) -> None:
+    from evflow.errors import InvalidRules
+
+    rules = write_rules(project, "  - {name: old, on: a.x, then: [{emit: a.y}]}\n")
+    flow = Evflow(db=str(project / "w.db"), rules=rules)
+    assert [r.name for r in flow.ruleset.rules] == ["old"]
+    (rules / "x.yaml").write_text("version: 1\nrules:\n  - {name: old, on: a.x, thn: []}\n")
+    with pytest.raises(InvalidRules):
+        flow.refresh_rules()
+    assert [r.name for r in flow.refresh_rules().rules] == ["old"]  # reported once, kept

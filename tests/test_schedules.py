@@ -280,3 +280,30 @@ def test_concurrent_ticks_in_separate_processes_record_each_occurrence_once(
     assert len(emitted) == 18 and len(set(emitted)) == 18
     flow = Evflow(db=db_url, rules=project / "rules")
     assert flow.stats().events == 18
+
+
+def test_a_failing_rule_on_a_scheduled_event_does_not_stop_other_schedules(project: Path) -> None:
+    from evflow import Evflow
+    from evflow.schedules import tick_once, tick_report
+
+    (project / "rules").mkdir(exist_ok=True)
+    (project / "rules" / "r.yaml").write_text(
+        "version: 1\n"
+        "schedules:\n"
+        "  - {name: a-sched, cron: '* * * * *', emit: report.requested}\n"
+        "  - {name: b-sched, cron: '* * * * *', emit: other.tick}\n"
+        "rules:\n"
+        "  - name: on-report\n"
+        "    on: report.requested\n"
+        "    then: [{emit: report.made, data: {x: '${{ data.missing }}'}}]\n"
+    )
+    flow = Evflow(db=str(project / "s.db"), rules=project / "rules")
+    tick_report(flow, datetime(2020, 1, 1, 0, 0, tzinfo=UTC))
+    report = tick_report(flow, datetime(2020, 1, 1, 0, 5, tzinfo=UTC))
+    (error,) = report.errors
+    assert str(error).startswith("schedule a-sched: rule on-report: emit report.made")
+    assert "no such key: missing" in str(error)
+    assert {e["type"] for e in report.events} == {"other.tick"}
+    warnings: list[str] = []
+    tick_once(flow, datetime(2020, 1, 1, 0, 7, tzinfo=UTC), warn=warnings.append)
+    assert warnings and "a-sched" in warnings[0]

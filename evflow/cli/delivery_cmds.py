@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from evflow.cli.context import Globals
 from evflow.cli.options import FormatOpt
-from evflow.errors import UsageError
+from evflow.errors import InvalidRules, UsageError
 from evflow.store.base import DELIVERY_STATUSES
+
+if TYPE_CHECKING:
+    from evflow.rules import RuleSet
 
 
 def register(app: typer.Typer) -> None:
@@ -167,6 +170,15 @@ def run(
     def tick() -> None:
         flow.tick(warn=g.out.warn)
 
+    def refresh() -> RuleSet:
+        try:
+            return flow.refresh_rules()
+        except InvalidRules as exc:
+            for problem in exc.problems:
+                g.out.warn(str(problem))
+            g.out.warn("evflow run: the changed rules are invalid; keeping the rules loaded before")
+            return flow.ruleset
+
     worker_id = worker_id or new_worker_id()
     with stop_on_signals(threading.Event()) as stop:
         if not once:
@@ -178,5 +190,5 @@ def run(
         run_worker(
             flow.store, flow.ruleset, once=once, interval=interval, lease=lease,
             worker_id=worker_id, base_dir=project_dir_of(flow), stop=stop, on_result=report,
-            tick=tick,
+            tick=tick, refresh=refresh,
         )  # fmt: skip
