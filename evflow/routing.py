@@ -81,7 +81,9 @@ class Router:
         event["recordedtime"] = appended.recordedtime
         if appended.duplicate:
             if depth == 0:
+                # report what the log holds under that identity, not what was sent again
                 outcome.duplicate = True
+                outcome.event = tx.recorded(appended.seq)
             return
         if depth > 0:
             outcome.derived.append(event)

@@ -254,3 +254,15 @@ def test_emit_fast_path_imports_no_heavy_library(project: Path) -> None:
     proc = subprocess.run([sys.executable, "-c", code], cwd=project, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip().splitlines()[-1] == "0 []"
+
+
+def test_a_duplicate_emit_reports_the_recorded_event_not_the_one_sent(project: Path) -> None:
+    run_cli(["emit", "a.b", "--id", "k1"])
+    r = run_cli(
+        ["emit", "other.type", "--id", "k1", "--data", '{"different": 1}', "--format", "json"]
+    )
+    event = json.loads(r.stdout)
+    assert (event["type"], event["data"], event["duplicate"]) == ("a.b", {}, True)
+    assert run_cli(["emit", "other.type", "--id", "k1"]).stdout.startswith(
+        "already recorded a.b seq 1"
+    )

@@ -184,6 +184,11 @@ class Transaction:
             self.flush()
         return Appended(seq, recorded, False)
 
+    def recorded(self, seq: int) -> Event:
+        """The event recorded at ``seq`` (appended earlier, or in this transaction)."""
+        row = self.execute(f"SELECT {_EVENT_COLUMNS} FROM events WHERE seq = ?", (seq,)).fetchone()
+        return _event_from_row(*row)
+
     def savepoint(self) -> None:
         self.execute("SAVEPOINT evflow_part")
 
