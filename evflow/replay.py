@@ -423,13 +423,23 @@ def _fold_batch(
                 t.cache = {}
 
 
+@dataclass(slots=True)
+class Staleness:
+    """How a snapshot that could not be brought up to date differs from the log and the rules."""
+
+    behind: int = 0  # events recorded after the snapshot's position
+    error: HandlerError | None = None
+    outdated: list[str] = field(default_factory=list)  # built from an older definition
+
+
 def catch_up(
     store: SqlStore, ruleset: RuleSet, names: Sequence[str], project_dir: str | None = None
-) -> tuple[int, HandlerError | None]:
-    """Bring ``names`` up to date for a read: ``(events the snapshot is behind, error)``.
+) -> Staleness:
+    """Bring ``names`` up to date for a read; what is left stale when a handler fails.
 
     Never raises for a handler error: the snapshot stays readable, and the caller says how far
-    behind it is.
+    behind it is, and whether it was built from an older definition of the projection (the
+    rebuild that the new definition needs is what failed).
     """
     try:
         replay(store, ruleset, names, project_dir=project_dir)
@@ -437,8 +447,15 @@ def catch_up(
         last = store.last_seq()
         stored = snapshots.checkpoints(store)
         behind = max(last - (stored[n].position if n in stored else 0) for n in names)
-        return behind, exc.errors[0]
-    return 0, None
+        outdated = [
+            n
+            for n in names
+            if n in stored
+            and (p := ruleset.projection(n)) is not None
+            and stored[n].definition != p.definition_hash
+        ]
+        return Staleness(behind, exc.errors[0], outdated)
+    return Staleness()
 
 
 # -- reading ------------------------------------------------------------------------------------

@@ -142,3 +142,16 @@ def test_python_handlers_are_imported_from_the_project_folder(
     r = run_cli([*base, "query", "words", "--format", "json"])
     assert r.exit_code == 0, r.stderr
     assert len(json.loads(r.stdout)) == 1
+
+
+def test_query_says_when_the_snapshot_is_from_an_older_definition(project: Path) -> None:
+    (project / "rules").mkdir()
+    (project / "rules" / "a.yaml").write_text(BROKEN)
+    run_cli(["emit", "order.placed", "--data", '{"userid":"u1","orderAmt":5, "note":"x"}'])
+    assert json.loads(run_cli(["query", "amounts", "u1"]).stdout)["state"] == {"total": 5}
+    # the new definition fails on the event already folded: its rebuild cannot finish
+    (project / "rules" / "a.yaml").write_text(BROKEN.replace("data.orderAmt", "data.note"))
+    result = run_cli(["query", "amounts", "u1"])
+    assert result.exit_code == 0
+    assert json.loads(result.stdout)["state"] == {"total": 5}
+    assert "built from an older definition" in result.stderr

@@ -115,15 +115,21 @@ def query(
             project_dir=str(flow.project_dir),
         )
     else:
-        behind, error = engine.catch_up(
+        stale = engine.catch_up(
             flow.store, flow.ruleset, [name], project_dir=str(flow.project_dir)
         )
-        if error is not None:
-            g.out.warn(f"evflow: warning: {error.message}")
-            g.out.warn(
-                f"evflow: warning: projection {name} is behind the log by {behind} event(s);"
-                " showing the stored snapshot"
-            )
+        if stale.error is not None:
+            g.out.warn(f"evflow: warning: {stale.error.message}")
+            if stale.outdated:
+                g.out.warn(
+                    f"evflow: warning: projection {name} was built from an older definition"
+                    " and rebuilding it failed; showing the snapshot of the old definition"
+                )
+            else:
+                g.out.warn(
+                    f"evflow: warning: projection {name} is behind the log by {stale.behind}"
+                    " event(s); showing the stored snapshot"
+                )
         rows = engine.query(flow.store, flow.ruleset, name, key, where=where)
     _render(g, fmt, rows)
 
