@@ -23,6 +23,7 @@ from typing import Any
 from evflow.events import Event, to_json
 from evflow.expressions import EvaluationError
 from evflow.rules import HttpAction, RunAction, event_variables
+from evflow.store import redact, redact_text
 from evflow.store.base import Delivery
 
 STDERR_TAIL = 1000
@@ -152,6 +153,7 @@ def call_webhook(action: HttpAction, event: Event, delivery: Delivery) -> Action
 
     variables = event_variables(event)
     url = as_text(action.url.render(variables))
+    shown = redact(url)  # what messages and last_error say: never a password
     headers: dict[str, str] = {"User-Agent": "evflow"}
     if action.headers is not None:
         rendered = action.headers.render(variables)
@@ -177,13 +179,14 @@ def call_webhook(action: HttpAction, event: Event, delivery: Delivery) -> Action
             action.method, url, content=content, headers=headers, timeout=action.timeout
         )
     except httpx.TimeoutException:
-        return ActionResult(False, f"{action.method} {url}: timed out after {action.timeout:g}s")
+        return ActionResult(False, f"{action.method} {shown}: timed out after {action.timeout:g}s")
     except (httpx.HTTPError, httpx.InvalidURL) as exc:
-        return ActionResult(False, f"{action.method} {url}: {type(exc).__name__}: {exc}")
+        reason = f"{type(exc).__name__}: {redact_text(str(exc))}"
+        return ActionResult(False, f"{action.method} {shown}: {reason}")
     if 200 <= response.status_code < 300:
         return ActionResult(True)
     start = response.text[:BODY_START].strip()
     return ActionResult(
         False,
-        f"{action.method} {url}: HTTP {response.status_code}" + (f": {start}" if start else ""),
+        f"{action.method} {shown}: HTTP {response.status_code}" + (f": {start}" if start else ""),
     )

@@ -12,6 +12,7 @@ import fnmatch
 from dataclasses import dataclass, field
 
 from evflow.rules import EmitAction, HttpAction, Rule, RuleSet, RunAction
+from evflow.store import redact
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,7 +62,7 @@ def _action_label(action: RunAction | HttpAction) -> str:
         argv = action.argv.source
         program = argv[0] if isinstance(argv, list) and argv else "?"
         return f"run {program}"
-    return f"http {action.method} {action.url.source}"
+    return f"http {action.method} {redact(str(action.url.source))}"
 
 
 def build(ruleset: RuleSet) -> Graph:

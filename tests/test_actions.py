@@ -257,3 +257,27 @@ def test_http_unreachable_is_a_failure(project: Path, db_url: str) -> None:
         flow.emit({"type": "x.y"})
         [result] = dispatch(flow.store, flow.ruleset, now=soon())
     assert result.status == "failed" and "ConnectError" in (result.error or "")
+
+
+def test_webhook_passwords_are_never_printed_or_stored(project: Path) -> None:
+    from evflow.store import redact
+
+    assert redact("http://alice:Sup3rSecret@127.0.0.1:9/notify?to=a@b") == (
+        "http://alice:***@127.0.0.1:9/notify?to=a@b"
+    )
+    assert redact("http://127.0.0.1:8080/x?email=a@b") == "http://127.0.0.1:8080/x?email=a@b"
+    write_rules(
+        project,
+        "  - {name: hook, on: h.x, then: [{http: 'http://alice:Sup3rSecret@127.0.0.1:9/n'}]}\n",
+    )
+    from tests.conftest import run_cli
+
+    r = run_cli(["emit", "h.x"])
+    assert "Sup3rSecret" not in r.stderr and "alice:***@" in r.stderr
+    for args in (
+        ["deliveries", "--format", "json"],
+        ["rules", "list", "--format", "json"],
+        ["rules", "graph"],
+    ):
+        out = run_cli(args).stdout
+        assert "Sup3rSecret" not in out, args

@@ -48,8 +48,7 @@ def _is_storage_error(exc: BaseException) -> bool:
 
 
 def _one_line(exc: BaseException) -> str:
-    from evflow.store import redact
+    from evflow.store import redact_text
 
-    text = " ".join(str(exc).split())
     # a driver message may quote the connection string: never print its password
-    return " ".join(redact(w) if "://" in w else w for w in text.split(" "))
+    return redact_text(" ".join(str(exc).split()))

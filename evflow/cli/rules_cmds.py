@@ -102,8 +102,10 @@ def _action_text(action: Any) -> str:
     if action.kind == "run":
         argv = action.argv.source if hasattr(action.argv, "source") else None
         return f"run {json.dumps(argv) if argv is not None else ''}".strip()
+    from evflow.store import redact
+
     url = getattr(action.url, "source", None)
-    return f"http {action.method} {url if url is not None else ''}".strip()
+    return f"http {action.method} {redact(str(url)) if url is not None else ''}".strip()
 
 
 def rule_json(rule: Any, at: datetime) -> dict[str, Any]:

@@ -15,15 +15,24 @@ DEFAULT_DB = os.path.join(".evflow", "evflow.db")
 
 
 def redact(url: str) -> str:
-    """A database URL with its password replaced by ``***`` (never print a password)."""
+    """A URL with the password of its user-info replaced by ``***`` (never print a password)."""
     scheme, sep, rest = url.partition("://")
-    if not sep or "@" not in rest:
+    if not sep:
         return url
-    creds, at, host = rest.rpartition("@")
-    if ":" in creds:
-        user = creds.split(":", 1)[0]
-        return f"{scheme}://{user}:***@{host}"
-    return url
+    end = min((i for i in (rest.find(c) for c in "/?#") if i >= 0), default=len(rest))
+    authority, tail = rest[:end], rest[end:]
+    if "@" not in authority:
+        return url
+    creds, _, host = authority.rpartition("@")
+    if ":" not in creds:
+        return url
+    user = creds.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{host}{tail}"
+
+
+def redact_text(text: str) -> str:
+    """``text`` with the password of every URL in it replaced (for messages from drivers)."""
+    return " ".join(redact(word) if "://" in word else word for word in text.split(" "))
 
 
 def sqlite_path(url: str, base: Path | None = None) -> str:
