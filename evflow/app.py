@@ -16,7 +16,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from evflow.errors import EvflowError, InvalidEvent
+from evflow.errors import EvflowError, InvalidEvent, UsageError
 from evflow.events import DEFAULT_SOURCE, Event, normalize
 from evflow.routing import Outcome, Router
 from evflow.store import DEFAULT_DB, open_store
@@ -51,6 +51,8 @@ class Evflow:
     ) -> None:
         self.db_url = db or os.environ.get("EVFLOW_DB") or DEFAULT_DB
         self.rules_dir = Path(rules or os.environ.get("EVFLOW_RULES") or DEFAULT_RULES)
+        # a folder named on purpose must exist: a typo would otherwise switch every rule off
+        self._rules_named = bool(rules or os.environ.get("EVFLOW_RULES"))
         self._store: SqlStore | None = None
         self._ruleset = ruleset
         self._fingerprint: tuple[tuple[str, int, int], ...] = ()
@@ -68,6 +70,11 @@ class Evflow:
         if self._ruleset is None:
             from evflow.loading import load_rules
 
+            if self._rules_named and not self.rules_dir.exists():
+                raise UsageError(
+                    f"--rules: no such folder {self.rules_dir} (from --rules or EVFLOW_RULES)",
+                    hint="create it ('evflow init' writes the example rules) or fix the path",
+                )
             self._fingerprint = self._rules_fingerprint()
             self._ruleset = load_rules(self.rules_dir, cache_dir=self.cache_dir)
         return self._ruleset

@@ -192,6 +192,7 @@ async def _publish_raw(subject: str, messages: list[tuple[bytes, dict[str, str] 
 
 
 def _log_with(path: Path, count: int, rules: Path | None = None) -> Evflow:
+    (path.parent / "no-rules").mkdir(exist_ok=True)
     flow = Evflow(db=str(path), rules=str(rules or path.parent / "no-rules"))
     result = flow.import_events(
         (f"gen:{i}", {"type": f"t.k{i % 3}", "source": "test", "id": f"e{i}", "data": {"i": i}})
@@ -328,6 +329,7 @@ def test_both_directions_at_once_without_loops(tmp_path: Path, target: NatsOptio
     db = tmp_path / "log.db"
     _log_with(db, 100).close()
     # two handles on one database, as two processes would have
+    (tmp_path / "no-rules").mkdir(exist_ok=True)
     out_flow = Evflow(db=str(db), rules=str(tmp_path / "no-rules"))
     in_flow = Evflow(db=str(db), rules=str(tmp_path / "no-rules"))
     subject = f"{target.prefix}.>"

@@ -266,3 +266,13 @@ def test_a_duplicate_emit_reports_the_recorded_event_not_the_one_sent(project: P
     assert run_cli(["emit", "other.type", "--id", "k1"]).stdout.startswith(
         "already recorded a.b seq 1"
     )
+
+
+def test_a_rules_folder_named_on_purpose_must_exist(project: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    r = run_cli(["--rules", "nope", "emit", "a.b"])
+    assert r.exit_code == 2 and "--rules: no such folder nope" in r.stderr
+    monkeypatch.setenv("EVFLOW_RULES", "missing")
+    assert run_cli(["emit", "a.b"]).exit_code == 2
+    monkeypatch.delenv("EVFLOW_RULES")
+    assert run_cli(["emit", "a.b"]).exit_code == 0  # no ./rules: a log without rules is fine
+    assert run_cli(["log", "--format", "jsonl"]).stdout.count("\n") == 1

@@ -95,14 +95,20 @@ def test_failures_back_off_then_die_and_retry_brings_them_back(project: Path, db
         assert d.status == "done" and d.last_error is None
 
 
-def test_a_rule_that_is_gone_makes_its_deliveries_dead(project: Path, db_url: str) -> None:
+def test_a_rule_that_is_gone_fails_its_deliveries_until_the_last_attempt(
+    project: Path, db_url: str
+) -> None:
+    """Retried, not dead at once: the rule may come back (a worker reloads changed rules)."""
     write_rules(project, "  - name: old\n    on: job.queued\n    then:\n      - run: [/bin/true]\n")
     with Evflow(db=db_url, rules=project / "rules") as flow:
         load(flow, 1)
     write_rules(project, "  - name: new\n    on: other\n    then:\n      - run: [/bin/true]\n")
     with Evflow(db=db_url, rules=project / "rules") as flow:
         [r] = dispatch(flow.store, flow.ruleset, now=soon())
-        assert r.status == "dead" and "rule old no longer exists" in (r.error or "")
+        assert r.status == "failed" and "rule old no longer exists" in (r.error or "")
+        later = [soon(86_400), soon(2 * 86_400)]
+        statuses = [dispatch(flow.store, flow.ruleset, now=t)[0].status for t in later]
+        assert statuses == ["failed", "dead"]
 
 
 def test_stop_lets_the_action_in_hand_finish(project: Path, db_url: str) -> None:
