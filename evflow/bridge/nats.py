@@ -216,12 +216,16 @@ async def _connect(url: str) -> Any:
 
 async def ensure_stream(js: Any, options: NatsOptions) -> None:
     """Use the stream ``options.stream``, creating it (subjects ``<prefix>.>``) when missing."""
-    from nats.js.errors import NotFoundError
+    from nats.js.errors import BadRequestError, NotFoundError
 
     try:
         await js.stream_info(options.stream)
     except NotFoundError:
-        await js.add_stream(name=options.stream, subjects=[f"{options.prefix}.>"])
+        try:
+            await js.add_stream(name=options.stream, subjects=[f"{options.prefix}.>"])
+        except BadRequestError:
+            # another bridge created it between the two calls: use theirs
+            await js.stream_info(options.stream)
 
 
 def _stop_on_signals(stop: asyncio.Event) -> None:
