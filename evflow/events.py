@@ -162,14 +162,24 @@ def to_json(event: Mapping[str, Any]) -> str:
     return json.dumps(event, ensure_ascii=False, separators=(",", ":"))
 
 
+def _no_constant(name: str) -> Any:
+    raise json.JSONDecodeError(f"{name} is not JSON", name, 0)
+
+
+def parse_json(text: str | bytes) -> Any:
+    """Strict JSON: Python's parser also takes NaN and Infinity, which no other reader does."""
+    return json.loads(text, parse_constant=_no_constant)
+
+
 def parse_json_object(text: str, what: str = "data") -> dict[str, Any]:
     """Parse JSON that must be an object; errors name ``what`` and the position."""
     try:
-        value = json.loads(text)
+        value = parse_json(text)
     except json.JSONDecodeError as exc:
-        raise InvalidEvent(
-            what, f"malformed JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})"
-        ) from None
+        where = "" if exc.doc in ("NaN", "Infinity", "-Infinity") else (
+            f" (line {exc.lineno}, column {exc.colno})"
+        )
+        raise InvalidEvent(what, f"malformed JSON: {exc.msg}{where}") from None
     if not isinstance(value, dict):
         raise InvalidEvent(what, f"must be a JSON object, got {_json_kind(value)}")
     return value

@@ -55,7 +55,7 @@ def run_cli(args: list[str], stdin: str | None = None) -> Result:
     out, err = io.StringIO(), io.StringIO()
     old_stdin = sys.stdin
     if stdin is not None:
-        sys.stdin = io.StringIO(stdin)
+        sys.stdin = io.TextIOWrapper(io.BytesIO(stdin.encode()), encoding="utf-8")
     code = 0
     try:
         with redirect_stdout(out), redirect_stderr(err):

@@ -276,3 +276,15 @@ def test_a_rules_folder_named_on_purpose_must_exist(project: Path, monkeypatch) 
     monkeypatch.delenv("EVFLOW_RULES")
     assert run_cli(["emit", "a.b"]).exit_code == 0  # no ./rules: a log without rules is fine
     assert run_cli(["log", "--format", "jsonl"]).stdout.count("\n") == 1
+
+
+def test_import_reports_a_line_that_is_not_utf8_or_holds_nan(project: Path) -> None:
+    f = project / "bad.jsonl"
+    f.write_bytes(b'{"type":"a.b"}\n\xff\xfe{"type":"a.b"}\n{"type":"c","data":{"x":NaN}}\n')
+    r = run_cli(["import", str(f), "--skip-invalid"])
+    assert r.exit_code == 0, r.stderr
+    assert f"{f}:2: line: not UTF-8 text (byte 1)" in r.stderr
+    assert f"{f}:3: line: malformed JSON: NaN is not JSON" in r.stderr
+    assert run_cli(["log", "--format", "jsonl"]).stdout.count("\n") == 1
+    r = run_cli(["emit", "t.y", "--data", '{"x": NaN}'])
+    assert r.exit_code == 2 and "NaN is not JSON" in r.stderr

@@ -7,7 +7,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, BinaryIO
 
 import typer
 
@@ -90,28 +90,37 @@ def emit(
 
 
 def _read_lines(path: str) -> Iterator[tuple[str, Any]]:
+    from evflow.events import parse_json
+
     name = "<stdin>" if path == "-" else path
+    # bytes, decoded line by line: one line that is not UTF-8 is that line's problem
+    stream: BinaryIO
     if path == "-":
-        stream = sys.stdin
+        stream = sys.stdin.buffer
     else:
         try:
-            stream = open(path, encoding="utf-8")  # noqa: SIM115 - closed below
+            stream = open(path, "rb")  # noqa: SIM115 - closed below
         except OSError as exc:
             raise UsageError(f"{path}: cannot read: {exc.strerror}") from None
     try:
-        for number, line in enumerate(stream, 1):
-            if not line.strip():
-                continue
+        for number, raw in enumerate(stream, 1):
             where = f"{name}:{number}"
             try:
-                yield where, json.loads(line)
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                yield where, InvalidEvent("line", f"not UTF-8 text (byte {exc.start + 1})", where)
+                continue
+            if not line.strip():
+                continue
+            try:
+                yield where, parse_json(line)
             except json.JSONDecodeError as exc:
                 yield (
                     where,
                     InvalidEvent("line", f"malformed JSON: {exc.msg} (column {exc.colno})", where),
                 )
     finally:
-        if stream is not sys.stdin:
+        if stream is not sys.stdin.buffer:
             stream.close()
 
 

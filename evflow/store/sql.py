@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from functools import lru_cache
 from typing import Any
 
+from evflow.errors import InvalidEvent
 from evflow.events import Event
 from evflow.store.base import DELIVERY_STATUSES, Appended, Delivery, EventFilter, Stats
 
@@ -162,6 +163,10 @@ class Transaction:
         if self._next_seq is None:
             row = store.raw_execute("SELECT COALESCE(MAX(seq), 0) FROM events").fetchone()
             self._next_seq = int(row[0]) + 1
+        try:
+            body = json.dumps(event, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+        except ValueError:  # NaN or Infinity: not JSON, no other reader could take it back
+            raise InvalidEvent("data", "holds NaN or Infinity, which JSON cannot hold") from None
         seq = self._next_seq
         self._next_seq += 1
         self._rows.append(
@@ -176,7 +181,7 @@ class Transaction:
                 event.get("causationid"),
                 event.get("correlationid"),
                 event.get("evflowrule"),
-                json.dumps(event, ensure_ascii=False, separators=(",", ":")),
+                body,
             )
         )
         self._buffered[identity] = seq
