@@ -99,6 +99,7 @@ def build_rules(
         if doc.root is not None:
             builder.document(doc)
     builder.check_cycles()
+    builder.check_targets()
     order = {doc.file: i for i, doc in enumerate(documents)}
     builder.problems.sort(key=lambda p: (order.get(p.file, len(order)), p.line, p.column))
     ruleset = RuleSet(tuple(builder.rules), tuple(builder.schedules), tuple(builder.projections))
@@ -634,6 +635,28 @@ class _Builder:
 
     # -- across files -----------------------------------------------------------------------------
 
+    def check_targets(self) -> None:
+        """Warn where event data would choose the program a run action starts or the host a
+        webhook calls: whoever can emit the event then decides what runs (allowed, not advised)."""
+        for rule in self.rules:
+            for action in rule.actions:
+                message = None
+                if isinstance(action, RunAction):
+                    argv = action.argv.source
+                    if isinstance(argv, list) and argv and _chosen_by_data(argv[0]):
+                        message = "run: the program (argv[0]) comes from event data"
+                elif isinstance(action, HttpAction) and _chosen_by_data(
+                    _http_authority(action.url.source)
+                ):
+                    message = "http: the webhook's scheme or host comes from event data"
+                if message is None:
+                    continue
+                where = action.location or rule.location or Location(self.file, 1, 1)
+                text = f"{message}; whoever can emit {' or '.join(rule.on)} chooses it"
+                self.problems.append(
+                    Problem(where.file, where.line, where.column, text, rule.name, "warning")
+                )
+
     def check_cycles(self) -> None:
         """Warn about rules whose emit actions can trigger each other in a loop (globs count).
         A warning, not an error: an ``if`` may well break the loop at run time."""
@@ -658,6 +681,18 @@ class _Builder:
             self.problems.append(
                 Problem(where.file, where.line, where.column, message, rule.name, "warning")
             )
+
+
+def _chosen_by_data(value: Any) -> bool:
+    return isinstance(value, str) and "${{" in value
+
+
+def _http_authority(url: Any) -> str:
+    """``scheme://host:port`` of a URL as written (templates included)."""
+    if not isinstance(url, str):
+        return ""
+    scheme, sep, rest = url.partition("://")
+    return scheme + sep + rest.split("/", 1)[0] if sep else url
 
 
 def _path_back(start: Rule, successors: Callable[[Rule], list[Rule]]) -> list[Rule] | None:

@@ -641,3 +641,23 @@ def test_emit_data_must_be_an_object() -> None:
     ]
     assert check("rules:\n- name: r\n  on: a\n  then: [{emit: b, data: '${{ data }}'}]\n") == []
     assert check("defaults:\nrules:\n") == []
+
+
+def test_event_data_choosing_the_program_or_host_is_a_warning(tmp_path: Path) -> None:
+    (tmp_path / "r.yaml").write_text(
+        "version: 1\nrules:\n"
+        "  - name: prog\n    on: x.y\n    then:\n"
+        "      - run: ['${{ data.prog }}', '${{ data.arg }}']\n"
+        "  - name: host\n    on: x.y\n    then:\n"
+        "      - http: 'http://${{ data.host }}/hook'\n"
+        "  - name: fine\n    on: x.y\n    then:\n"
+        "      - run: [./send.sh, '${{ data.arg }}']\n"
+        "      - http: 'http://127.0.0.1/hook/${{ data.id }}'\n"
+    )
+    problems = validate([tmp_path / "r.yaml"])
+    assert [(p.rule, p.severity, p.line) for p in problems] == [
+        ("prog", "warning", 6),
+        ("host", "warning", 10),
+    ]
+    assert "argv[0]" in problems[0].message and "whoever can emit x.y" in problems[0].message
+    assert load_rules(tmp_path).rule("prog") is not None  # a warning: still loaded
