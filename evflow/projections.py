@@ -79,7 +79,7 @@ class HandlerError(EvflowError):
         where = f"event seq {seq}" if seq is not None else "an event"
         super().__init__(
             f"projection {projection}: {where} ({etype}): {reason}",
-            hint="fix the handler (or the event's data), then run: evflow replay " + projection,
+            hint="fix the handler (the log cannot change), then run: evflow replay " + projection,
         )
         self.projection = projection
         self.seq = seq

@@ -139,7 +139,7 @@ class Router:
         except EvaluationError as exc:
             where = f" ({action.location})" if action.location else ""
             raise ActionFailed(
-                f"rule {rule}: emit {action.type}{where}: {exc} (event seq {cause.get('seq')})"
+                f"rule {rule}: emit {action.type}{where}: {exc} (on {cause['type']} {cause['id']})"
             ) from None
         # Built directly rather than through normalize(): every part is evflow's own (the type
         # was checked when the rules loaded, render() made data an object and subject a string).

@@ -288,3 +288,12 @@ def test_import_reports_a_line_that_is_not_utf8_or_holds_nan(project: Path) -> N
     assert run_cli(["log", "--format", "jsonl"]).stdout.count("\n") == 1
     r = run_cli(["emit", "t.y", "--data", '{"x": NaN}'])
     assert r.exit_code == 2 and "NaN is not JSON" in r.stderr
+
+
+def test_show_an_id_made_of_digits_and_log_limit_zero(project: Path) -> None:
+    run_cli(["emit", "a.b"])
+    run_cli(["emit", "a.b", "--id", "777"])
+    assert json.loads(run_cli(["show", "777", "--format", "json"]).stdout)["event"]["seq"] == 2
+    assert json.loads(run_cli(["show", "1", "--format", "json"]).stdout)["event"]["seq"] == 1
+    assert run_cli(["log", "--limit", "-1"]).exit_code == 2
+    assert run_cli(["log", "--limit", "0", "--format", "jsonl"]).stdout == ""

@@ -214,7 +214,7 @@ def log(
     until: Annotated[
         str | None, typer.Option(help="Up to this seq (inclusive) or before this time.")
     ] = None,
-    limit: Annotated[int | None, typer.Option(help="At most N events.")] = None,
+    limit: Annotated[int | None, typer.Option(min=0, help="At most N events.")] = None,
     follow: Annotated[
         bool, typer.Option("--follow", help="Keep waiting for new events until Ctrl-C.")
     ] = False,

@@ -84,17 +84,9 @@ def finish(
     return int(cur.rowcount) == 1
 
 
-def bury(store: SqlStore, delivery_id: int, now: str, error: str) -> None:
-    """Mark a delivery dead whatever its state (its rule or event is gone)."""
-    store.execute(
-        "UPDATE deliveries SET status = 'dead', last_error = ?, updated_at = ?,"
-        " lease_owner = NULL, lease_until = NULL WHERE id = ? AND status <> 'done'",
-        (_clip(error), now, delivery_id),
-    )
-
-
 def requeue(store: SqlStore | Transaction, ids: Sequence[int], now: str) -> int:
-    """Back to pending, due now, with a fresh set of attempts: failed and dead ones only."""
+    """Back to pending, due now, with a fresh set of attempts (failed, dead or pending ones;
+    done and running ones are left alone)."""
     if not ids:
         return 0
     marks = ", ".join("?" for _ in ids)

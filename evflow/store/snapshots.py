@@ -128,11 +128,3 @@ def rows(
             yield k, state, int(seq)
     finally:
         store.end_read()
-
-
-def count_rows(store: SqlStore, projection: str) -> int:
-    row = store.execute(
-        "SELECT COUNT(*) FROM snapshots WHERE projection = ?", (projection,)
-    ).fetchone()
-    store.end_read()
-    return int(row[0])

@@ -323,12 +323,13 @@ class SqlStore:
         try:
             yield tx
             tx.flush()
+            self._tx = None
+            self.commit()
         except BaseException:
+            # the body failed, or COMMIT itself did (a full disk): leave no transaction open
             self._tx = None
             self.rollback()
             raise
-        self._tx = None
-        self.commit()
 
     def append(self, event: Event) -> Appended:
         with self.write() as tx:
@@ -384,12 +385,13 @@ class SqlStore:
                 return
 
     def get(self, ref: str | int) -> Event | None:
-        """An event by ``seq`` (an int or digits) or by ``id``."""
+        """An event by ``seq`` (an int or digits) or by ``id`` (also an id made of digits)."""
+        row = None
         if isinstance(ref, int) or (isinstance(ref, str) and ref.isdigit()):
             row = self.execute(
                 f"SELECT {_EVENT_COLUMNS} FROM events WHERE seq = ?", (int(ref),)
             ).fetchone()
-        else:
+        if row is None and isinstance(ref, str):
             row = self.execute(
                 f"SELECT {_EVENT_COLUMNS} FROM events WHERE id = ? ORDER BY seq LIMIT 1", (ref,)
             ).fetchone()
