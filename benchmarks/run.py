@@ -308,7 +308,7 @@ def example_rules() -> tuple[Path | None, str]:
     """The repo's rules/ if it holds YAML, else the bundled examples (what `evflow init` writes)."""
     for path, origin in (
         (REPO / "rules", "rules/"),
-        (REPO / "evflow" / "example_rules", "evflow/example_rules/"),
+        (REPO / "evflow" / "example" / "rules", "evflow/example/rules/"),
     ):
         if any(path.glob("*.yaml")) or any(path.glob("*.yml")):
             return path, origin

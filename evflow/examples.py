@@ -1,21 +1,40 @@
-"""The example rules that ``evflow init`` writes (the SPEC's shop scenario)."""
+"""The example project that ``evflow init`` writes: the SPEC's shop rules, their tests, and the
+mail script their ``run`` action calls (a test keeps these copies equal to the repo's own)."""
 
 from __future__ import annotations
 
+import stat
 from importlib import resources
+from importlib.resources.abc import Traversable
 from pathlib import Path
 
+#: bundled file -> where it goes, relative to the project folder (the rules folder's parent)
+FILES = {
+    "rules/shop.yaml": "{rules}/shop.yaml",
+    "rules/tests/shop_test.yaml": "{rules}/tests/shop_test.yaml",
+    "scripts/send_mail.sh": "scripts/send_mail.sh",
+}
 
-def install_example_rules(directory: Path) -> list[Path]:
-    """Copy the bundled example rule files into ``directory``; never overwrite a file."""
-    directory.mkdir(parents=True, exist_ok=True)
+
+def _bundled(name: str) -> Traversable:
+    node = resources.files("evflow") / "example"
+    for part in name.split("/"):
+        node = node / part
+    return node
+
+
+def install_example(rules_dir: Path) -> list[Path]:
+    """Write the example into ``rules_dir`` and its parent; never overwrite a file."""
+    rules_dir.mkdir(parents=True, exist_ok=True)
+    project = rules_dir.absolute().parent
     written = []
-    for item in resources.files("evflow.example_rules").iterdir():
-        if not item.name.endswith((".yaml", ".yml")):
+    for name, target in FILES.items():
+        path = project / target.format(rules=rules_dir.absolute().name)
+        if path.exists():
             continue
-        target = directory / item.name
-        if target.exists():
-            continue
-        target.write_text(item.read_text(encoding="utf-8"), encoding="utf-8")
-        written.append(target)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(_bundled(name).read_text(encoding="utf-8"), encoding="utf-8")
+        if path.suffix == ".sh":
+            path.chmod(path.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
+        written.append(path)
     return written

@@ -136,7 +136,7 @@ def test_example_mail_and_sales_actions_end_to_end(
     mail = project / "scripts" / "send_mail.sh"
     mail.write_bytes((REPO / "scripts" / "send_mail.sh").read_bytes())
     mail.chmod(0o755)
-    shop = (REPO / "evflow" / "example_rules" / "shop.yaml").read_text()
+    shop = (REPO / "evflow" / "example" / "rules" / "shop.yaml").read_text()
     (project / "rules").mkdir()
     (project / "rules" / "shop.yaml").write_text(
         shop.replace("127.0.0.1:8080", f"127.0.0.1:{port}")

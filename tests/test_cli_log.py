@@ -297,3 +297,22 @@ def test_show_an_id_made_of_digits_and_log_limit_zero(project: Path) -> None:
     assert json.loads(run_cli(["show", "1", "--format", "json"]).stdout)["event"]["seq"] == 1
     assert run_cli(["log", "--limit", "-1"]).exit_code == 2
     assert run_cli(["log", "--limit", "0", "--format", "jsonl"]).stdout == ""
+
+
+def test_init_writes_a_working_example(project: Path) -> None:
+    assert run_cli(["init"]).exit_code == 0
+    for name in ("rules/shop.yaml", "rules/tests/shop_test.yaml", "scripts/send_mail.sh"):
+        assert (project / name).read_text() == (REPO / name).read_text(), name
+    r = run_cli(
+        [
+            "emit",
+            "order.placed",
+            "--time",
+            "2016-10-02T00:00:00Z",
+            "--data",
+            '{"orderId": "1", "orderAmt": 5, "productId": "p", "userid": "u1"}',
+        ]
+    )
+    assert r.exit_code == 0 and r.stderr == "", r.stderr
+    assert "to=u1" in (project / ".evflow" / "mail.log").read_text()
+    assert run_cli(["rules", "test"]).exit_code == 0

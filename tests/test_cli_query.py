@@ -155,3 +155,14 @@ def test_query_says_when_the_snapshot_is_from_an_older_definition(project: Path)
     assert result.exit_code == 0
     assert json.loads(result.stdout)["state"] == {"total": 5}
     assert "built from an older definition" in result.stderr
+
+
+def test_csv_headers_are_unambiguous_and_booleans_are_json(project: Path) -> None:
+    (project / "rules").mkdir()
+    (project / "rules" / "a.yaml").write_text(
+        "version: 1\nprojections:\n  - name: p\n    key: data.id\n    on:\n      x: upsert\n"
+    )
+    run_cli(["emit", "x", "--data", '{"id": "k1", "seq": 9, "key": "z", "ok": true}'])
+    lines = run_cli(["query", "p", "--format", "csv"]).stdout.splitlines()
+    assert lines[0] == "key,seq,id,state.seq,state.key,ok"
+    assert lines[1] == "k1,1,k1,9,z,true"

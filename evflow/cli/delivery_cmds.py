@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from evflow.cli.context import Globals
-from evflow.cli.options import FormatOpt
+from evflow.cli.options import FormatOpt, SummaryFormatOpt
 from evflow.errors import InvalidRules, UsageError
 from evflow.store.base import DELIVERY_STATUSES
 
@@ -93,7 +93,7 @@ def redeliver(
         str | None, typer.Option(help="Up to this seq (inclusive) or before this time.")
     ] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Only say what it would do.")] = False,
-    format: FormatOpt = None,
+    format: SummaryFormatOpt = None,
 ) -> None:
     """Deliver a rule's run/http actions for past events it matches now; skip what succeeded."""
     g: Globals = ctx.obj

@@ -13,7 +13,7 @@ import typer
 
 from evflow.cli.context import Globals
 from evflow.cli.emit import EmitOptions, run_emit
-from evflow.cli.options import FormatOpt
+from evflow.cli.options import FormatOpt, ReportFormatOpt, SummaryFormatOpt
 from evflow.errors import InvalidEvent, NotFound, UsageError
 from evflow.store.base import EventFilter
 
@@ -28,15 +28,18 @@ def register(app: typer.Typer) -> None:
 
 
 def init(ctx: typer.Context) -> None:
-    """Create the database and the rules/ folder with the example rules (safe to run twice)."""
+    """Create the database, and the rules/ folder with the example rules, their tests and the
+    script they run (safe to run twice: existing files are kept)."""
     g: Globals = ctx.obj
-    from evflow.examples import install_example_rules
+    from evflow.examples import install_example
 
     flow = g.flow()
     flow.store.last_seq()
-    written = install_example_rules(flow.rules_dir)
+    written = install_example(flow.rules_dir)
     g.out.line(f"database: {flow.store.display_url}")
-    g.out.line(f"rules:    {flow.rules_dir}/ ({len(written)} example file(s) written)")
+    g.out.line(f"rules:    {flow.rules_dir}/")
+    for path in written:
+        g.out.line(f"wrote     {path}")
 
 
 def emit(
@@ -68,7 +71,7 @@ def emit(
         bool, typer.Option("--no-dispatch", help="Record deliveries; leave them to 'evflow run'.")
     ] = False,
     strict: Annotated[bool, typer.Option("--strict", help="Exit 1 when a delivery fails.")] = False,
-    format: FormatOpt = None,
+    format: SummaryFormatOpt = None,
 ) -> None:
     """Append one event, run what its rules trigger, and print its seq and id."""
     g: Globals = ctx.obj
@@ -134,7 +137,7 @@ def import_(
         bool, typer.Option("--no-dispatch", help="Record deliveries without running them.")
     ] = False,
     strict: Annotated[bool, typer.Option("--strict", help="Exit 1 when a delivery fails.")] = False,
-    format: FormatOpt = None,
+    format: SummaryFormatOpt = None,
 ) -> None:
     """Append many events (JSON lines) in file order, atomically; known ids are skipped."""
     g: Globals = ctx.obj
@@ -268,7 +271,7 @@ def _after(flt: EventFilter, position: int) -> EventFilter:
 def show(
     ctx: typer.Context,
     ref: Annotated[str, typer.Argument(metavar="ID|SEQ", help="An event id or seq.")],
-    format: FormatOpt = None,
+    format: ReportFormatOpt = None,
 ) -> None:
     """One event, its deliveries, and the tree of events it caused."""
     g: Globals = ctx.obj
@@ -284,7 +287,7 @@ def show(
     render.show(g.out, event, tree, deliveries, fmt, flow.store.rule_errors(event["seq"]))
 
 
-def stats(ctx: typer.Context, format: FormatOpt = None) -> None:
+def stats(ctx: typer.Context, format: ReportFormatOpt = None) -> None:
     """Counts: events, by type, first and last time, deliveries by status."""
     g: Globals = ctx.obj
     fmt = g.out.resolve(format, piped="json")

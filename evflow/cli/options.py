@@ -14,3 +14,17 @@ FormatOpt = Annotated[
         "--format", help="table, json or jsonl (default: table on a terminal, else jsonl)."
     ),
 ]
+
+#: --format of commands that report what they did (emit, import, redeliver)
+SummaryFormatOpt = Annotated[
+    str | None,
+    typer.Option("--format", help="table (a summary in words, the default), json or jsonl."),
+]
+
+#: --format of commands that show one report (show, stats)
+ReportFormatOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--format", help="table, json or jsonl (default: table on a terminal, else json)."
+    ),
+]

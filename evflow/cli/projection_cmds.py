@@ -115,9 +115,7 @@ def query(
             project_dir=str(flow.project_dir),
         )
     else:
-        stale = engine.catch_up(
-            flow.store, flow.ruleset, [name], project_dir=str(flow.project_dir)
-        )
+        stale = engine.catch_up(flow.store, flow.ruleset, [name], project_dir=str(flow.project_dir))
         if stale.error is not None:
             g.out.warn(f"evflow: warning: {stale.error.message}")
             if stale.outdated:
@@ -158,7 +156,12 @@ def _render(g: Globals, fmt: str, rows: Iterable[Any]) -> None:
     fields: dict[str, None] = {}
     for r in listed:
         fields.update(dict.fromkeys(r.state))
-    columns = ["key", "seq", *fields]
+    # a state field named like a row column gets a "state." prefix, so no header is ambiguous
+    columns = [
+        "key",
+        "seq",
+        *(f"state.{f}" if f in ("key", "seq") or f.startswith("state.") else f for f in fields),
+    ]
     cells = ([r.key, r.seq, *(_cell(r.state.get(f)) for f in fields)] for r in listed)
     if fmt == "csv":
         writer = csv.writer(g.out.stdout, lineterminator="\n")
@@ -169,9 +172,11 @@ def _render(g: Globals, fmt: str, rows: Iterable[Any]) -> None:
 
 
 def _cell(value: Any) -> Any:
-    if value is None or isinstance(value, str | int | float):
-        return "" if value is None else value
-    return _compact(value)
+    if value is None:
+        return ""
+    if isinstance(value, str) or (isinstance(value, int | float) and not isinstance(value, bool)):
+        return value
+    return _compact(value)  # true/false, lists and maps as JSON
 
 
 def _compact(value: Any) -> str:
