@@ -24,7 +24,7 @@ from evflow.store.base import EventFilter, Stats
 
 if TYPE_CHECKING:
     from evflow.rules import RuleSet
-    from evflow.store.sql import SqlStore
+    from evflow.store.sql import SqlStore, Transaction
 
 DEFAULT_RULES = "rules"
 
@@ -179,11 +179,10 @@ class Evflow:
         router = Router(self.ruleset)
         self.store.prepare_bulk_write()
         with self.store.write() as tx:
-            for count, (where, raw) in enumerate(lines, 1):
+            for count, (where, event) in enumerate(_checked(tx, lines), 1):
                 try:
-                    if isinstance(raw, InvalidEvent):
-                        raise raw
-                    event = normalize(raw, where=where)
+                    if isinstance(event, InvalidEvent):
+                        raise event
                     if skip_invalid:
                         tx.savepoint()
                     try:
@@ -253,6 +252,31 @@ class Evflow:
             for name, cp in checkpoints(self.store).items()
             if not name.endswith("~rebuild")  # a rebuild in progress, not a reader of its own
         }
+
+
+def _checked(
+    tx: Transaction, lines: Iterable[tuple[str, Any]], chunk: int = 500
+) -> Iterator[tuple[str, Event | InvalidEvent]]:
+    """Lines normalized, a chunk at a time, with one lookup per chunk of which identities the
+    log already holds (instead of one per event)."""
+    pending: list[tuple[str, Event | InvalidEvent]] = []
+
+    def flush() -> Iterator[tuple[str, Event | InvalidEvent]]:
+        tx.known_absent([(e["source"], e["id"]) for _, e in pending if isinstance(e, dict)])
+        yield from pending
+        pending.clear()
+
+    for where, raw in lines:
+        if isinstance(raw, InvalidEvent):
+            pending.append((where, raw))
+        else:
+            try:
+                pending.append((where, normalize(raw, where=where)))
+            except InvalidEvent as exc:
+                pending.append((where, exc))
+        if len(pending) >= chunk:
+            yield from flush()
+    yield from flush()
 
 
 class _Rollback(Exception):

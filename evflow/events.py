@@ -166,9 +166,13 @@ def _no_constant(name: str) -> Any:
     raise json.JSONDecodeError(f"{name} is not JSON", name, 0)
 
 
-def parse_json(text: str | bytes) -> Any:
+# one decoder for every line: json.loads with an option builds a new one per call
+_DECODER = json.JSONDecoder(parse_constant=_no_constant)
+
+
+def parse_json(text: str) -> Any:
     """Strict JSON: Python's parser also takes NaN and Infinity, which no other reader does."""
-    return json.loads(text, parse_constant=_no_constant)
+    return _DECODER.decode(text)
 
 
 def parse_json_object(text: str, what: str = "data") -> dict[str, Any]:

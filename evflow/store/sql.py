@@ -98,6 +98,8 @@ def schema_statements(*, bigint: str, serial: str, binary: str) -> list[str]:
 
 
 _EVENT_COLUMNS = "seq, recordedtime, body"
+# one encoder for every append: json.dumps with options builds a new one per call
+_ENCODE = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
 _INSERT_EVENT = (
     "INSERT INTO events (seq, id, source, type, subject, time, recordedtime, causationid,"
     " correlationid, rule, body) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
@@ -136,6 +138,7 @@ class Transaction:
         self._next_seq: int | None = None
         self._rows: list[tuple[Any, ...]] = []
         self._buffered: dict[tuple[str, str], int] = {}  # (source, id) -> seq, not yet written
+        self._absent: set[tuple[str, str]] = set()  # (source, id) known not to be in the log
 
     def now(self) -> str:
         """The store's clock, read once per transaction: what it records commits together."""
@@ -154,17 +157,20 @@ class Transaction:
         known = self._buffered.get(identity)
         if known is not None:
             return Appended(known, recorded, True)
-        existing = store.raw_execute(
-            "SELECT seq, recordedtime FROM events WHERE id = ? AND source = ?",
-            (event["id"], event["source"]),
-        ).fetchone()
-        if existing is not None:
-            return Appended(int(existing[0]), existing[1], True)
+        if identity in self._absent:
+            self._absent.discard(identity)  # once appended, a second one must be looked up
+        else:
+            existing = store.raw_execute(
+                "SELECT seq, recordedtime FROM events WHERE id = ? AND source = ?",
+                (event["id"], event["source"]),
+            ).fetchone()
+            if existing is not None:
+                return Appended(int(existing[0]), existing[1], True)
         if self._next_seq is None:
             row = store.raw_execute("SELECT COALESCE(MAX(seq), 0) FROM events").fetchone()
             self._next_seq = int(row[0]) + 1
         try:
-            body = json.dumps(event, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+            body = _ENCODE(event)
         except ValueError:  # NaN or Infinity: not JSON, no other reader could take it back
             raise InvalidEvent("data", "holds NaN or Infinity, which JSON cannot hold") from None
         seq = self._next_seq
@@ -193,6 +199,21 @@ class Transaction:
         """The event recorded at ``seq`` (appended earlier, or in this transaction)."""
         row = self.execute(f"SELECT {_EVENT_COLUMNS} FROM events WHERE seq = ?", (seq,)).fetchone()
         return _event_from_row(*row)
+
+    def known_absent(self, identities: Sequence[tuple[str, str]]) -> None:
+        """Look up many ``(source, id)`` at once (an import's next lines): those the log does
+        not hold are appended without a lookup each."""
+        self._absent.clear()
+        wanted = set(identities)
+        ids = sorted({i for _, i in wanted})
+        found: set[tuple[str, str]] = set()
+        for start in range(0, len(ids), 500):
+            part = ids[start : start + 500]
+            rows = self.execute(
+                f"SELECT source, id FROM events WHERE id IN ({', '.join('?' for _ in part)})", part
+            ).fetchall()
+            found.update((r[0], r[1]) for r in rows)
+        self._absent = wanted - found
 
     def savepoint(self) -> None:
         self.execute("SAVEPOINT evflow_part")
