@@ -105,7 +105,10 @@ class Evflow:
             try:
                 self._ruleset = load_rules(self.rules_dir, cache_dir=self.cache_dir)
             finally:
-                self._fingerprint = fingerprint  # a broken edit is reported once, not every turn
+                # a broken edit is reported once, not every turn; a file caught half-written
+                # (changed while loading) is loaded again on the next turn
+                changed = self._rules_fingerprint() != fingerprint
+                self._fingerprint = () if changed else fingerprint
         return self.ruleset
 
     @property

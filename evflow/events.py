@@ -130,6 +130,10 @@ def normalize(
         if isinstance(subject, bool) or not isinstance(subject, int | float):
             raise InvalidEvent("subject", "must be a string", where)
         subject = str(subject)
+    # these are stored in text columns too: PostgreSQL's text cannot hold NUL at all
+    for field, text in (("id", eid), ("source", source), ("subject", subject)):
+        if text is not None and "\x00" in text:
+            raise InvalidEvent(field, "must not contain NUL (U+0000)", where)
     contenttype = raw.get("datacontenttype", "application/json")
     if contenttype != "application/json":
         raise InvalidEvent("datacontenttype", "only application/json is supported", where)
@@ -151,6 +155,8 @@ def normalize(
             raise InvalidEvent(
                 name, "unknown attribute (extension names are lowercase letters and digits)", where
             )
+        if name in LINEAGE_ATTRIBUTES and (not isinstance(value, str) or "\x00" in value):
+            raise InvalidEvent(name, "must be a string (without NUL)", where)
         event[name] = value
     if "correlationid" not in event:
         event["correlationid"] = eid

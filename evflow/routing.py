@@ -144,8 +144,10 @@ class Router:
         # Built directly rather than through normalize(): every part is evflow's own (the type
         # was checked when the rules loaded, render() made data an object and subject a string).
         source = raw["source"]
-        if not source:
-            raise ActionFailed(f"rule {rule}: emit {action.type}: source renders empty")
+        if not source or "\x00" in source or "\x00" in raw.get("subject", ""):
+            raise ActionFailed(
+                f"rule {rule}: emit {action.type}: source or subject renders empty or with NUL"
+            )
         event: Event = {
             "specversion": "1.0",
             "id": derived_id(cause, rule, index),

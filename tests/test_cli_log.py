@@ -316,3 +316,19 @@ def test_init_writes_a_working_example(project: Path) -> None:
     assert r.exit_code == 0 and r.stderr == "", r.stderr
     assert "to=u1" in (project / ".evflow" / "mail.log").read_text()
     assert run_cli(["rules", "test"]).exit_code == 0
+
+
+def test_skip_invalid_skips_lines_the_database_could_not_store(project: Path) -> None:
+    f = write_jsonl(
+        project / "ev.jsonl",
+        [
+            {"type": "q", "id": "n1"},
+            {"type": "q", "id": "n2", "subject": "a\u0000b"},
+            {"type": "q", "id": "n3", "causationid": {"a": 1}},
+            {"type": "q", "id": "n4"},
+        ],
+    )
+    r = run_cli(["import", str(f), "--skip-invalid", "--format", "json"])
+    assert r.exit_code == 0, r.stderr
+    assert (json.loads(r.stdout)["recorded"], json.loads(r.stdout)["invalid"]) == (2, 2)
+    assert f"{f}:2: subject: must not contain NUL" in r.stderr

@@ -93,3 +93,19 @@ def test_utc_times_are_padded_and_still_validated() -> None:
     )
     with pytest.raises(InvalidEvent, match="time"):
         normalize({"type": "a", "time": "2020-02-30T00:00:00Z"})
+
+
+@pytest.mark.parametrize(
+    ("raw", "field"),
+    [
+        ({"type": "a", "subject": "a\x00b"}, "subject"),
+        ({"type": "a", "id": "x\x00"}, "id"),
+        ({"type": "a", "source": "s\x00"}, "source"),
+        ({"type": "a", "causationid": {"a": 1}}, "causationid"),
+        ({"type": "a", "evflowrule": 3}, "evflowrule"),
+    ],
+)
+def test_values_no_backend_can_store_are_refused(raw: dict, field: str) -> None:
+    with pytest.raises(InvalidEvent) as info:
+        normalize(raw)
+    assert info.value.field == field
