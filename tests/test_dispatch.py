@@ -84,7 +84,7 @@ def test_failures_back_off_then_die_and_retry_brings_them_back(project: Path, db
         [r2] = dispatch(flow.store, flow.ruleset, now=t + timedelta(minutes=2))
         assert (r2.status, r2.attempts) == ("dead", 2) and "exit 7" in (r2.error or "")
         assert dispatch(flow.store, flow.ruleset, now=t + timedelta(days=1)) == []
-        from evflow.dispatch import retry
+        from evflow.control import retry
 
         flag.touch()
         report = retry(flow.store, dead=True)

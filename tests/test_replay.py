@@ -18,7 +18,8 @@ from hypothesis import strategies as st
 from evflow.app import Evflow
 from evflow.events import normalize
 from evflow.loading import load_rules
-from evflow.replay import ReplayFailed, UnknownProjection, as_of, query, replay
+from evflow.query import as_of, query
+from evflow.replay import ReplayFailed, UnknownProjection, replay
 from evflow.rules import RuleSet
 from evflow.store import open_store, snapshots
 from evflow.store.sql import SqlStore

@@ -71,7 +71,7 @@ def retry(
     g: Globals = ctx.obj
     if not ids and not dead:
         raise UsageError("retry: name delivery ids or use --dead", hint="see 'evflow deliveries'")
-    from evflow.dispatch import retry as requeue
+    from evflow.control import retry as requeue
 
     report = requeue(g.flow().store, ids or [], dead=dead)
     for delivery_id, why in report.skipped:
@@ -98,7 +98,7 @@ def redeliver(
     """Deliver a rule's run/http actions for past events it matches now; skip what succeeded."""
     g: Globals = ctx.obj
     from evflow.cli.log_cmds import parse_position
-    from evflow.dispatch import redeliver as owe
+    from evflow.control import redeliver as owe
 
     since_seq, since_time = parse_position(since, "--since")
     until_seq, until_time = parse_position(until, "--until")

@@ -97,6 +97,7 @@ def query(
 ) -> None:
     """Read a projection's rows: a list of {key, state, seq} (seq: the last event applied)."""
     g: Globals = ctx.obj
+    from evflow import query as reading
     from evflow import replay as engine
 
     fmt = g.out.resolve(format, piped="jsonl", choices=QUERY_FORMATS)
@@ -104,7 +105,7 @@ def query(
     engine.select(flow.ruleset, [name])
     if as_of is not None:
         seq, time = _parse_as_of(as_of)
-        rows: Iterable[engine.Row] = engine.as_of(
+        rows: Iterable[engine.Row] = reading.as_of(
             flow.store,
             flow.ruleset,
             name,
@@ -128,7 +129,7 @@ def query(
                     f"evflow: warning: projection {name} is behind the log by {stale.behind}"
                     " event(s); showing the stored snapshot"
                 )
-        rows = engine.query(flow.store, flow.ruleset, name, key, where=where)
+        rows = reading.query(flow.store, flow.ruleset, name, key, where=where)
     _render(g, fmt, rows)
 
 
