@@ -30,9 +30,10 @@ before reading, unless ``--as-of``; so it never answers from a snapshot behind t
 catch-up fails (a handler error), ``query`` answers from the stored snapshot and says on stderr
 that it is behind the log by N events (:func:`catch_up`).
 
-**As of.** :func:`evflow.query.as_of` folds the log in memory from the start up to a ``seq`` (inclusive) or up
-to a time: the events whose own ``time`` is at or before it, in ``seq`` order (event time, as for
-windows, so back-filled events land where they belong). The stored snapshot is not touched.
+**As of.** :func:`evflow.query.as_of` folds the log in memory from the start up to a ``seq``
+(inclusive) or up to a time: the events whose own ``time`` is at or before it, in ``seq`` order
+(event time, as for windows, so back-filled events land where they belong). The stored snapshot
+is not touched.
 """
 
 from __future__ import annotations
