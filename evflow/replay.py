@@ -52,7 +52,7 @@ if TYPE_CHECKING:
     from evflow.rules import Projection, RuleSet
     from evflow.store.sql import SqlStore
 
-BATCH_SIZE = 5000
+BATCH_SIZE = 10000  # events per transaction: fewer commits, memory still bounded
 CACHE_ROWS = 50_000  # decoded rows kept between batches, per projection (bounded memory)
 ASIDE = "~rebuild"  # projection names cannot hold '~', so NAME~rebuild never clashes
 MAX_EXAMPLES = 3
