@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from evflow.cli.context import Globals
-from evflow.cli.options import FormatOpt, SummaryFormatOpt
+from evflow.cli.options import FormatOpt, SinceOpt, SummaryFormatOpt, UntilOpt
 from evflow.errors import InvalidRules, UsageError
 from evflow.store.base import DELIVERY_STATUSES
 
@@ -86,12 +86,8 @@ def retry(
 def redeliver(
     ctx: typer.Context,
     rule: Annotated[str, typer.Option("--rule", help="The rule whose actions to deliver again.")],
-    since: Annotated[
-        str | None, typer.Option(help="After this seq (exclusive) or from this time (inclusive).")
-    ] = None,
-    until: Annotated[
-        str | None, typer.Option(help="Up to this seq (inclusive) or before this time.")
-    ] = None,
+    since: SinceOpt = None,
+    until: UntilOpt = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Only say what it would do.")] = False,
     format: SummaryFormatOpt = None,
 ) -> None:

@@ -13,7 +13,13 @@ import typer
 
 from evflow.cli.context import Globals
 from evflow.cli.emit import EmitOptions, run_emit
-from evflow.cli.options import FormatOpt, ReportFormatOpt, SummaryFormatOpt
+from evflow.cli.options import (
+    FormatOpt,
+    ReportFormatOpt,
+    SinceOpt,
+    SummaryFormatOpt,
+    UntilOpt,
+)
 from evflow.errors import InvalidEvent, NotFound, UsageError
 from evflow.store.base import EventFilter
 
@@ -211,12 +217,8 @@ def log(
         list[str] | None, typer.Option("--type", "-t", help="Event type or glob (repeatable).")
     ] = None,
     subject: Annotated[str | None, typer.Option(help="Only this subject.")] = None,
-    since: Annotated[
-        str | None, typer.Option(help="After this seq (exclusive) or from this time (inclusive).")
-    ] = None,
-    until: Annotated[
-        str | None, typer.Option(help="Up to this seq (inclusive) or before this time.")
-    ] = None,
+    since: SinceOpt = None,
+    until: UntilOpt = None,
     limit: Annotated[int | None, typer.Option(min=0, help="At most N events.")] = None,
     follow: Annotated[
         bool, typer.Option("--follow", help="Keep waiting for new events until Ctrl-C.")

@@ -15,6 +15,14 @@ FormatOpt = Annotated[
     ),
 ]
 
+#: --since / --until of commands that select events of the log
+SinceOpt = Annotated[
+    str | None, typer.Option(help="After this seq (exclusive) or from this time (inclusive).")
+]
+UntilOpt = Annotated[
+    str | None, typer.Option(help="Up to this seq (inclusive) or before this time.")
+]
+
 #: --format of commands that report what they did (emit, import, redeliver)
 SummaryFormatOpt = Annotated[
     str | None,

@@ -206,13 +206,7 @@ class PostgresStore(SqlStore):
                             sql.Identifier(self.schema)
                         )
                     )
-                    for statement in SCHEMA:
-                        self.conn.execute(statement)
-                    self.conn.execute(
-                        "INSERT INTO evflow_meta (key, value) VALUES ('schema_version', %s)"
-                        " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                        (str(SCHEMA_VERSION),),
-                    )
+                    self.install_schema(SCHEMA)
             except BaseException:
                 self.rollback()
                 raise

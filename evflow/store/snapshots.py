@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from evflow.store.sql import SqlStore
@@ -31,13 +31,6 @@ class Checkpoint:
     position: int  # seq of the last event folded in
     definition: str  # the projection's definition hash when it was folded
     updated_at: str
-
-
-def executemany(store: SqlStore, sql: str, rows: Sequence[Sequence[Any]]) -> None:
-    """Run ``sql`` once per row, in one round trip where the driver can (both of ours can)."""
-    if not rows:
-        return
-    store.executemany(sql, rows)
 
 
 def checkpoint(store: SqlStore, name: str) -> Checkpoint | None:
@@ -88,8 +81,10 @@ def write_rows(
     deletes: Sequence[str],
 ) -> None:
     """Store ``(key, state JSON, seq)`` rows and remove ``deletes``; inside a write."""
-    executemany(store, _UPSERT, [(projection, k, s, q) for k, s, q in upserts])
-    executemany(store, _DELETE, [(projection, k) for k in deletes])
+    if upserts:
+        store.executemany(_UPSERT, [(projection, k, s, q) for k, s, q in upserts])
+    if deletes:
+        store.executemany(_DELETE, [(projection, k) for k in deletes])
 
 
 def clear(store: SqlStore, projection: str) -> None:

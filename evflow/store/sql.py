@@ -293,6 +293,16 @@ class SqlStore:
         """The store's clock, as canonical UTC text."""
         raise NotImplementedError
 
+    def install_schema(self, statements: Sequence[str]) -> None:
+        """Run the (idempotent) DDL and record this version; the caller holds the transaction."""
+        for statement in statements:
+            self.raw_execute(statement)
+        self.raw_execute(
+            "INSERT INTO evflow_meta (key, value) VALUES ('schema_version', ?)"
+            " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            (str(SCHEMA_VERSION),),
+        )
+
     def raw_execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
         """Run one statement as it is (placeholders translated); the driver's cursor."""
         if self.paramstyle_format:

@@ -58,13 +58,7 @@ class SqliteStore(SqlStore):
             )
         self.begin_write()
         try:
-            for statement in SCHEMA:
-                self.conn.execute(statement)
-            self.conn.execute(
-                "INSERT INTO evflow_meta (key, value) VALUES ('schema_version', ?)"
-                " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                (str(SCHEMA_VERSION),),
-            )
+            self.install_schema(SCHEMA)
         except BaseException:
             self.rollback()
             raise
