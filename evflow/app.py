@@ -1,4 +1,7 @@
-"""The library: one object that holds a log and its rules. Every CLI command calls one method.
+"""The library facade: one object that holds a log and its rules, with every use case.
+
+The CLI, the NATS bridge (and any program) call these methods; nothing else reaches into the store.
+Each method wires a service (:mod:`evflow.services`) to this log's store, rules and project folder.
 
 >>> from evflow import Evflow
 >>> flow = Evflow(db="shop.db", rules="rules")
@@ -10,23 +13,32 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from evflow.core.events import DEFAULT_SOURCE, Event, normalize
+from evflow.core.routing import Outcome
 from evflow.errors import EvflowError, InvalidEvent, UsageError
-from evflow.events import DEFAULT_SOURCE, Event, normalize
-from evflow.routing import Outcome, Router
-from evflow.store import DEFAULT_DB, open_store
-from evflow.store.base import EventFilter, Stats
+from evflow.settings import Settings, resolve
 
 if TYPE_CHECKING:
-    from evflow.rules import RuleSet
-    from evflow.store.sql import SqlStore, Transaction
+    import threading
 
-DEFAULT_RULES = "rules"
+    from evflow.core.records import Delivery, EventFilter, Stats
+    from evflow.core.rules import RuleSet
+    from evflow.errors import Problem
+    from evflow.services.control import RedeliverReport, RetryReport
+    from evflow.services.dispatch import Result
+    from evflow.services.query import Row
+    from evflow.services.replay import Notice, Progress, ReplayResult, Staleness
+    from evflow.services.ruletest import Report
+    from evflow.services.ticking import Ticker, TickReport
+    from evflow.store.sql import SqlStore
+
+__all__ = ["Evflow", "ImportResult", "Outcome"]
 
 
 @dataclass(slots=True)
@@ -40,7 +52,11 @@ class ImportResult:
 
 
 class Evflow:
-    """An event log (``db``: URL or path) with the rules in ``rules`` (a folder)."""
+    """An event log (``db``: URL or path) with the rules in ``rules`` (a folder).
+
+    What is not given is taken from ``EVFLOW_DB``/``EVFLOW_RULES``, then the defaults
+    (:mod:`evflow.settings`).
+    """
 
     def __init__(
         self,
@@ -48,29 +64,53 @@ class Evflow:
         rules: str | os.PathLike[str] | None = None,
         *,
         ruleset: RuleSet | None = None,
+        settings: Settings | None = None,
     ) -> None:
-        self.db_url = db or os.environ.get("EVFLOW_DB") or DEFAULT_DB
-        self.rules_dir = Path(rules or os.environ.get("EVFLOW_RULES") or DEFAULT_RULES)
-        # a folder named on purpose must exist: a typo would otherwise switch every rule off
-        self._rules_named = bool(rules or os.environ.get("EVFLOW_RULES"))
+        self.settings = settings or resolve(db, rules)
         self._store: SqlStore | None = None
         self._ruleset = ruleset
         self._fingerprint: tuple[tuple[str, int, int], ...] = ()
+        self._ticker: Ticker | None = None
 
     # -- resources ----------------------------------------------------------------------------
 
     @property
+    def db_url(self) -> str:
+        return self.settings.db_url
+
+    @property
+    def rules_dir(self) -> Path:
+        return self.settings.rules_dir
+
+    @property
+    def project_dir(self) -> Path:
+        """The rules folder's parent: where run actions and python handlers are found."""
+        return self.settings.project_dir
+
+    @property
+    def cache_dir(self) -> Path | None:
+        return self.settings.cache_dir
+
+    @property
     def store(self) -> SqlStore:
+        """The storage (for the services and tests; programs use the methods below)."""
         if self._store is None:
+            from evflow.store import open_store
+
             self._store = open_store(self.db_url)
         return self._store
 
     @property
+    def display_url(self) -> str:
+        """The database URL as it may be printed (no password)."""
+        return self.store.display_url
+
+    @property
     def ruleset(self) -> RuleSet:
         if self._ruleset is None:
-            from evflow.loading import load_rules
+            from evflow.rulefiles.loader import load_rules
 
-            if self._rules_named and not self.rules_dir.exists():
+            if self.settings.rules_named and not self.rules_dir.exists():
                 raise UsageError(
                     f"--rules: no such folder {self.rules_dir} (from --rules or EVFLOW_RULES)",
                     hint="create it ('evflow init' writes the example rules) or fix the path",
@@ -80,7 +120,7 @@ class Evflow:
         return self._ruleset
 
     def _rules_fingerprint(self) -> tuple[tuple[str, int, int], ...]:
-        from evflow.loading import rule_files
+        from evflow.rulefiles.loader import rule_files
 
         files = [self.rules_dir] if self.rules_dir.is_file() else rule_files(self.rules_dir)
         out = []
@@ -99,7 +139,7 @@ class Evflow:
         before stay in force.
         """
         if self._ruleset is not None and self._rules_fingerprint() != self._fingerprint:
-            from evflow.loading import load_rules
+            from evflow.rulefiles.loader import load_rules
 
             fingerprint = self._rules_fingerprint()
             try:
@@ -110,22 +150,6 @@ class Evflow:
                 changed = self._rules_fingerprint() != fingerprint
                 self._fingerprint = () if changed else fingerprint
         return self.ruleset
-
-    @property
-    def project_dir(self) -> Path:
-        """The rules folder's parent: where run actions and python handlers are found."""
-        folder = self.rules_dir.absolute()
-        return folder.parent.parent if folder.is_file() else folder.parent
-
-    @property
-    def cache_dir(self) -> Path | None:
-        """Compiled-rules cache beside a SQLite database (``.evflow/cache``), else none."""
-        if "://" in self.db_url and not self.db_url.startswith("sqlite"):
-            return Path(".evflow") / "cache"
-        path = self.db_url.removeprefix("sqlite:///")
-        if path == ":memory:":
-            return None
-        return Path(path).parent / "cache"
 
     def close(self) -> None:
         if self._store is not None:
@@ -153,11 +177,13 @@ class Evflow:
         ``dry_run`` does all of it and rolls back: what it reports is exactly what a real emit
         would have done, and nothing is recorded. ``at`` judges windows as of that time.
         """
+        from evflow.services.append import Appender
+
         normalized = normalize(event, default_source=default_source)
-        router = Router(self.ruleset, at=at)
+        appender = Appender(self.ruleset, at=at)
         try:
             with self.store.write() as tx:
-                outcome = router.append(tx, normalized)
+                outcome = appender.append(tx, normalized)
                 if dry_run:
                     raise _Rollback(outcome)
         except _Rollback as rollback:
@@ -178,52 +204,119 @@ class Evflow:
         first bad line raises and nothing is recorded, unless ``skip_invalid``, which records the
         good lines and lists every bad one.
         """
+        from evflow.services.append import Appender, normalized_chunks
+
         result = ImportResult()
-        router = Router(self.ruleset)
+        appender = Appender(self.ruleset)
         self.store.prepare_bulk_write()
         with self.store.write() as tx:
-            for count, (where, event) in enumerate(_checked(tx, lines), 1):
-                try:
-                    if isinstance(event, InvalidEvent):
-                        raise event
-                    if skip_invalid:
-                        tx.savepoint()
-                    try:
-                        outcome = router.append(tx, event)
-                    except EvflowError as exc:
-                        if not skip_invalid:
-                            raise EvflowError(f"{where}: {exc}") from None
-                        tx.rollback_to_savepoint()
-                        raise InvalidEvent("event", str(exc), where) from None
-                    if skip_invalid:
-                        tx.release()
-                except InvalidEvent as exc:
-                    if not skip_invalid:
-                        raise
-                    result.invalid.append(str(exc))
-                    continue
-                if outcome.duplicate:
+            items = normalized_chunks(tx, lines)
+            done = appender.append_each(tx, items, isolate=skip_invalid)
+            for count, (where, outcome) in enumerate(done, 1):
+                if isinstance(outcome, InvalidEvent):
+                    result.invalid.append(str(outcome))
+                elif isinstance(outcome, EvflowError):
+                    result.invalid.append(str(InvalidEvent("event", str(outcome), where)))
+                elif outcome.duplicate:
                     result.duplicates += 1
                 else:
                     result.recorded += 1
                     result.derived += len(outcome.derived)
                     result.last_seq = outcome.event["seq"]
-                result.deliveries.extend(d["id"] for d in outcome.deliveries)
+                if isinstance(outcome, Outcome):
+                    result.deliveries.extend(d["id"] for d in outcome.deliveries)
                 if progress is not None and count % 500 == 0:
                     progress(count)
         return result
 
+    def ingest(
+        self, items: Sequence[tuple[str, Event | InvalidEvent]]
+    ) -> list[tuple[str, Outcome | EvflowError]]:
+        """Append a batch of events from another system in one transaction, each on its own: one
+        that fails is undone alone and returned as its error (for bridges)."""
+        from evflow.services.append import Appender
+
+        appender = Appender(self.ruleset)
+        with self.store.write() as tx:
+            return list(appender.append_each(tx, items, isolate=True))
+
     def dispatch(self, ids: list[int]) -> list[str]:
         """Run these deliveries now (after their commit); one line per failed delivery."""
-        from evflow.dispatch import dispatch_ids
+        from evflow.services.dispatch import dispatch
 
-        return dispatch_ids(self, ids)
+        results = dispatch(self.store, self.ruleset, ids, base_dir=self.project_dir)
+        return [r.describe() for r in results if not r.ok]
+
+    def run_worker(
+        self,
+        *,
+        once: bool = False,
+        interval: float = 1.0,
+        lease: float = 60.0,
+        worker_id: str | None = None,
+        stop: threading.Event | None = None,
+        on_result: Callable[[Result], None] | None = None,
+        warn: Callable[[str], None] | None = None,
+        on_invalid_rules: Callable[[Exception], None] | None = None,
+    ) -> int:
+        """``evflow run``: tick schedules and dispatch due deliveries until ``stop`` is set
+        (``once``: one round). Changed rule files are reloaded between rounds; invalid ones are
+        reported to ``on_invalid_rules`` and the rules loaded before stay in force."""
+        from evflow.errors import InvalidRules
+        from evflow.services.dispatch import run_worker
+
+        def refresh() -> RuleSet:
+            try:
+                return self.refresh_rules()
+            except InvalidRules as exc:
+                if on_invalid_rules is not None:
+                    on_invalid_rules(exc)
+                return self.ruleset
+
+        return run_worker(
+            self.store, self.ruleset, once=once, interval=interval, lease=lease,
+            worker_id=worker_id, base_dir=self.project_dir, stop=stop, on_result=on_result,
+            tick=lambda: self.tick(warn=warn), refresh=refresh,
+        )  # fmt: skip
+
+    @staticmethod
+    def new_worker_id() -> str:
+        """``host:pid:random``: a worker's name in the leases it takes."""
+        from evflow.services.dispatch import new_worker_id
+
+        return new_worker_id()
 
     def tick(self, now: datetime | None = None, warn: Callable[[str], None] | None = None) -> None:
         """Emit the schedule occurrences that are due (cheap when none is); for workers."""
-        from evflow.schedules import tick_once
+        from evflow.services.ticking import Ticker
 
-        tick_once(self, now, warn=warn)
+        if self._ticker is None:
+            self._ticker = Ticker()
+        self._ticker.tick(self.store, self.ruleset, now, warn=warn)
+
+    def tick_report(self, now: datetime | None = None) -> TickReport:
+        """Tick every schedule at ``now`` (default: the clock); what was emitted, what failed."""
+        from evflow.services.ticking import tick_report
+
+        return tick_report(self.store, self.ruleset, now)
+
+    def schedule_ticks(self) -> dict[str, datetime]:
+        """Each known schedule's last tick."""
+        from evflow.services.ticking import ticks
+
+        return ticks(self.store)
+
+    def retry(self, ids: Iterable[int] = (), *, dead: bool = False) -> RetryReport:
+        """Failed and dead deliveries (``ids``, or every dead one) back to pending."""
+        from evflow.services.control import retry
+
+        return retry(self.store, ids, dead=dead)
+
+    def redeliver(self, rule: str, **selection: Any) -> RedeliverReport:
+        """Owe ``rule``'s run/http actions to past events it matches now (see the service)."""
+        from evflow.services.control import redeliver
+
+        return redeliver(self.store, self.ruleset, rule, **selection)
 
     # -- reading ------------------------------------------------------------------------------
 
@@ -242,8 +335,24 @@ class Evflow:
                 out.extend(self.caused_tree(child, depth + 1))
         return out
 
+    def rule_errors(self, event_seq: int) -> list[tuple[str, str]]:
+        """(rule, message) for each rule whose filter failed on this event."""
+        return self.store.rule_errors(event_seq)
+
+    def deliveries(
+        self,
+        *,
+        status: str | None = None,
+        rule: str | None = None,
+        event_seq: int | None = None,
+    ) -> list[Delivery]:
+        return self.store.deliveries(status=status, rule=rule, event_seq=event_seq)
+
     def stats(self) -> Stats:
         return self.store.stats()
+
+    def last_seq(self) -> int:
+        return self.store.last_seq()
 
     def positions(self) -> dict[str, dict[str, int]]:
         """Every reader with a checkpoint (projections, bridges): its position and its lag."""
@@ -256,30 +365,120 @@ class Evflow:
             if not name.endswith("~rebuild")  # a rebuild in progress, not a reader of its own
         }
 
+    # -- projections --------------------------------------------------------------------------
 
-def _checked(
-    tx: Transaction, lines: Iterable[tuple[str, Any]], chunk: int = 500
-) -> Iterator[tuple[str, Event | InvalidEvent]]:
-    """Lines normalized, a chunk at a time, with one lookup per chunk of which identities the
-    log already holds (instead of one per event)."""
-    pending: list[tuple[str, Event | InvalidEvent]] = []
+    def replay(
+        self,
+        names: Sequence[str] | None = None,
+        *,
+        rebuild: bool = False,
+        progress: Progress | None = None,
+        notice: Notice | None = None,
+    ) -> list[ReplayResult]:
+        """Bring projections (all, or ``names``) up to date from the log."""
+        from evflow.services.replay import replay
 
-    def flush() -> Iterator[tuple[str, Event | InvalidEvent]]:
-        tx.known_absent([(e["source"], e["id"]) for _, e in pending if isinstance(e, dict)])
-        yield from pending
-        pending.clear()
+        return replay(
+            self.store, self.ruleset, names, rebuild=rebuild, progress=progress, notice=notice,
+            project_dir=str(self.project_dir),
+        )  # fmt: skip
 
-    for where, raw in lines:
-        if isinstance(raw, InvalidEvent):
-            pending.append((where, raw))
-        else:
-            try:
-                pending.append((where, normalize(raw, where=where)))
-            except InvalidEvent as exc:
-                pending.append((where, exc))
-        if len(pending) >= chunk:
-            yield from flush()
-    yield from flush()
+    def catch_up(self, names: Sequence[str]) -> Staleness:
+        """Bring ``names`` up to date for a read; what is left stale when a handler fails."""
+        from evflow.services.replay import catch_up
+
+        return catch_up(self.store, self.ruleset, names, project_dir=str(self.project_dir))
+
+    def check_projection(self, name: str) -> None:
+        """Raise :class:`~evflow.services.replay.UnknownProjection` unless ``name`` is defined."""
+        from evflow.services.replay import select
+
+        select(self.ruleset, [name])
+
+    def query(
+        self, name: str, key: str | None = None, *, where: str | None = None
+    ) -> Iterator[Row]:
+        """Rows of the stored snapshot (in key order); see :meth:`catch_up` for freshness."""
+        from evflow.services.query import query
+
+        return query(self.store, self.ruleset, name, key, where=where)
+
+    def as_of(
+        self,
+        name: str,
+        *,
+        seq: int | None = None,
+        time: str | None = None,
+        key: str | None = None,
+        where: str | None = None,
+    ) -> list[Row]:
+        """The projection as it was at ``seq`` or ``time``, folded from the log in memory."""
+        from evflow.services.query import as_of
+
+        return as_of(
+            self.store, self.ruleset, name, seq=seq, time=time, key=key, where=where,
+            project_dir=str(self.project_dir),
+        )  # fmt: skip
+
+    # -- rule files ---------------------------------------------------------------------------
+
+    def validate_rules(self, paths: Sequence[Path]) -> list[Problem]:
+        """Every problem (errors and warnings) in these rule files; never raises for bad rules."""
+        from evflow.rulefiles.loader import validate
+
+        return validate(list(paths), default=self.rules_dir)
+
+    def rule_files(self, folder: Path | None = None) -> list[Path]:
+        """The rule files of ``folder`` (default: the rules folder), in load order."""
+        from evflow.rulefiles.loader import rule_files
+
+        return rule_files(folder if folder is not None else self.rules_dir)
+
+    def run_rule_tests(self, paths: Sequence[str | Path] | None = None) -> Report:
+        """Run the rule tests of ``paths`` (default: the rules folder's ``tests/``)."""
+        from evflow.services.ruletest import run_tests
+
+        return run_tests(paths, self.rules_dir)
+
+    @staticmethod
+    def rules_schema(tests: bool = False) -> dict[str, Any]:
+        """The JSON Schema of rule files (``tests``: of rule test files), for editors."""
+        from evflow.rulefiles.jsonschema import rules_schema, tests_schema
+
+        return tests_schema() if tests else rules_schema()
+
+    def install_example(self) -> list[Path]:
+        """Write the example rules, their tests and the mail script; never overwrite a file."""
+        from evflow.rulefiles.example import install_example
+
+        return install_example(self.rules_dir)
+
+    # -- bridges ------------------------------------------------------------------------------
+
+    def instance_id(self) -> str:
+        """This database's identity (what bridges stamp on what they publish)."""
+        from evflow.store.bridges import instance_id
+
+        return instance_id(self.store)
+
+    def bridge_position(self, name: str) -> int:
+        from evflow.store.bridges import read_position
+
+        return read_position(self.store, name)
+
+    def save_bridge_position(
+        self, name: str, position: int, definition: dict[str, Any] | None = None
+    ) -> None:
+        """Record a bridge's position; never moves it backwards."""
+        from evflow.store.bridges import save_position
+
+        save_position(self.store, name, position, definition)
+
+    def bridge_stats(self) -> dict[str, dict[str, Any]]:
+        """Every bridge's position, the log's last seq and the lag between them."""
+        from evflow.store.bridges import bridge_stats
+
+        return bridge_stats(self.store)
 
 
 class _Rollback(Exception):

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 
 class EvflowError(Exception):
@@ -94,3 +96,28 @@ class MissingExtra(EvflowError):
             f"{package} is not installed",
             hint=f"install it with: pip install 'evflow[{extra}]'",
         )
+
+
+class UnknownProjection(NotFound):
+    """A projection name that no rule file defines."""
+
+    def __init__(self, name: str, known: Sequence[str]) -> None:
+        listed = ", ".join(known) if known else "none are defined"
+        super().__init__(
+            f"unknown projection '{name}' (known: {listed})",
+            hint="projections are defined under 'projections:' in the rule files",
+        )
+        self.name = name
+        self.known = tuple(known)
+
+
+class ReplayFailed(EvflowError):
+    """A handler failed during a replay; the other projections were brought up to date."""
+
+    def __init__(self, results: list[Any]) -> None:
+        errors = [r.error for r in results if r.error is not None]
+        first = errors[0]
+        more = f" (and {len(errors) - 1} more projection(s) failed)" if len(errors) > 1 else ""
+        super().__init__(first.message + more, hint=first.hint)
+        self.results = results
+        self.errors = errors

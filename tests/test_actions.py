@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from evflow.app import Evflow
-from evflow.dispatch import dispatch
+from evflow.services.dispatch import dispatch
 from tests.fixtures.dispatch.helpers import PY, jsonq, script, webhook, write_rules
 
 
@@ -260,7 +260,7 @@ def test_http_unreachable_is_a_failure(project: Path, db_url: str) -> None:
 
 
 def test_webhook_passwords_are_never_printed_or_stored(project: Path) -> None:
-    from evflow.store import redact
+    from evflow.core.text import redact
 
     assert redact("http://alice:Sup3rSecret@127.0.0.1:9/notify?to=a@b") == (
         "http://alice:***@127.0.0.1:9/notify?to=a@b"

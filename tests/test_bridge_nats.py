@@ -22,7 +22,6 @@ from typing import Any
 import pytest
 
 from evflow.app import Evflow
-from evflow.bridge import bridge_stats, instance_id, read_position
 from evflow.bridge.nats import (
     NatsOptions,
     event_from_message,
@@ -30,8 +29,9 @@ from evflow.bridge.nats import (
     message_id,
     publish_log,
 )
+from evflow.core.records import EventFilter
 from evflow.errors import InvalidEvent
-from evflow.store.base import EventFilter
+from evflow.store.bridges import bridge_stats, instance_id, read_position
 from tests.conftest import evflow_exe, run_cli, unique
 
 URL = os.environ.get("EVFLOW_TEST_NATS", "nats://127.0.0.1:4222")

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from evflow.app import Evflow
-from evflow.dispatch import Dispatcher, backoff_delay, dispatch, run_worker
-from evflow.rules import Retry
+from evflow.core.rules import Retry
+from evflow.services.dispatch import Dispatcher, backoff_delay, dispatch, run_worker
 from evflow.store import outbox
 from tests.conftest import evflow_exe
 from tests.fixtures.dispatch.helpers import PY, jsonq, script, write_rules
@@ -84,7 +84,7 @@ def test_failures_back_off_then_die_and_retry_brings_them_back(project: Path, db
         [r2] = dispatch(flow.store, flow.ruleset, now=t + timedelta(minutes=2))
         assert (r2.status, r2.attempts) == ("dead", 2) and "exit 7" in (r2.error or "")
         assert dispatch(flow.store, flow.ruleset, now=t + timedelta(days=1)) == []
-        from evflow.control import retry
+        from evflow.services.control import retry
 
         flag.touch()
         report = retry(flow.store, dead=True)

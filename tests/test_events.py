@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
+from evflow.core.events import format_time, new_id, normalize, parse_json_object, parse_time
 from evflow.errors import InvalidEvent
-from evflow.events import format_time, new_id, normalize, parse_json_object, parse_time
 
 
 def test_defaults_are_filled() -> None:

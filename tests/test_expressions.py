@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from evflow.expressions import (
+from evflow.core.expressions import (
     VARIABLES_PROJECTION,
     VARIABLES_RULE,
     VARIABLES_SCHEDULE,

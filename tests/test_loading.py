@@ -14,10 +14,10 @@ from typing import Any
 
 import pytest
 
+from evflow.core.expressions import Expression, Template
+from evflow.core.rules import EmitAction, HttpAction, RunAction
 from evflow.errors import InvalidRules, Problem
-from evflow.expressions import Expression, Template
-from evflow.loading import load_rules, parse_text, rule_files, validate
-from evflow.rules import EmitAction, HttpAction, RunAction
+from evflow.rulefiles.loader import load_rules, parse_text, rule_files, validate
 
 FIXTURES = Path(__file__).parent / "fixtures" / "loading"
 
@@ -532,8 +532,13 @@ def test_rule_files_and_directories(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     assert validate(tmp_path / "missing") == [
         Problem(str(tmp_path / "missing"), 1, 1, "no such file or directory")
     ]
-    monkeypatch.setenv("EVFLOW_RULES", str(tmp_path))
-    assert load_rules().files == (str(tmp_path / "a.yaml"), str(tmp_path / "b.yml"))
+    monkeypatch.setenv("EVFLOW_RULES", str(tmp_path))  # settings decide the folder, once
+    from evflow.settings import resolve
+
+    assert load_rules(resolve().rules_dir).files == (
+        str(tmp_path / "a.yaml"),
+        str(tmp_path / "b.yml"),
+    )
     only = load_rules(paths=[tmp_path / "b.yml"])
     assert (only.directory, only.files) == ("", (str(tmp_path / "b.yml"),))
 
@@ -543,7 +548,7 @@ def test_rule_files_and_directories(tmp_path: Path, monkeypatch: pytest.MonkeyPa
 _CACHE_PROBE = """
 import json, sys
 from pathlib import Path
-from evflow.loading import load_rules
+from evflow.rulefiles.loader import load_rules
 rules = load_rules(sys.argv[1], cache_dir=Path(sys.argv[2]))
 yaml_imported = "yaml" in sys.modules or "croniter" in sys.modules
 sys.path.insert(0, sys.argv[3])

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 
+from evflow.core.events import normalize
+from evflow.core.records import EventFilter
 from evflow.errors import StorageUnavailable
-from evflow.events import normalize
 from evflow.store import open_store
-from evflow.store.base import EventFilter
 from evflow.store.postgres import PostgresStore, split_url
 from evflow.store.sql import SCHEMA_VERSION
 from tests import pg

@@ -7,8 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from evflow.loading import load_rules
-from evflow.projections import (
+from evflow.core.projections import (
     SKIP,
     CompiledProjection,
     HandlerError,
@@ -16,7 +15,8 @@ from evflow.projections import (
     Vars,
     apply,
 )
-from evflow.rules import Projection
+from evflow.core.rules import Projection
+from evflow.rulefiles.loader import load_rules
 
 FIXTURES = Path(__file__).parent / "fixtures"
 

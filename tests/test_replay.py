@@ -16,11 +16,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from evflow.app import Evflow
-from evflow.events import normalize
-from evflow.loading import load_rules
-from evflow.query import as_of, query
-from evflow.replay import ReplayFailed, UnknownProjection, replay
-from evflow.rules import RuleSet
+from evflow.core.events import normalize
+from evflow.core.rules import RuleSet
+from evflow.rulefiles.loader import load_rules
+from evflow.services.query import as_of, query
+from evflow.services.replay import ReplayFailed, UnknownProjection, replay
 from evflow.store import open_store, snapshots
 from evflow.store.sql import SqlStore
 from tests.conftest import REPO
@@ -160,8 +160,8 @@ def test_unknown_projection(db_url: str, tmp_path: Path) -> None:
 KILLED = textwrap.dedent(
     """
     import sys
-    from evflow.loading import load_rules
-    from evflow.replay import replay
+    from evflow.rulefiles.loader import load_rules
+    from evflow.services.replay import replay
     from evflow.store import open_store
     replay(open_store(sys.argv[1]), load_rules(sys.argv[2]), batch_size=int(sys.argv[3]))
     """

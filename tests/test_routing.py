@@ -297,7 +297,7 @@ def test_a_failing_emit_template_records_nothing_and_names_the_rule(project: Pat
 def test_derived_ids_are_uuid5_of_cause_rule_and_action() -> None:
     import uuid
 
-    from evflow.routing import derived_id
+    from evflow.core.routing import derived_id
 
     cause = {"source": "shop/orders", "id": "o-1"}
     namespace = uuid.UUID("6f1f6a52-3c2e-4d8e-9a51-8f3f0c6b7a10")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from evflow.ruletest import matches, parse_tests, run_tests
+from evflow.services.ruletest import matches, parse_tests, run_tests
 from tests.conftest import REPO, run_cli
 
 RULES = """\

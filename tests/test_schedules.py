@@ -5,12 +5,12 @@ from __future__ import annotations
 import multiprocessing
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from evflow.app import Evflow
-from evflow.rules import Schedule
-from evflow.schedules import (
+from evflow.core.cron import (
     DST_REPEAT,
     DST_SHIFT,
     OUTSIDE_WINDOW,
@@ -19,10 +19,24 @@ from evflow.schedules import (
     is_fixed_time,
     next_occurrence,
     preview,
-    tick,
-    tick_once,
 )
-from evflow.windows import make_window
+from evflow.core.events import Event
+from evflow.core.rules import Schedule
+from evflow.core.windows import make_window
+from evflow.services import ticking
+
+
+def tick(flow: Evflow, now: datetime) -> list[Event]:
+    return ticking.tick(flow.store, flow.ruleset, now)
+
+
+_TICKERS: dict[int, ticking.Ticker] = {}
+
+
+def tick_once(flow: Evflow, now: datetime, warn: Any = None) -> list[Event]:
+    """A worker's tick (one Ticker per Evflow object, as ``evflow run`` keeps it)."""
+    ticker = _TICKERS.setdefault(id(flow), ticking.Ticker())
+    return ticker.tick(flow.store, flow.ruleset, now, warn=warn)
 
 
 def utc(text: str) -> datetime:
@@ -284,7 +298,6 @@ def test_concurrent_ticks_in_separate_processes_record_each_occurrence_once(
 
 def test_a_failing_rule_on_a_scheduled_event_does_not_stop_other_schedules(project: Path) -> None:
     from evflow import Evflow
-    from evflow.schedules import tick_once, tick_report
 
     (project / "rules").mkdir(exist_ok=True)
     (project / "rules" / "r.yaml").write_text(
@@ -298,8 +311,8 @@ def test_a_failing_rule_on_a_scheduled_event_does_not_stop_other_schedules(proje
         "    then: [{emit: report.made, data: {x: '${{ data.missing }}'}}]\n"
     )
     flow = Evflow(db=str(project / "s.db"), rules=project / "rules")
-    tick_report(flow, datetime(2020, 1, 1, 0, 0, tzinfo=UTC))
-    report = tick_report(flow, datetime(2020, 1, 1, 0, 5, tzinfo=UTC))
+    flow.tick_report(datetime(2020, 1, 1, 0, 0, tzinfo=UTC))
+    report = flow.tick_report(datetime(2020, 1, 1, 0, 5, tzinfo=UTC))
     (error,) = report.errors
     assert str(error).startswith("schedule a-sched: rule on-report: emit report.made")
     assert "no such key: missing" in str(error)

@@ -11,12 +11,12 @@ from typing import Any
 import pytest
 import yaml
 
-from evflow import loading_schema as loader
-from evflow import ruletest
-from evflow.graph import dot, mermaid
-from evflow.loading import load_rules, parse_text
-from evflow.schema import rules_schema
-from evflow.schema import tests_schema as schema_of_tests
+from evflow.core.graph import dot, mermaid
+from evflow.rulefiles import builder as loader
+from evflow.rulefiles.jsonschema import rules_schema
+from evflow.rulefiles.jsonschema import tests_schema as schema_of_tests
+from evflow.rulefiles.loader import load_rules, parse_text
+from evflow.services import ruletest
 from tests.conftest import REPO, run_cli
 
 

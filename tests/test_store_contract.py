@@ -6,9 +6,9 @@ import multiprocessing
 
 import pytest
 
-from evflow.events import normalize
+from evflow.core.events import normalize
+from evflow.core.records import EventFilter
 from evflow.store import open_store
-from evflow.store.base import EventFilter
 
 
 def ev(etype: str = "order.placed", **data: object) -> dict:

@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from evflow.windows import (
+from evflow.core.windows import (
     Window,
     check_cron,
     load_timezone,
@@ -133,7 +133,7 @@ def test_cron_business_hours_across_timezones(tz: str, event: str, ok: bool) -> 
 def test_cron_agrees_with_croniter_match() -> None:
     from croniter import croniter
 
-    from evflow.windows import _matcher
+    from evflow.core.windows import _matcher
 
     expressions = [
         BUSINESS,
@@ -228,7 +228,7 @@ def test_parse_duration_rejects(text: str) -> None:
 def test_window_without_cron_does_not_import_croniter() -> None:
     code = (
         "import sys\n"
-        "from evflow.windows import make_window, parse_duration\n"
+        "from evflow.core.windows import make_window, parse_duration\n"
         "from datetime import datetime, UTC\n"
         "w = make_window('2016-10-01', '2030-01-01', 'Asia/Seoul', None)\n"
         "assert w.check(datetime(2020, 1, 1, tzinfo=UTC)).ok\n"

@@ -27,11 +27,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from evflow.bridge import instance_id, read_position, save_position
+from evflow.core.events import Event, format_time, normalize, to_json
+from evflow.core.records import EventFilter
+from evflow.core.text import redact
 from evflow.errors import EvflowError, InvalidEvent, MissingExtra, UsageError
-from evflow.events import Event, format_time, normalize, to_json
-from evflow.store import redact
-from evflow.store.base import EventFilter
 
 if TYPE_CHECKING:
     from evflow.app import Evflow
@@ -252,18 +251,16 @@ async def publish_log(
     """Publish the log from the checkpoint on; with ``once`` stop at its end, else follow it."""
     options.check()
     stop = stop or asyncio.Event()
-    store = flow.store
-    origin = instance_id(store)
+    origin = flow.instance_id()
     definition = {"url": redact(options.url), "stream": options.stream, "prefix": options.prefix}
-    report = PublishReport(position=read_position(store, options.checkpoint))
+    report = PublishReport(position=flow.bridge_position(options.checkpoint))
     nc = await _connect(options.url)
     try:
         js = nc.jetstream(publish_async_max_pending=max(options.batch, 1))
         await ensure_stream(js, options)
         delay = POLL_SECONDS
         while not stop.is_set():
-            events = list(store.read(EventFilter(since_seq=report.position, limit=options.batch)))
-            store.end_read()
+            events = list(flow.events(EventFilter(since_seq=report.position, limit=options.batch)))
             if not events:
                 if once:
                     break
@@ -282,7 +279,7 @@ async def publish_log(
             report.published += acked
             report.duplicates += duplicates
             report.position = events[acked - 1]["seq"]
-            save_position(store, options.checkpoint, report.position, definition)
+            flow.save_bridge_position(options.checkpoint, report.position, definition)
     finally:
         await nc.close()
     return report
@@ -353,12 +350,8 @@ async def ingest(
     from nats.js.errors import NotFoundError
 
     stop = stop or asyncio.Event()
-    store = flow.store
-    origin = instance_id(store)
+    origin = flow.instance_id()
     report = IngestReport()
-    from evflow.routing import Router
-
-    router = Router(flow.ruleset)
     nc = await _connect(options.url)
     try:
         js = nc.jetstream()
@@ -380,15 +373,14 @@ async def ingest(
                 if once:
                     break
                 continue
-            await _ingest_batch(store, router, msgs, options, origin, report, log)
+            await _ingest_batch(flow, msgs, options, origin, report, log)
     finally:
         await nc.close()
     return report
 
 
 async def _ingest_batch(
-    store: Any,
-    router: Any,
+    flow: Evflow,
     msgs: list[Any],
     options: NatsOptions,
     origin: str,
@@ -397,40 +389,40 @@ async def _ingest_batch(
 ) -> None:
     to_ack: list[Any] = []
     to_term: list[tuple[Any, str]] = []
-    with store.write() as tx:
-        for msg in msgs:
-            headers = msg.headers or {}
-            if headers.get(ORIGIN_HEADER) == origin:
-                report.own += 1
-                to_ack.append(msg)
-                continue
-            meta = msg.metadata
-            where = f"{msg.subject} (stream {meta.stream} seq {meta.sequence.stream})"
-            try:
-                event = event_from_message(
-                    msg.subject,
-                    msg.data,
-                    headers,
-                    prefix=options.prefix,
-                    stream=meta.stream,
-                    stream_seq=meta.sequence.stream,
-                    timestamp=format_time(meta.timestamp) if meta.timestamp else None,
-                )
-                tx.savepoint()
-                try:
-                    outcome = router.append(tx, event)
-                except EvflowError:
-                    tx.rollback_to_savepoint()
-                    raise
-                tx.release()
-            except EvflowError as exc:
-                to_term.append((msg, f"{where}: {exc}"))
-                continue
-            if outcome.duplicate:
-                report.duplicates += 1
-            else:
-                report.appended += 1
+    items: list[tuple[str, Event | InvalidEvent]] = []
+    taken: list[Any] = []  # the message of each item
+    for msg in msgs:
+        headers = msg.headers or {}
+        if headers.get(ORIGIN_HEADER) == origin:
+            report.own += 1
             to_ack.append(msg)
+            continue
+        meta = msg.metadata
+        where = f"{msg.subject} (stream {meta.stream} seq {meta.sequence.stream})"
+        try:
+            event: Event | InvalidEvent = event_from_message(
+                msg.subject,
+                msg.data,
+                headers,
+                prefix=options.prefix,
+                stream=meta.stream,
+                stream_seq=meta.sequence.stream,
+                timestamp=format_time(meta.timestamp) if meta.timestamp else None,
+            )
+        except InvalidEvent as exc:
+            event = exc
+        items.append((where, event))
+        taken.append(msg)
+    # one transaction, each message in a savepoint: one that fails is undone alone
+    for msg, (where, outcome) in zip(taken, flow.ingest(items), strict=True):
+        if isinstance(outcome, EvflowError):
+            to_term.append((msg, f"{where}: {outcome}"))
+            continue
+        if outcome.duplicate:
+            report.duplicates += 1
+        else:
+            report.appended += 1
+        to_ack.append(msg)
     # after the commit: a crash before these acks redelivers, and the append is idempotent
     for msg in to_ack:
         await msg.ack()

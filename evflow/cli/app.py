@@ -6,6 +6,15 @@ from typing import Annotated
 
 import typer
 
+from evflow.cli import (
+    bridge_cmds,
+    delivery_cmds,
+    log_cmds,
+    projection_cmds,
+    rules_cmds,
+    ruletools_cmds,
+    schedule_cmds,
+)
 from evflow.cli.context import Globals
 
 HELP = """evflow: an ordered event log with rules and projections, for the shell.
@@ -32,18 +41,15 @@ def main(
         str | None,
         typer.Option(
             "--db",
-            envvar="EVFLOW_DB",
-            help="Database URL or path (default .evflow/evflow.db; postgresql://… to share).",
-            show_envvar=True,
+            help="Database URL or path (default .evflow/evflow.db; postgresql://… to share)."
+            "  [env var: EVFLOW_DB]",
         ),
     ] = None,
     rules: Annotated[
         str | None,
         typer.Option(
             "--rules",
-            envvar="EVFLOW_RULES",
-            help="Rules folder (default ./rules).",
-            show_envvar=True,
+            help="Rules folder (default ./rules).  [env var: EVFLOW_RULES]",
         ),
     ] = None,
     traceback: Annotated[
@@ -53,21 +59,14 @@ def main(
     ctx.obj = Globals(db=db, rules=rules, traceback=traceback)
 
 
-def _register() -> None:
-    from evflow.cli import log_cmds
-
-    log_cmds.register(app)
-    for name in ("rules_cmds", "delivery_cmds", "projection_cmds", "schedule_cmds", "bridge_cmds"):
-        try:
-            module = __import__(f"evflow.cli.{name}", fromlist=["register"])
-        except ModuleNotFoundError as exc:
-            if exc.name != f"evflow.cli.{name}":
-                raise
-            continue
-        module.register(app)
-
-
-_register()
+# the command groups, in the order --help lists them
+log_cmds.register(app)
+rules_cmds.register(app)
+ruletools_cmds.register(rules_cmds.rules_app)
+delivery_cmds.register(app)
+projection_cmds.register(app)
+schedule_cmds.register(app)
+bridge_cmds.register(app)
 
 
 def run(args: list[str]) -> int:

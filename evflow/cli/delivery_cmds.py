@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated, Any
 
 import typer
 
 from evflow.cli.context import Globals
 from evflow.cli.options import FormatOpt, SinceOpt, SummaryFormatOpt, UntilOpt
-from evflow.errors import InvalidRules, UsageError
-from evflow.store.base import DELIVERY_STATUSES
-
-if TYPE_CHECKING:
-    from evflow.rules import RuleSet
+from evflow.cli.parsing import parse_position
+from evflow.core.records import DELIVERY_STATUSES
+from evflow.errors import UsageError
 
 
 def register(app: typer.Typer) -> None:
@@ -37,7 +35,7 @@ def deliveries(
             f"--status: expected one of {', '.join(DELIVERY_STATUSES)} (got {status!r})"
         )
     fmt = g.out.resolve(format)
-    rows = g.flow().store.deliveries(status=status, rule=rule)
+    rows = g.flow().deliveries(status=status, rule=rule)
     shaped = [
         {
             "id": d.id, "event_id": d.event_id, "rule": d.rule, "action": d.action,
@@ -71,9 +69,8 @@ def retry(
     g: Globals = ctx.obj
     if not ids and not dead:
         raise UsageError("retry: name delivery ids or use --dead", hint="see 'evflow deliveries'")
-    from evflow.control import retry as requeue
 
-    report = requeue(g.flow().store, ids or [], dead=dead)
+    report = g.flow().retry(ids or [], dead=dead)
     for delivery_id, why in report.skipped:
         g.out.warn(f"evflow: skipped delivery {delivery_id}: {why}")
     g.out.line(
@@ -93,15 +90,12 @@ def redeliver(
 ) -> None:
     """Deliver a rule's run/http actions for past events it matches now; skip what succeeded."""
     g: Globals = ctx.obj
-    from evflow.cli.log_cmds import parse_position
-    from evflow.control import redeliver as owe
-
     since_seq, since_time = parse_position(since, "--since")
     until_seq, until_time = parse_position(until, "--until")
     flow = g.flow()
-    report = owe(
-        flow.store, flow.ruleset, rule, since_seq=since_seq or 0, until_seq=until_seq,
-        since_time=since_time, until_time=until_time, dry_run=dry_run,
+    report = flow.redeliver(
+        rule, since_seq=since_seq or 0, until_seq=until_seq, since_time=since_time,
+        until_time=until_time, dry_run=dry_run,
     )  # fmt: skip
     summary = {
         "rule": report.rule,
@@ -152,30 +146,23 @@ def run(
     fmt = "line" if fmt == "table" else fmt
     import threading
 
-    from evflow.dispatch import Result, new_worker_id, project_dir_of, run_worker, stop_on_signals
+    from evflow.cli.signals import stop_on_signals
 
     flow = g.flow()
 
-    def report(result: Result) -> None:
+    def report(result: Any) -> None:
         if fmt == "jsonl":
             g.out.jsonl([result.to_json()])
         else:
             g.out.line(result.describe())
         g.out.stdout.flush()
 
-    def tick() -> None:
-        flow.tick(warn=g.out.warn)
+    def invalid_rules(exc: Exception) -> None:
+        for problem in getattr(exc, "problems", []):
+            g.out.warn(str(problem))
+        g.out.warn("evflow run: the changed rules are invalid; keeping the rules loaded before")
 
-    def refresh() -> RuleSet:
-        try:
-            return flow.refresh_rules()
-        except InvalidRules as exc:
-            for problem in exc.problems:
-                g.out.warn(str(problem))
-            g.out.warn("evflow run: the changed rules are invalid; keeping the rules loaded before")
-            return flow.ruleset
-
-    worker_id = worker_id or new_worker_id()
+    worker_id = worker_id or flow.new_worker_id()
     with stop_on_signals(threading.Event()) as stop:
         if not once:
             g.out.warn(
@@ -183,8 +170,7 @@ def run(
                 " (Ctrl-C stops after the action in hand)"
             )
             g.out.stderr.flush()
-        run_worker(
-            flow.store, flow.ruleset, once=once, interval=interval, lease=lease,
-            worker_id=worker_id, base_dir=project_dir_of(flow), stop=stop, on_result=report,
-            tick=tick, refresh=refresh,
+        flow.run_worker(
+            once=once, interval=interval, lease=lease, worker_id=worker_id, stop=stop,
+            on_result=report, warn=g.out.warn, on_invalid_rules=invalid_rules,
         )  # fmt: skip

@@ -36,7 +36,7 @@ class EmitOptions:
 
 def read_data(spec: str | None, fields: list[str], stdin: Any = None) -> dict[str, Any]:
     """``--data`` (JSON, ``@file`` or ``-``) merged with ``-f key=value`` pairs."""
-    from evflow.events import parse_json_object
+    from evflow.core.events import parse_json_object
 
     data: dict[str, Any] = {}
     if spec is not None:
@@ -75,7 +75,8 @@ def build_event(opts: EmitOptions, stdin: Any = None) -> dict[str, Any]:
 
 def run_emit(opts: EmitOptions, db: str | None, rules: str | None, out: Output) -> int:
     from evflow.app import Evflow
-    from evflow.events import normalize, parse_time
+    from evflow.cli.parsing import parse_time_option
+    from evflow.core.events import normalize
 
     fmt = out.resolve(opts.format, piped="table")
     try:
@@ -87,10 +88,7 @@ def run_emit(opts: EmitOptions, db: str | None, rules: str | None, out: Output) 
     if opts.at is not None:
         if not opts.dry_run:
             raise UsageError("--at goes with --dry-run (a recorded event is judged at its time)")
-        try:
-            at = parse_time(opts.at)
-        except ValueError as exc:
-            raise UsageError(f"--at: {exc}") from None
+        at = parse_time_option(opts.at, "--at")
     with Evflow(db=db, rules=rules) as flow:
         outcome = flow.emit(
             raw, dry_run=opts.dry_run, at=at, default_source=opts.source or "evflow:cli"

@@ -48,7 +48,7 @@ def _is_storage_error(exc: BaseException) -> bool:
 
 
 def _one_line(exc: BaseException) -> str:
-    from evflow.store import redact_text
+    from evflow.core.text import redact_text
 
     # a driver message may quote the connection string: never print its password
     return redact_text(" ".join(str(exc).split()))

@@ -20,8 +20,9 @@ from evflow.cli.options import (
     SummaryFormatOpt,
     UntilOpt,
 )
+from evflow.cli.parsing import parse_position
+from evflow.core.records import EventFilter
 from evflow.errors import InvalidEvent, NotFound, UsageError
-from evflow.store.base import EventFilter
 
 
 def register(app: typer.Typer) -> None:
@@ -37,12 +38,10 @@ def init(ctx: typer.Context) -> None:
     """Create the database, and the rules/ folder with the example rules, their tests and the
     script they run (safe to run twice: existing files are kept)."""
     g: Globals = ctx.obj
-    from evflow.examples import install_example
-
     flow = g.flow()
-    flow.store.last_seq()
-    written = install_example(flow.rules_dir)
-    g.out.line(f"database: {flow.store.display_url}")
+    flow.last_seq()  # creates the database
+    written = flow.install_example()
+    g.out.line(f"database: {flow.display_url}")
     g.out.line(f"rules:    {flow.rules_dir}/")
     for path in written:
         g.out.line(f"wrote     {path}")
@@ -99,7 +98,7 @@ def emit(
 
 
 def _read_lines(path: str) -> Iterator[tuple[str, Any]]:
-    from evflow.events import parse_json
+    from evflow.core.events import parse_json
 
     name = "<stdin>" if path == "-" else path
     # bytes, decoded line by line: one line that is not UTF-8 is that line's problem
@@ -197,20 +196,6 @@ def import_(
     raise typer.Exit(status)
 
 
-def parse_position(value: str | None, option: str) -> tuple[int | None, str | None]:
-    """``--since``/``--until``: a seq (digits) or an RFC 3339 time."""
-    if value is None:
-        return None, None
-    if value.isdigit():
-        return int(value), None
-    from evflow.events import format_time, parse_time
-
-    try:
-        return None, format_time(parse_time(value))
-    except ValueError as exc:
-        raise UsageError(f"{option}: expected a seq or an RFC 3339 time ({exc})") from None
-
-
 def log(
     ctx: typer.Context,
     type: Annotated[
@@ -283,10 +268,10 @@ def show(
     if event is None:
         raise NotFound(f"no event with id or seq {ref!r}", hint="list events with 'evflow log'")
     tree = flow.caused_tree(event)
-    deliveries = flow.store.deliveries(event_seq=event["seq"])
+    deliveries = flow.deliveries(event_seq=event["seq"])
     from evflow.cli import render
 
-    render.show(g.out, event, tree, deliveries, fmt, flow.store.rule_errors(event["seq"]))
+    render.show(g.out, event, tree, deliveries, fmt, flow.rule_errors(event["seq"]))
 
 
 def stats(ctx: typer.Context, format: ReportFormatOpt = None) -> None:
@@ -296,7 +281,7 @@ def stats(ctx: typer.Context, format: ReportFormatOpt = None) -> None:
     flow = g.flow()
     s = flow.stats()
     value: dict[str, Any] = {
-        "database": flow.store.display_url,
+        "database": flow.display_url,
         "events": s.events,
         "last_seq": s.last_seq,
         "first_time": s.first_time,

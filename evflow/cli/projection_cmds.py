@@ -10,7 +10,7 @@ from typing import Annotated, Any
 import typer
 
 from evflow.cli.context import Globals
-from evflow.errors import UsageError
+from evflow.cli.parsing import parse_position
 
 QUERY_FORMATS = ("table", "json", "jsonl", "csv")
 
@@ -34,31 +34,25 @@ def replay(
 ) -> None:
     """Bring projections up to date from the log (incremental from each checkpoint)."""
     g: Globals = ctx.obj
-    from evflow import replay as engine
+    from evflow.errors import ReplayFailed
 
     flow = g.flow()
     notice = lambda text: g.out.warn(f"evflow: {text}")  # noqa: E731
-    project = str(flow.project_dir)
     try:
         if g.out.is_terminal:
             from rich.progress import Progress
 
             with Progress(console=g.out.console(stderr=True), transient=True) as bar:
                 task = bar.add_task("replay", total=None)
-                results = engine.replay(
-                    flow.store,
-                    flow.ruleset,
+                results = flow.replay(
                     names,
                     rebuild=rebuild,
                     notice=notice,
-                    project_dir=project,
                     progress=lambda done, total: bar.update(task, completed=done, total=total),
                 )
         else:
-            results = engine.replay(
-                flow.store, flow.ruleset, names, rebuild=rebuild, notice=notice, project_dir=project
-            )
-    except engine.ReplayFailed as exc:
+            results = flow.replay(names, rebuild=rebuild, notice=notice)
+    except ReplayFailed as exc:
         _report(g, exc.results)
         raise
     _report(g, results)
@@ -97,26 +91,15 @@ def query(
 ) -> None:
     """Read a projection's rows: a list of {key, state, seq} (seq: the last event applied)."""
     g: Globals = ctx.obj
-    from evflow import query as reading
-    from evflow import replay as engine
-
     fmt = g.out.resolve(format, piped="jsonl", choices=QUERY_FORMATS)
     flow = g.flow()
-    engine.select(flow.ruleset, [name])
+    flow.check_projection(name)
+    rows: Iterable[Any]
     if as_of is not None:
         seq, time = _parse_as_of(as_of)
-        rows: Iterable[engine.Row] = reading.as_of(
-            flow.store,
-            flow.ruleset,
-            name,
-            seq=seq,
-            time=time,
-            key=key,
-            where=where,
-            project_dir=str(flow.project_dir),
-        )
+        rows = flow.as_of(name, seq=seq, time=time, key=key, where=where)
     else:
-        stale = engine.catch_up(flow.store, flow.ruleset, [name], project_dir=str(flow.project_dir))
+        stale = flow.catch_up([name])
         if stale.error is not None:
             g.out.warn(f"evflow: warning: {stale.error.message}")
             if stale.outdated:
@@ -129,20 +112,12 @@ def query(
                     f"evflow: warning: projection {name} is behind the log by {stale.behind}"
                     " event(s); showing the stored snapshot"
                 )
-        rows = reading.query(flow.store, flow.ruleset, name, key, where=where)
+        rows = flow.query(name, key, where=where)
     _render(g, fmt, rows)
 
 
 def _parse_as_of(value: str) -> tuple[int | None, str | None]:
-    text = value.strip()
-    if text.isdigit():
-        return int(text), None
-    from evflow.events import format_time, parse_time
-
-    try:
-        return None, format_time(parse_time(text))
-    except ValueError as exc:
-        raise UsageError(f"--as-of: expected a seq or an RFC 3339 time ({exc})") from None
+    return parse_position(value.strip(), "--as-of")
 
 
 def _render(g: Globals, fmt: str, rows: Iterable[Any]) -> None:

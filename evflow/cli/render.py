@@ -6,8 +6,10 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from evflow.cli.output import Output
-from evflow.events import Event
-from evflow.store.base import Delivery
+from evflow.core.events import Event
+from evflow.core.records import Delivery
+from evflow.core.text import github_escape
+from evflow.errors import Problem
 
 
 def _summary(event: Event) -> str:
@@ -97,3 +99,28 @@ def stats(out: Output, value: dict[str, Any], fmt: str) -> None:
             )
         else:
             out.table([key, "count"], sorted(sub.items()))
+
+
+def render_problems(problems: list[Problem], fmt: str, out: Any) -> None:
+    if fmt == "json":
+        out.json(
+            [
+                {
+                    "file": p.file,
+                    "line": p.line,
+                    "column": p.column,
+                    "rule": p.rule,
+                    "severity": p.severity,
+                    "message": p.message,
+                }
+                for p in problems
+            ]
+        )
+    elif fmt == "github":
+        for p in problems:
+            level = "error" if p.severity == "error" else "warning"
+            message = github_escape(p.message)
+            out.line(f"::{level} file={p.file},line={p.line},col={p.column}::{message}")
+    else:
+        for p in problems:
+            out.line(str(p))

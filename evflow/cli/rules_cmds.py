@@ -10,52 +10,19 @@ from typing import Annotated, Any
 import typer
 
 from evflow.cli.context import Globals
-from evflow.errors import Problem, UsageError
+from evflow.cli.parsing import parse_time_option
+from evflow.cli.render import render_problems
+from evflow.errors import UsageError
 
 rules_app = typer.Typer(help="Check, list and explain rules.", no_args_is_help=True)
 
 
 def register(app: typer.Typer) -> None:
-    from evflow.cli import ruletools_cmds
-
-    ruletools_cmds.register(rules_app)
     app.add_typer(rules_app, name="rules")
 
 
 def parse_at(value: str | None, option: str = "--at") -> datetime | None:
-    if value is None:
-        return None
-    from evflow.events import parse_time
-
-    try:
-        return parse_time(value)
-    except ValueError as exc:
-        raise UsageError(f"{option}: {exc}") from None
-
-
-def render_problems(problems: list[Problem], fmt: str, out: Any) -> None:
-    if fmt == "json":
-        out.json(
-            [
-                {
-                    "file": p.file,
-                    "line": p.line,
-                    "column": p.column,
-                    "rule": p.rule,
-                    "severity": p.severity,
-                    "message": p.message,
-                }
-                for p in problems
-            ]
-        )
-    elif fmt == "github":
-        for p in problems:
-            level = "error" if p.severity == "error" else "warning"
-            message = p.message.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
-            out.line(f"::{level} file={p.file},line={p.line},col={p.column}::{message}")
-    else:
-        for p in problems:
-            out.line(str(p))
+    return None if value is None else parse_time_option(value, option)
 
 
 @rules_app.command("validate")
@@ -73,18 +40,16 @@ def validate(
     g: Globals = ctx.obj
     if format not in ("text", "json", "github"):
         raise UsageError(f"--format: expected text, json or github (got {format!r})")
-    from evflow.loading import rule_files
-    from evflow.loading import validate as check
-
+    flow = g.flow()
     targets: list[Path] = []
-    for path in paths or [g.flow().rules_dir]:
+    for path in paths or [flow.rules_dir]:
         if path.is_dir():
-            targets.extend(rule_files(path))
+            targets.extend(flow.rule_files(path))
         elif path.exists():
             targets.append(path)
         else:
             raise UsageError(f"{path}: no such file or folder")
-    problems = check(targets)
+    problems = flow.validate_rules(targets)
     render_problems(problems, format, g.out)
     errors = [p for p in problems if p.severity == "error"]
     if format == "text":
@@ -102,7 +67,7 @@ def _action_text(action: Any) -> str:
     if action.kind == "run":
         argv = action.argv.source if hasattr(action.argv, "source") else None
         return f"run {json.dumps(argv) if argv is not None else ''}".strip()
-    from evflow.store import redact
+    from evflow.core.text import redact
 
     url = getattr(action.url, "source", None)
     return f"http {action.method} {redact(str(url)) if url is not None else ''}".strip()
@@ -131,7 +96,7 @@ def list_(
 ) -> None:
     """Every rule: trigger, filter, window, actions, and its state (active, pending, expired)."""
     g: Globals = ctx.obj
-    from evflow.events import now_utc
+    from evflow.core.events import now_utc
 
     when = parse_at(at) or now_utc()
     fmt = g.out.resolve(format, piped="json", choices=("table", "json"))
@@ -175,10 +140,10 @@ def explain(
     """For one event: each rule, and why it matches or not (type, window, filter)."""
     g: Globals = ctx.obj
     from evflow.cli.emit import EmitOptions, build_event
+    from evflow.core.events import normalize
+    from evflow.core.expressions import bind
+    from evflow.core.rules import event_variables
     from evflow.errors import InvalidEvent
-    from evflow.events import normalize
-    from evflow.expressions import bind
-    from evflow.rules import event_variables
 
     fmt = g.out.resolve(format, piped="json", choices=("table", "json"))
     opts = EmitOptions(type=type, data=data, fields=field or [], subject=subject, time=time_)

@@ -8,6 +8,8 @@ from typing import Annotated
 import typer
 
 from evflow.cli.context import Globals
+from evflow.cli.render import render_problems
+from evflow.core.text import github_escape
 from evflow.errors import UsageError
 
 
@@ -15,10 +17,6 @@ def register(rules_app: typer.Typer) -> None:
     rules_app.command("test")(test)
     rules_app.command("schema")(schema)
     rules_app.command("graph")(graph)
-
-
-def _escape(text: str) -> str:
-    return text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
 
 
 def test(
@@ -43,10 +41,7 @@ def test(
     for path in paths or []:
         if not path.exists():
             raise UsageError(f"{path}: no such file or folder")
-    from evflow.cli.rules_cmds import render_problems
-    from evflow.ruletest import run_tests
-
-    report = run_tests(paths, g.flow().rules_dir)
+    report = g.flow().run_rule_tests(paths)
     out = g.out
     if format == "json":
         invalid = [
@@ -58,7 +53,7 @@ def test(
         render_problems(report.problems, "github", out)
         for r in report.results:
             if not r.passed:
-                message = _escape(f"{r.case}: " + "\n".join(r.failures))
+                message = github_escape(f"{r.case}: " + "\n".join(r.failures))
                 out.line(f"::error file={r.file},line={r.line},title=rule test failed::{message}")
     else:
         render_problems(report.problems, "text", out)
@@ -87,9 +82,7 @@ def schema(
 ) -> None:
     """Print the JSON Schema (draft 2020-12) of rule files, for editors (yaml-language-server)."""
     g: Globals = ctx.obj
-    from evflow.schema import rules_schema, tests_schema
-
-    g.out.json(tests_schema() if tests else rules_schema())
+    g.out.json(g.flow().rules_schema(tests=tests))
 
 
 def graph(
@@ -100,7 +93,7 @@ def graph(
     g: Globals = ctx.obj
     if format not in ("mermaid", "dot"):
         raise UsageError(f"--format: expected mermaid or dot (got {format!r})")
-    from evflow import graph as render
+    from evflow.core import graph as render
 
     text = render.mermaid(g.flow().ruleset) if format == "mermaid" else render.dot(g.flow().ruleset)
     g.out.stdout.write(text)

@@ -1,4 +1,5 @@
-"""``evflow tick`` and ``evflow schedules list|preview``: glue over :mod:`evflow.schedules`."""
+"""``evflow tick`` and ``evflow schedules list|preview``: glue over the facade and the cron
+maths of :mod:`evflow.core.cron`."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ from typing import Annotated, Any
 import typer
 
 from evflow.cli.context import Globals
-from evflow.errors import NotFound, UsageError
+from evflow.cli.parsing import parse_time_option
+from evflow.errors import NotFound
 
 schedules_app = typer.Typer(
     help="List schedules and preview their occurrences.", no_args_is_help=True
@@ -26,14 +28,9 @@ def register(app: typer.Typer) -> None:
 
 
 def _time(value: str | None, option: str) -> datetime:
-    from evflow.events import now_utc, parse_time
+    from evflow.core.events import now_utc
 
-    if value is None:
-        return now_utc()
-    try:
-        return parse_time(value)
-    except ValueError as exc:
-        raise UsageError(f"{option}: {exc}") from None
+    return now_utc() if value is None else parse_time_option(value, option)
 
 
 def tick(
@@ -54,12 +51,11 @@ def tick(
 ) -> None:
     """Emit every schedule occurrence due since the last tick, once each, even if run twice."""
     g: Globals = ctx.obj
-    from evflow.schedules import tick_report
 
     when = _time(now, "--now")
     fmt = g.out.resolve(format, piped="jsonl")
     flow = g.flow()
-    report = tick_report(flow, when)
+    report = flow.tick_report(when)
     deliveries = [d["id"] for o in report.outcomes for d in o.deliveries]
     failures = flow.dispatch(deliveries) if deliveries and not no_dispatch else []
     for failure in failures:
@@ -89,13 +85,13 @@ def tick(
 
 
 def _iso(t: datetime) -> str:
-    from evflow.events import format_time
+    from evflow.core.events import format_time
 
     return format_time(t)
 
 
 def schedule_json(schedule: Any, at: datetime, last_tick: datetime | None) -> dict[str, Any]:
-    from evflow.schedules import next_occurrence, state_at
+    from evflow.core.cron import next_occurrence, state_at
 
     upcoming = next_occurrence(schedule, at)
     return {
@@ -122,12 +118,11 @@ def list_(
 ) -> None:
     """Every schedule: cron, zone, window, state (active, pending, expired), next occurrence."""
     g: Globals = ctx.obj
-    from evflow.schedules import ticks
 
     when = _time(at, "--at")
     fmt = g.out.resolve(format, piped="json", choices=("table", "json"))
     flow = g.flow()
-    last = ticks(flow)
+    last = flow.schedule_ticks()
     rows = [schedule_json(s, when, last.get(s.name)) for s in flow.ruleset.schedules]
     if fmt == "json":
         g.out.json(rows)
@@ -161,7 +156,7 @@ def preview(
 ) -> None:
     """The next occurrences, in the schedule's zone and in UTC, with DST and window flags."""
     g: Globals = ctx.obj
-    from evflow.schedules import preview as compute
+    from evflow.core.cron import preview as compute
 
     start = _time(from_, "--from")
     fmt = g.out.resolve(format, piped="json", choices=("table", "json"))

@@ -1,4 +1,8 @@
-"""Storage of the log: :func:`open_store` picks the backend from a database URL."""
+"""Storage: every SQL statement of evflow lives in this package.
+
+:func:`open_store` picks the backend from a database URL; :mod:`evflow.store.interface` is what the
+services see of it. Which URL to open is decided once, by :mod:`evflow.settings`.
+"""
 
 from __future__ import annotations
 
@@ -6,33 +10,11 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from evflow.core.text import redact
 from evflow.errors import UsageError
 
 if TYPE_CHECKING:
     from evflow.store.sql import SqlStore
-
-DEFAULT_DB = os.path.join(".evflow", "evflow.db")
-
-
-def redact(url: str) -> str:
-    """A URL with the password of its user-info replaced by ``***`` (never print a password)."""
-    scheme, sep, rest = url.partition("://")
-    if not sep:
-        return url
-    end = min((i for i in (rest.find(c) for c in "/?#") if i >= 0), default=len(rest))
-    authority, tail = rest[:end], rest[end:]
-    if "@" not in authority:
-        return url
-    creds, _, host = authority.rpartition("@")
-    if ":" not in creds:
-        return url
-    user = creds.split(":", 1)[0]
-    return f"{scheme}://{user}:***@{host}{tail}"
-
-
-def redact_text(text: str) -> str:
-    """``text`` with the password of every URL in it replaced (for messages from drivers)."""
-    return " ".join(redact(word) if "://" in word else word for word in text.split(" "))
 
 
 def sqlite_path(url: str, base: Path | None = None) -> str:
@@ -48,9 +30,14 @@ def sqlite_path(url: str, base: Path | None = None) -> str:
     return str((base or Path.cwd()) / path)
 
 
-def open_store(url: str | None = None) -> SqlStore:
-    """Open (creating and migrating as needed) the log at ``url``; default ``.evflow/evflow.db``."""
-    url = url or os.environ.get("EVFLOW_DB") or DEFAULT_DB
+def is_sqlite(url: str) -> bool:
+    """Whether ``url`` names a SQLite database (a plain path or ``sqlite://``)."""
+    return "://" not in url or url.startswith("sqlite")
+
+
+def open_store(url: str) -> SqlStore:
+    """Open (creating and migrating as needed) the log at ``url``: a path, ``sqlite:///path`` or
+    ``postgresql://…``."""
     scheme = url.split("://", 1)[0].lower() if "://" in url else ""
     if scheme in ("postgresql", "postgres") or scheme.startswith("postgresql+"):
         from evflow.store.postgres import PostgresStore

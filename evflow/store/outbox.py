@@ -1,4 +1,4 @@
-"""The delivery (outbox) statements, as functions over a :class:`SqlStore`.
+"""The delivery (outbox) statements, as functions over a :class:`~evflow.store.interface.Store`.
 
 Portable SQL with ``?`` placeholders, so SQLite and PostgreSQL run the same text. Every state
 change is one statement in autocommit mode (or inside a write the caller opened): a claim is an
@@ -15,15 +15,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from evflow.store.base import Delivery
+from evflow.core.records import Delivery
+from evflow.store.rows import DELIVERY_COLUMNS, delivery_from_row
 
 if TYPE_CHECKING:
-    from evflow.store.sql import SqlStore, Transaction
+    from evflow.store.interface import Store, WriteTransaction
 
-_COLUMNS = (
-    "id, event_seq, event_id, rule, action, kind, status, attempts, next_attempt_at, last_error,"
-    " created_at, updated_at, lease_owner, lease_until"
-)
 _DUE = (
     "((status IN ('pending', 'failed') AND next_attempt_at <= ?)"
     " OR (status = 'running' AND lease_until < ?))"
@@ -32,26 +29,26 @@ _DUE = (
 MAX_ERROR = 2000
 
 
-def due(store: SqlStore, now: str, limit: int = 100) -> list[Delivery]:
+def due(store: Store, now: str, limit: int = 100) -> list[Delivery]:
     """Deliveries claimable at ``now``: pending or failed and due, or with a lapsed lease."""
     rows = store.execute(
-        f"SELECT {_COLUMNS} FROM deliveries WHERE {_DUE} ORDER BY next_attempt_at, id"
+        f"SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE {_DUE} ORDER BY next_attempt_at, id"
         f" LIMIT {int(limit)}",
         (now, now),
     ).fetchall()
     store.end_read()
-    return [Delivery(*row) for row in rows]
+    return [delivery_from_row(row) for row in rows]
 
 
-def get(store: SqlStore, delivery_id: int) -> Delivery | None:
+def get(store: Store, delivery_id: int) -> Delivery | None:
     row = store.execute(
-        f"SELECT {_COLUMNS} FROM deliveries WHERE id = ?", (delivery_id,)
+        f"SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE id = ?", (delivery_id,)
     ).fetchone()
     store.end_read()
-    return None if row is None else Delivery(*row)
+    return None if row is None else delivery_from_row(row)
 
 
-def claim(store: SqlStore, delivery_id: int, worker: str, now: str, lease_until: str) -> bool:
+def claim(store: Store, delivery_id: int, worker: str, now: str, lease_until: str) -> bool:
     """Take a due delivery for ``worker`` until ``lease_until``; False if it is not due or taken.
 
     The attempt is counted here, not when it ends: a program that kills its worker every time
@@ -66,7 +63,7 @@ def claim(store: SqlStore, delivery_id: int, worker: str, now: str, lease_until:
 
 
 def finish(
-    store: SqlStore | Transaction,
+    store: Store | WriteTransaction,
     delivery_id: int,
     worker: str,
     now: str,
@@ -84,7 +81,7 @@ def finish(
     return int(cur.rowcount) == 1
 
 
-def requeue(store: SqlStore | Transaction, ids: Sequence[int], now: str) -> int:
+def requeue(store: Store | WriteTransaction, ids: Sequence[int], now: str) -> int:
     """Back to pending, due now, with a fresh set of attempts (failed, dead or pending ones;
     done and running ones are left alone)."""
     if not ids:
@@ -99,7 +96,7 @@ def requeue(store: SqlStore | Transaction, ids: Sequence[int], now: str) -> int:
     return int(cur.rowcount)
 
 
-def dead_ids(store: SqlStore, rule: str | None = None) -> list[int]:
+def dead_ids(store: Store, rule: str | None = None) -> list[int]:
     sql = "SELECT id FROM deliveries WHERE status = 'dead'"
     params: list[Any] = []
     if rule is not None:
@@ -110,18 +107,18 @@ def dead_ids(store: SqlStore, rule: str | None = None) -> list[int]:
     return [int(r[0]) for r in rows]
 
 
-def for_events(store: SqlStore, rule: str, seqs: Sequence[int]) -> dict[tuple[int, int], Delivery]:
+def for_events(store: Store, rule: str, seqs: Sequence[int]) -> dict[tuple[int, int], Delivery]:
     """Existing deliveries of ``rule`` for these events, by ``(event_seq, action)``."""
     out: dict[tuple[int, int], Delivery] = {}
     for start in range(0, len(seqs), 500):
         chunk = seqs[start : start + 500]
         marks = ", ".join("?" for _ in chunk)
         rows = store.execute(
-            f"SELECT {_COLUMNS} FROM deliveries WHERE rule = ? AND event_seq IN ({marks})",
+            f"SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE rule = ? AND event_seq IN ({marks})",
             (rule, *chunk),
         ).fetchall()
         for row in rows:
-            d = Delivery(*row)
+            d = delivery_from_row(row)
             out[(d.event_seq, d.action)] = d
     store.end_read()
     return out

@@ -43,9 +43,10 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
+from evflow.core.text import redact
 from evflow.errors import MissingExtra, StorageUnavailable, UsageError
-from evflow.store import redact
-from evflow.store.sql import SCHEMA_VERSION, SqlStore, _to_format, schema_statements
+from evflow.store.schema import SCHEMA_VERSION, schema_statements
+from evflow.store.sql import SqlStore, _to_format
 
 if TYPE_CHECKING:
     import psycopg

@@ -1,4 +1,4 @@
-"""Snapshot rows and projection checkpoints: the SQL, as functions over a :class:`SqlStore`.
+"""Snapshot rows and projection checkpoints: the SQL, as functions over a store.
 
 Portable SQL (``?`` placeholders, ``ON CONFLICT ... DO UPDATE``) for SQLite and PostgreSQL, over
 the schema-v1 tables ``snapshots(projection, key, state, seq)`` and
@@ -12,8 +12,10 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from evflow.store.rows import CHECKPOINT_COLUMNS
+
 if TYPE_CHECKING:
-    from evflow.store.sql import SqlStore
+    from evflow.store.interface import Store
 
 # SQLite's default limit of host parameters is 32766 (999 before 3.32); stay well under both.
 IN_CHUNK = 500
@@ -33,23 +35,23 @@ class Checkpoint:
     updated_at: str
 
 
-def checkpoint(store: SqlStore, name: str) -> Checkpoint | None:
+def checkpoint(store: Store, name: str) -> Checkpoint | None:
     row = store.execute(
-        "SELECT name, position, definition, updated_at FROM checkpoints WHERE name = ?", (name,)
+        f"SELECT {CHECKPOINT_COLUMNS} FROM checkpoints WHERE name = ?", (name,)
     ).fetchone()
     store.end_read()
     return None if row is None else Checkpoint(row[0], int(row[1]), row[2], row[3])
 
 
-def checkpoints(store: SqlStore) -> dict[str, Checkpoint]:
+def checkpoints(store: Store) -> dict[str, Checkpoint]:
     rows = store.execute(
-        "SELECT name, position, definition, updated_at FROM checkpoints ORDER BY name"
+        f"SELECT {CHECKPOINT_COLUMNS} FROM checkpoints ORDER BY name"
     ).fetchall()
     store.end_read()
     return {r[0]: Checkpoint(r[0], int(r[1]), r[2], r[3]) for r in rows}
 
 
-def save_checkpoint(store: SqlStore, name: str, position: int, definition: str) -> None:
+def save_checkpoint(store: Store, name: str, position: int, definition: str) -> None:
     """Record how far ``name`` has folded; call inside the write that stores its rows."""
     store.execute(
         "INSERT INTO checkpoints (name, position, definition, updated_at) VALUES (?, ?, ?, ?)"
@@ -59,7 +61,16 @@ def save_checkpoint(store: SqlStore, name: str, position: int, definition: str) 
     )
 
 
-def load_rows(store: SqlStore, projection: str, keys: Iterable[str]) -> dict[str, tuple[str, int]]:
+def has_rows(store: Store, projection: str) -> bool:
+    """Whether ``projection`` has any stored row."""
+    row = store.execute(
+        "SELECT 1 FROM snapshots WHERE projection = ? LIMIT 1", (projection,)
+    ).fetchone()
+    store.end_read()
+    return row is not None
+
+
+def load_rows(store: Store, projection: str, keys: Iterable[str]) -> dict[str, tuple[str, int]]:
     """The stored ``(state JSON, seq)`` of those keys that have a row."""
     wanted = list(keys)
     found: dict[str, tuple[str, int]] = {}
@@ -75,7 +86,7 @@ def load_rows(store: SqlStore, projection: str, keys: Iterable[str]) -> dict[str
 
 
 def write_rows(
-    store: SqlStore,
+    store: Store,
     projection: str,
     upserts: Sequence[tuple[str, str, int]],
     deletes: Sequence[str],
@@ -87,13 +98,13 @@ def write_rows(
         store.executemany(_DELETE, [(projection, k) for k in deletes])
 
 
-def clear(store: SqlStore, projection: str) -> None:
+def clear(store: Store, projection: str) -> None:
     """Remove a projection's rows and checkpoint; inside a write."""
     store.execute("DELETE FROM snapshots WHERE projection = ?", (projection,))
     store.execute("DELETE FROM checkpoints WHERE name = ?", (projection,))
 
 
-def swap(store: SqlStore, aside: str, projection: str) -> None:
+def swap(store: Store, aside: str, projection: str) -> None:
     """Replace ``projection`` by what was built under ``aside`` (rows and checkpoint); inside a
     write, so a reader sees the old snapshot or the new one, never a mix."""
     store.execute("DELETE FROM snapshots WHERE projection = ?", (projection,))
@@ -103,7 +114,7 @@ def swap(store: SqlStore, aside: str, projection: str) -> None:
 
 
 def rows(
-    store: SqlStore, projection: str, key: str | None = None
+    store: Store, projection: str, key: str | None = None
 ) -> Iterator[tuple[str, str, int]]:
     """``(key, state JSON, seq)`` of a projection in key order (one key when given), streamed."""
     if key is not None:

@@ -9,105 +9,23 @@ clock, and reading large results without loading them whole.
 from __future__ import annotations
 
 import fnmatch
-import json
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from functools import lru_cache
 from typing import Any
 
+from evflow.core.events import Event
+from evflow.core.records import DELIVERY_STATUSES, Appended, Delivery, EventFilter, Stats
 from evflow.errors import InvalidEvent
-from evflow.events import Event
-from evflow.store.base import DELIVERY_STATUSES, Appended, Delivery, EventFilter, Stats
-
-SCHEMA_VERSION = 2  # 2: rule_errors
-
-# The tables, once for every backend; each fills in its types. Statements are idempotent, so a
-# migration runs them all and records the new version.
-SCHEMA_TEMPLATE = [
-    "CREATE TABLE IF NOT EXISTS evflow_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
-    """CREATE TABLE IF NOT EXISTS events (
-        seq {bigint} PRIMARY KEY,
-        id TEXT NOT NULL,
-        source TEXT NOT NULL,
-        type TEXT NOT NULL,
-        subject TEXT,
-        time TEXT NOT NULL,
-        recordedtime TEXT NOT NULL,
-        causationid TEXT,
-        correlationid TEXT,
-        rule TEXT,
-        body TEXT NOT NULL,
-        UNIQUE (id, source)  -- also serves lookups by id alone (evflow show ID)
-    )""",
-    # PostgreSQL: COLLATE "C" lets LIKE 'order.%' use the index and compares bytes, as SQLite
-    "CREATE INDEX IF NOT EXISTS events_type ON events (type{binary}, seq)",
-    "CREATE INDEX IF NOT EXISTS events_subject ON events (subject, seq)",
-    "CREATE INDEX IF NOT EXISTS events_time ON events (time)",
-    "CREATE INDEX IF NOT EXISTS events_causation ON events (causationid)",
-    """CREATE TABLE IF NOT EXISTS deliveries (
-        id {serial},
-        event_seq {bigint} NOT NULL,
-        event_id TEXT NOT NULL,
-        rule TEXT NOT NULL,
-        action INTEGER NOT NULL,
-        kind TEXT NOT NULL,
-        status TEXT NOT NULL,
-        attempts INTEGER NOT NULL DEFAULT 0,
-        next_attempt_at TEXT,
-        last_error TEXT,
-        created_at TEXT NOT NULL,
-        updated_at TEXT NOT NULL,
-        lease_owner TEXT,
-        lease_until TEXT,
-        UNIQUE (event_seq, rule, action)
-    )""",
-    "CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries (status, next_attempt_at)",
-    "CREATE INDEX IF NOT EXISTS deliveries_rule ON deliveries (rule, status)",
-    """CREATE TABLE IF NOT EXISTS snapshots (
-        projection TEXT NOT NULL,
-        key TEXT NOT NULL,
-        state TEXT NOT NULL,
-        seq {bigint} NOT NULL,
-        PRIMARY KEY (projection, key)
-    )""",
-    """CREATE TABLE IF NOT EXISTS checkpoints (
-        name TEXT PRIMARY KEY,
-        position {bigint} NOT NULL,
-        definition TEXT NOT NULL DEFAULT '',
-        updated_at TEXT NOT NULL
-    )""",
-    """CREATE TABLE IF NOT EXISTS schedule_ticks (
-        name TEXT PRIMARY KEY,
-        last_time TEXT NOT NULL,
-        updated_at TEXT NOT NULL
-    )""",
-    # v2: a rule filter that failed on an event (it did not match), for `evflow show`
-    """CREATE TABLE IF NOT EXISTS rule_errors (
-        event_seq {bigint} NOT NULL,
-        rule TEXT NOT NULL,
-        message TEXT NOT NULL,
-        PRIMARY KEY (event_seq, rule)
-    )""",
-]
-
-
-def schema_statements(*, bigint: str, serial: str, binary: str) -> list[str]:
-    """The DDL in a backend's types: ``bigint`` for positions, ``serial`` for a generated key
-    column, ``binary`` the collation suffix that makes text compare byte-wise."""
-    return [s.format(bigint=bigint, serial=serial, binary=binary) for s in SCHEMA_TEMPLATE]
-
-
-_EVENT_COLUMNS = "seq, recordedtime, body"
-# one encoder for every append: json.dumps with options builds a new one per call
-_ENCODE = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
-_INSERT_EVENT = (
-    "INSERT INTO events (seq, id, source, type, subject, time, recordedtime, causationid,"
-    " correlationid, rule, body) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+from evflow.store.rows import (
+    DELIVERY_COLUMNS,
+    EVENT_COLUMNS,
+    INSERT_EVENT,
+    delivery_from_row,
+    encode_event,
+    event_from_row,
 )
-_DELIVERY_COLUMNS = (
-    "id, event_seq, event_id, rule, action, kind, status, attempts, next_attempt_at, last_error,"
-    " created_at, updated_at, lease_owner, lease_until"
-)
+from evflow.store.schema import SCHEMA_VERSION
 
 
 @lru_cache(maxsize=512)
@@ -170,7 +88,7 @@ class Transaction:
             row = store.raw_execute("SELECT COALESCE(MAX(seq), 0) FROM events").fetchone()
             self._next_seq = int(row[0]) + 1
         try:
-            body = _ENCODE(event)
+            body = encode_event(event)
         except ValueError:  # NaN or Infinity: not JSON, no other reader could take it back
             raise InvalidEvent("data", "holds NaN or Infinity, which JSON cannot hold") from None
         seq = self._next_seq
@@ -197,8 +115,8 @@ class Transaction:
 
     def recorded(self, seq: int) -> Event:
         """The event recorded at ``seq`` (appended earlier, or in this transaction)."""
-        row = self.execute(f"SELECT {_EVENT_COLUMNS} FROM events WHERE seq = ?", (seq,)).fetchone()
-        return _event_from_row(*row)
+        row = self.execute(f"SELECT {EVENT_COLUMNS} FROM events WHERE seq = ?", (seq,)).fetchone()
+        return event_from_row(*row)
 
     def known_absent(self, identities: Sequence[tuple[str, str]]) -> None:
         """Look up many ``(source, id)`` at once (an import's next lines): those the log does
@@ -231,7 +149,7 @@ class Transaction:
         if self._rows:
             rows, self._rows = self._rows, []
             self._buffered.clear()
-            self.store.raw_executemany(_INSERT_EVENT, rows)
+            self.store.raw_executemany(INSERT_EVENT, rows)
 
     def add_rule_error(self, event_seq: int, rule: str, message: str) -> None:
         """Keep why a rule's filter failed on an event (the rule did not match it)."""
@@ -403,39 +321,72 @@ class SqlStore:
                     clauses.append("type = ?")
                     params.append(like)
             where.append("(" + " OR ".join(clauses) + ")")
-        sql = f"SELECT {_EVENT_COLUMNS}, type FROM events WHERE {' AND '.join(where)} ORDER BY seq"
+        sql = f"SELECT {EVENT_COLUMNS}, type FROM events WHERE {' AND '.join(where)} ORDER BY seq"
         if flt.limit is not None and not python_globs:
             sql += f" LIMIT {int(flt.limit)}"
         count = 0
         for seq, recorded, body, etype in self.iterate(sql, params):
             if python_globs and not any(fnmatch.fnmatchcase(etype, g) for g in flt.types):
                 continue
-            yield _event_from_row(seq, recorded, body)
+            yield event_from_row(seq, recorded, body)
             count += 1
             if flt.limit is not None and count >= flt.limit:
                 return
+
+    def scan(
+        self, after: int, end: int, types: Sequence[str], limit: int
+    ) -> list[tuple[int, str, str, str]]:
+        """``(seq, recordedtime, type, body)`` of up to ``limit`` events in ``(after, end]``, in
+        ``seq`` order, only of ``types`` when given (exact types): a replay's batch."""
+        clause = ""
+        if types:
+            # ``type || ''`` keeps the planner on the seq range: through the type index it would
+            # collect every matching event up to the end of the log and sort them, for every batch
+            clause = f" AND type || '' IN ({', '.join('?' for _ in types)})"
+        rows = self.execute(
+            "SELECT seq, recordedtime, type, body FROM events WHERE seq > ? AND seq <= ?"
+            f"{clause} ORDER BY seq LIMIT ?",
+            (after, end, *types, limit),
+        ).fetchall()
+        self.end_read()
+        return rows
+
+    def scan_until(
+        self, seq: int, time: str | None = None
+    ) -> Iterator[tuple[int, str, str, str]]:
+        """``(seq, recordedtime, type, body)`` of every event up to ``seq`` (inclusive) whose own
+        time is at or before ``time`` when given, in ``seq`` order, streamed."""
+        sql = "SELECT seq, recordedtime, type, body FROM events WHERE seq <= ?"
+        params: list[Any] = [seq]
+        if time is not None:
+            sql += " AND time <= ?"
+            params.append(time)
+        try:
+            yield from self.iterate(sql + " ORDER BY seq", params)
+        finally:
+            self.end_read()
 
     def get(self, ref: str | int) -> Event | None:
         """An event by ``seq`` (an int or digits) or by ``id`` (also an id made of digits)."""
         row = None
         if isinstance(ref, int) or (isinstance(ref, str) and ref.isdigit()):
             row = self.execute(
-                f"SELECT {_EVENT_COLUMNS} FROM events WHERE seq = ?", (int(ref),)
+                f"SELECT {EVENT_COLUMNS} FROM events WHERE seq = ?", (int(ref),)
             ).fetchone()
         if row is None and isinstance(ref, str):
             row = self.execute(
-                f"SELECT {_EVENT_COLUMNS} FROM events WHERE id = ? ORDER BY seq LIMIT 1", (ref,)
+                f"SELECT {EVENT_COLUMNS} FROM events WHERE id = ? ORDER BY seq LIMIT 1", (ref,)
             ).fetchone()
         self.end_read()
-        return None if row is None else _event_from_row(*row)
+        return None if row is None else event_from_row(*row)
 
     def caused_by(self, event_id: str) -> list[Event]:
         """The events whose ``causationid`` is ``event_id``, in ``seq`` order."""
         rows = self.execute(
-            f"SELECT {_EVENT_COLUMNS} FROM events WHERE causationid = ? ORDER BY seq", (event_id,)
+            f"SELECT {EVENT_COLUMNS} FROM events WHERE causationid = ? ORDER BY seq", (event_id,)
         ).fetchall()
         self.end_read()
-        return [_event_from_row(*r) for r in rows]
+        return [event_from_row(*r) for r in rows]
 
     def rule_errors(self, event_seq: int) -> list[tuple[str, str]]:
         """(rule, message) for each rule whose filter failed on this event."""
@@ -497,16 +448,9 @@ class SqlStore:
         if ids:
             where.append(f"id IN ({', '.join('?' for _ in ids)})")
             params.extend(ids)
-        sql = f"SELECT {_DELIVERY_COLUMNS} FROM deliveries WHERE {' AND '.join(where)} ORDER BY id"
+        sql = f"SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE {' AND '.join(where)} ORDER BY id"
         if limit is not None:
             sql += f" LIMIT {int(limit)}"
         rows = self.execute(sql, params).fetchall()
         self.end_read()
-        return [Delivery(*row) for row in rows]
-
-
-def _event_from_row(seq: int, recorded: str, body: str) -> Event:
-    event: Event = json.loads(body)
-    event["seq"] = int(seq)
-    event["recordedtime"] = recorded
-    return event
+        return [delivery_from_row(row) for row in rows]

@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from evflow.errors import StorageUnavailable
-from evflow.store.sql import SCHEMA_VERSION, SqlStore, schema_statements
+from evflow.store.schema import SCHEMA_VERSION, schema_statements
+from evflow.store.sql import SqlStore
 
 BUSY_TIMEOUT_MS = 120_000
 CACHE_KIB = 256 * 1024

@@ -1,7 +1,8 @@
 """Rule, schedule and projection definitions, and how a rule judges an event. Pure: no I/O.
 
-Definitions are built by :mod:`evflow.loading` from YAML; everything here is a frozen value with
-its expressions already compiled, so matching an event costs a dict lookup and a CEL evaluation.
+Definitions are built by :mod:`evflow.rulefiles.builder` from YAML; everything here is a frozen
+value with its expressions already compiled, so matching an event costs a dict lookup and a CEL
+evaluation.
 """
 
 from __future__ import annotations
@@ -13,9 +14,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
-from evflow.events import Event, parse_time
-from evflow.expressions import Bindings, EvaluationError, Expression, Template
-from evflow.windows import Window
+from evflow.core.events import Event, parse_time
+from evflow.core.expressions import Bindings, EvaluationError, Expression, Template
+from evflow.core.windows import Window
 
 MAX_CHAIN_DEPTH = 16
 

@@ -1,4 +1,4 @@
-"""Schedules (SPEC §3): cron occurrences in a time zone, each emitted once as an event.
+"""Cron maths for schedules (SPEC §3): occurrences in a time zone, with daylight-saving rules.
 
 Occurrences are the cron expression's wall-clock times in the schedule's zone, mapped to instants.
 Daylight-saving time follows Vixie cron, the behaviour most users know from their servers:
@@ -20,39 +20,25 @@ Daylight-saving time follows Vixie cron, the behaviour most users know from thei
 
 croniter's own DST handling (7.x) differs from both (the gap occurrence at 03:00, the repeated
 one twice for a daily schedule), so croniter only iterates naive wall times here and the mapping
-to instants is ours. croniter is imported lazily, here and in :mod:`evflow.windows` only.
+to instants is ours. croniter is imported lazily, here and in :mod:`evflow.core.windows` only.
 
-Ticking: each schedule's ``schedule_ticks.last_time`` is the end of the span already handled. A
-tick at ``now`` emits the occurrences in ``(last_time, now]`` and moves ``last_time`` to ``now``
-in the transaction that appends them, under the store's write lock, so two ticks (two processes)
-never emit an occurrence twice; the occurrence's event ``id`` (``schedule:NAME:TIME``) makes a
-repeat a duplicate anyway. A schedule met for the first time starts at ``now`` (no back-fill).
-
-Catch-up, for occurrences older than :data:`GRACE` when the tick sees them (the ticker was down):
-``latest`` emits only the most recent missed one (none when an on-time one supersedes it),
-``all`` emits each of them, ``none`` skips them. On-time occurrences are always emitted; in all
-cases at most ``max_catchup`` (the most recent) are emitted by one tick.
+Ticking (recording which occurrences were emitted) is :mod:`evflow.services.ticking`.
 """
 
 from __future__ import annotations
 
 import bisect
 import heapq
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, NamedTuple
-from weakref import WeakKeyDictionary
 from zoneinfo import ZoneInfo
 
+from evflow.core.events import Event, format_time, normalize
 from evflow.errors import EvflowError
-from evflow.events import Event, format_time, normalize, now_utc, parse_time
-from evflow.routing import Outcome, Router
 
 if TYPE_CHECKING:
-    from evflow.app import Evflow
-    from evflow.rules import Schedule
-    from evflow.store.sql import Transaction
+    from evflow.core.rules import Schedule
 
 #: an occurrence seen by a tick at most this late is on time, not missed (Quartz's default
 #: misfire threshold); only missed occurrences are subject to the catch-up policy
@@ -276,113 +262,3 @@ def occurrence_event(schedule: Schedule, at: datetime) -> Event:
     if subject is not None:
         raw["subject"] = str(subject)
     return normalize(raw, where=where)
-
-
-def _last_tick(tx: Transaction, name: str) -> datetime | None:
-    row = tx.execute("SELECT last_time FROM schedule_ticks WHERE name = ?", (name,)).fetchone()
-    return None if row is None else parse_time(row[0])
-
-
-def _record_tick(tx: Transaction, name: str, at: datetime) -> None:
-    tx.execute(
-        "INSERT INTO schedule_ticks (name, last_time, updated_at) VALUES (?, ?, ?)"
-        " ON CONFLICT (name) DO UPDATE SET last_time = excluded.last_time,"
-        " updated_at = excluded.updated_at",
-        (name, format_time(at), tx.store.clock()),
-    )
-
-
-@dataclass(slots=True)
-class TickReport:
-    """What one tick did: an outcome per emitted occurrence, and the schedules that failed."""
-
-    outcomes: list[Outcome] = field(default_factory=list)
-    errors: list[ScheduleFailed] = field(default_factory=list)
-    next_due: datetime | None = None  # the earliest next occurrence of any schedule
-
-    @property
-    def events(self) -> list[Event]:
-        return [o.event for o in self.outcomes]
-
-
-def tick_schedule(flow: Evflow, schedule: Schedule, now: datetime, router: Router) -> list[Outcome]:
-    """Emit ``schedule``'s due occurrences and advance its last tick, in one transaction."""
-    outcomes: list[Outcome] = []
-    with flow.store.write() as tx:
-        last = _last_tick(tx, schedule.name)
-        if last is not None and now <= last:
-            return outcomes  # an earlier --now, or a clock that went back: nothing, ever, twice
-        for at in [] if last is None else due(schedule, last, now):
-            outcome = router.append(tx, occurrence_event(schedule, at))
-            if not outcome.duplicate:
-                outcomes.append(outcome)
-        _record_tick(tx, schedule.name, now)
-    return outcomes
-
-
-def tick_report(flow: Evflow, now: datetime | None = None) -> TickReport:
-    """Tick every schedule at ``now`` (default: the clock); one failing does not stop others."""
-    now = (now or now_utc()).astimezone(UTC)
-    report = TickReport()
-    router = Router(flow.ruleset)
-    for schedule in flow.ruleset.schedules:
-        try:
-            report.outcomes.extend(tick_schedule(flow, schedule, now, router))
-        except ScheduleFailed as exc:
-            report.errors.append(exc)
-        except EvflowError as exc:
-            # a rule reacting to the scheduled event failed (an emit template, a chain too deep):
-            # that schedule's transaction rolled back and is retried next tick; the others go on
-            report.errors.append(ScheduleFailed(f"schedule {schedule.name}: {exc.message}"))
-        upcoming = next_occurrence(schedule, now)
-        if upcoming is not None and (report.next_due is None or upcoming.utc < report.next_due):
-            report.next_due = upcoming.utc
-    report.outcomes.sort(key=lambda o: (o.event["time"], o.event["seq"]))
-    return report
-
-
-def tick(flow: Evflow, now: datetime | None = None) -> list[Event]:
-    """Emit every schedule occurrence due at ``now``, once each; returns the emitted events.
-
-    Raises :class:`ScheduleFailed` (after ticking the other schedules) when one failed.
-    """
-    report = tick_report(flow, now)
-    if report.errors:
-        raise report.errors[0]
-    return report.events
-
-
-# the worker's loop calls tick_once every second or so; it needs the database only when an
-# occurrence may be due (or the rules changed), not on every turn
-_NEXT_DUE: WeakKeyDictionary[Evflow, tuple[int, datetime | None]] = WeakKeyDictionary()
-
-
-def tick_once(
-    flow: Evflow, now: datetime | None = None, warn: Callable[[str], None] | None = None
-) -> list[Event]:
-    """A worker's tick: like :func:`tick`, cheap when nothing is due, never raising on a
-    failing template (``warn`` gets the message; the occurrence is retried next time)."""
-    now = (now or now_utc()).astimezone(UTC)
-    ruleset = flow.ruleset
-    cached = _NEXT_DUE.get(flow)
-    if cached is not None and cached[0] == id(ruleset) and (cached[1] is None or now < cached[1]):
-        return []
-    report = tick_report(flow, now)
-    for error in report.errors:
-        if warn is not None:
-            warn(f"evflow: error: {error}")
-    if report.errors:  # retried on the next turn
-        _NEXT_DUE.pop(flow, None)
-    else:
-        _NEXT_DUE[flow] = (id(ruleset), report.next_due)
-    return report.events
-
-
-def ticks(flow: Evflow) -> dict[str, datetime]:
-    """Each known schedule's last tick."""
-    store = flow.store
-    try:
-        rows = store.execute("SELECT name, last_time FROM schedule_ticks").fetchall()
-    finally:
-        store.end_read()
-    return {name: parse_time(text) for name, text in rows}

@@ -3,19 +3,19 @@ time or position (``--as-of``), folded from the log in memory without touching t
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
+from evflow.core.expressions import ExpressionError, compile_expression
+from evflow.core.projections import SKIP, CompiledProjection, Vars
 from evflow.errors import EvflowError, UsageError
-from evflow.expressions import ExpressionError, compile_expression
-from evflow.projections import SKIP, CompiledProjection, Vars
-from evflow.replay import Row, _dumps, select
+from evflow.services.replay import Row, select
+from evflow.store import rows as codec
 from evflow.store import snapshots
 
 if TYPE_CHECKING:
-    from evflow.rules import RuleSet
-    from evflow.store.sql import SqlStore
+    from evflow.core.rules import RuleSet
+    from evflow.store.interface import Store
 
 
 def _where(source: str | None) -> Callable[[Row], bool] | None:
@@ -36,7 +36,7 @@ def _where(source: str | None) -> Callable[[Row], bool] | None:
 
 
 def query(
-    store: SqlStore,
+    store: Store,
     ruleset: RuleSet,
     name: str,
     key: str | None = None,
@@ -48,13 +48,13 @@ def query(
     select(ruleset, [name])
     keep = _where(where)
     for k, state, seq in snapshots.rows(store, name, key):
-        row = Row(k, json.loads(state), seq)
+        row = Row(k, codec.loads(state), seq)
         if keep is None or keep(row):
             yield row
 
 
 def as_of(
-    store: SqlStore,
+    store: Store,
     ruleset: RuleSet,
     name: str,
     *,
@@ -69,37 +69,27 @@ def as_of(
     (projection,) = select(ruleset, [name])
     compiled = CompiledProjection(projection, project_dir)
     keep = _where(where)
-    sql = "SELECT seq, recordedtime, type, body FROM events WHERE seq <= ?"
-    params: list[Any] = [seq if seq is not None else store.last_seq()]
-    if time is not None:
-        sql += " AND time <= ?"
-        params.append(time)
+    until = seq if seq is not None else store.last_seq()
     rows: dict[str, tuple[Any, int]] = {}
-    try:
-        for event_seq, recorded, etype, body in store.iterate(sql + " ORDER BY seq", params):
-            fold = compiled.fold_for(etype)
-            if fold is None:
-                continue
-            event = json.loads(body)
-            event["seq"] = event_seq
-            event["recordedtime"] = recorded
-            v = Vars(event)
-            row_key, _ = compiled.key(v)
-            if row_key is None:
-                continue
-            row = rows.get(row_key)
-            state = row[0] if row is not None else None
-            v.set_state(state)
-            new = compiled.step(fold, state, v, event_seq, etype)
-            if new is SKIP:
-                continue
-            if new is None:
-                rows.pop(row_key, None)
-            else:
-                # through JSON, so the result is exactly what a stored row would read back as
-                rows[row_key] = (json.loads(_dumps(new)), event_seq)
-    finally:
-        store.end_read()
+    for event_seq, recorded, etype, body in store.scan_until(until, time):
+        fold = compiled.fold_for(etype)
+        if fold is None:
+            continue
+        v = Vars(codec.event_from_row(event_seq, recorded, body))
+        row_key, _ = compiled.key(v)
+        if row_key is None:
+            continue
+        row = rows.get(row_key)
+        state = row[0] if row is not None else None
+        v.set_state(state)
+        new = compiled.step(fold, state, v, event_seq, etype)
+        if new is SKIP:
+            continue
+        if new is None:
+            rows.pop(row_key, None)
+        else:
+            # through JSON, so the result is exactly what a stored row would read back as
+            rows[row_key] = (codec.loads(codec.dump_state(new)), event_seq)
     out = [Row(k, s, q) for k, (s, q) in sorted(rows.items())]
     if key is not None:
         out = [r for r in out if r.key == key]

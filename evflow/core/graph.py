@@ -11,8 +11,8 @@ from __future__ import annotations
 import fnmatch
 from dataclasses import dataclass, field
 
-from evflow.rules import EmitAction, HttpAction, Rule, RuleSet, RunAction
-from evflow.store import redact
+from evflow.core.rules import EmitAction, HttpAction, Rule, RuleSet, RunAction
+from evflow.core.text import redact
 
 
 @dataclass(frozen=True, slots=True)

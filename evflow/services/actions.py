@@ -20,11 +20,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from evflow.events import Event, to_json
-from evflow.expressions import EvaluationError
-from evflow.rules import HttpAction, RunAction, event_variables
-from evflow.store import redact, redact_text
-from evflow.store.base import Delivery
+from evflow.core.events import Event, to_json
+from evflow.core.expressions import EvaluationError
+from evflow.core.records import Delivery
+from evflow.core.rules import HttpAction, RunAction, event_variables
+from evflow.core.text import as_text, redact, redact_text
 
 STDERR_TAIL = 1000
 BODY_START = 300
@@ -51,15 +51,6 @@ def execute(
     except EvaluationError as exc:
         where = f" ({action.location})" if action.location else ""
         return ActionResult(False, f"template{where}: {exc}", permanent=True)
-
-
-def as_text(value: Any) -> str:
-    """A rendered value as an argv element, env value or header: strings as they are, else JSON."""
-    if isinstance(value, str):
-        return value
-    if value is None:
-        return ""
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
 def environment(

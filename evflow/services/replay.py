@@ -30,27 +30,26 @@ before reading, unless ``--as-of``; so it never answers from a snapshot behind t
 catch-up fails (a handler error), ``query`` answers from the stored snapshot and says on stderr
 that it is behind the log by N events (:func:`catch_up`).
 
-**As of.** :func:`evflow.query.as_of` folds the log in memory from the start up to a ``seq``
-(inclusive) or up to a time: the events whose own ``time`` is at or before it, in ``seq`` order
-(event time, as for windows, so back-filled events land where they belong). The stored snapshot
-is not touched.
+**As of.** :func:`evflow.services.query.as_of` folds the log in memory from the start up to a
+``seq`` (inclusive) or up to a time: the events whose own ``time`` is at or before it, in ``seq``
+order (event time, as for windows, so back-filled events land where they belong). The stored
+snapshot is not touched.
 """
 
 from __future__ import annotations
 
 import gc
-import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from evflow.errors import EvflowError, NotFound
-from evflow.projections import SKIP, CompiledProjection, Fold, HandlerError, Vars
-from evflow.store import snapshots
+from evflow.core.projections import SKIP, CompiledProjection, Fold, HandlerError, Vars
+from evflow.errors import ReplayFailed, UnknownProjection
+from evflow.store import rows, snapshots
 
 if TYPE_CHECKING:
-    from evflow.rules import Projection, RuleSet
-    from evflow.store.sql import SqlStore
+    from evflow.core.rules import Projection, RuleSet
+    from evflow.store.interface import Store
 
 BATCH_SIZE = 10000  # events per transaction: fewer commits, memory still bounded
 CACHE_ROWS = 50_000  # decoded rows kept between batches, per projection (bounded memory)
@@ -60,61 +59,16 @@ MAX_EXAMPLES = 3
 Progress = Callable[[int, int], None]  # (events read so far, events to read)
 Notice = Callable[[str], None]
 
-_FETCH = (
-    "SELECT seq, recordedtime, type, body FROM events WHERE seq > ? AND seq <= ?{types}"
-    " ORDER BY seq LIMIT ?"
-)
-
-
-def _type_filter(targets: Sequence[_Target]) -> tuple[str, list[str]]:
-    """``AND type IN (…)`` when every handler names an exact type, so the database skips the
-    events no projection folds (most of a log, often); nothing when a glob is involved."""
+def _types(targets: Sequence[_Target]) -> list[str]:
+    """The event types to read when every handler names an exact type, so the database skips the
+    events no projection folds (most of a log, often); none (read all) when a glob is involved."""
     types: set[str] = set()
     for t in targets:
         for pattern, _ in t.compiled.projection.handlers:
             if any(c in pattern for c in "*?["):
-                return "", []
+                return []
             types.add(pattern)
-    if not types:
-        return "", []
-    ordered = sorted(types)
-    # ``type || ''`` keeps the planner on the seq range: through the type index it would
-    # collect every matching event up to the end of the log and sort them, for every batch
-    return f" AND type || '' IN ({', '.join('?' for _ in ordered)})", ordered
-
-
-_scan = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
-
-
-def _loads(text: str) -> Any:
-    """json.loads for the compact JSON evflow itself wrote (no surrounding whitespace): the C
-    scanner straight away, skipping json.loads' Python-level checks (a third of a replay)."""
-    try:
-        value, end = _scan(text, 0)
-    except StopIteration:
-        return json.loads(text)  # raises the usual error
-    return value if end == len(text) else json.loads(text)
-
-
-def _not_json(value: Any) -> Any:
-    raise TypeError(f"{type(value).__name__} is not JSON serializable")
-
-
-def _make_dumps() -> Callable[[Any], str]:
-    """Compact JSON text, as json.dumps(ensure_ascii=False, separators=(",", ":")), with the C
-    encoder built once rather than once per call as json.dumps does."""
-    from json import encoder
-
-    make = getattr(encoder, "c_make_encoder", None)
-    if make is None:
-        return json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
-    iterencode = make(
-        None, _not_json, encoder.encode_basestring, None, ":", ",", False, False, True
-    )
-    return lambda value: "".join(iterencode(value, 0))
-
-
-_dumps = _make_dumps()
+    return sorted(types)
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,31 +93,6 @@ class ReplayResult:
     skip_examples: list[str] = field(default_factory=list)
     rebuilt: str | None = None  # why it was rebuilt from scratch, if it was
     error: HandlerError | None = None
-
-
-class UnknownProjection(NotFound):
-    """A projection name that no rule file defines."""
-
-    def __init__(self, name: str, known: Sequence[str]) -> None:
-        listed = ", ".join(known) if known else "none are defined"
-        super().__init__(
-            f"unknown projection '{name}' (known: {listed})",
-            hint="projections are defined under 'projections:' in the rule files",
-        )
-        self.name = name
-        self.known = tuple(known)
-
-
-class ReplayFailed(EvflowError):
-    """A handler failed during a replay; the other projections were brought up to date."""
-
-    def __init__(self, results: list[ReplayResult]) -> None:
-        errors = [r.error for r in results if r.error is not None]
-        first = errors[0]
-        more = f" (and {len(errors) - 1} more projection(s) failed)" if len(errors) > 1 else ""
-        super().__init__(first.message + more, hint=first.hint)
-        self.results = results
-        self.errors = errors
 
 
 def select(ruleset: RuleSet, names: Sequence[str] | None) -> list[Projection]:
@@ -209,7 +138,7 @@ class _Target:
 
 
 def _plan(
-    store: SqlStore,
+    store: Store,
     projections: list[Projection],
     rebuild: bool,
     notice: Notice,
@@ -240,7 +169,7 @@ def _plan(
                     snapshots.clear(store, aside)
             targets.append(_Target(compiled, name, current.position))
             continue
-        if why is None and pending is None and not _has_rows(store, name):
+        if why is None and pending is None and not snapshots.has_rows(store, name):
             targets.append(_Target(compiled, name, 0))  # first build: nothing to hide
             continue
         with store.write():
@@ -251,14 +180,8 @@ def _plan(
     return targets
 
 
-def _has_rows(store: SqlStore, name: str) -> bool:
-    row = store.execute("SELECT 1 FROM snapshots WHERE projection = ? LIMIT 1", (name,)).fetchone()
-    store.end_read()
-    return row is not None
-
-
 def replay(
-    store: SqlStore,
+    store: Store,
     ruleset: RuleSet,
     names: Sequence[str] | None = None,
     *,
@@ -290,11 +213,7 @@ def replay(
             if not active:
                 break
             after = min(t.expected for t in active)
-            clause, types = _type_filter(active)
-            batch = store.execute(
-                _FETCH.format(types=clause), (after, end, *types, batch_size)
-            ).fetchall()
-            store.end_read()
+            batch = store.scan(after, end, _types(active), batch_size)
             # a short batch means nothing else up to ``end`` concerns these projections
             scanned = int(batch[-1][0]) if len(batch) == batch_size else end
             _fold_batch(store, active, batch, scanned)
@@ -318,13 +237,14 @@ _Work = tuple[_Target, str, Vars, Fold, int, str]
 
 
 def _fold_batch(
-    store: SqlStore, active: list[_Target], batch: list[tuple[Any, ...]], batch_end: int
+    store: Store, active: list[_Target], batch: list[tuple[Any, ...]], batch_end: int
 ) -> None:
     # Phase 1, outside the lock: decode the events some target needs, and compute their keys.
     routes: dict[str, list[tuple[_Target, Fold]]] = {}
     work: list[_Work] = []
     keys: dict[_Target, set[str]] = {t: set() for t in active}
-    loads = _loads
+    loads = rows.loads
+    decode = rows.event_from_row
     for seq, recorded, etype, body in batch:
         route = routes.get(etype)
         if route is None:
@@ -336,9 +256,7 @@ def _fold_batch(
             routes[etype] = route
         if not route:
             continue
-        event = loads(body)
-        event["seq"] = seq
-        event["recordedtime"] = recorded
+        event = decode(seq, recorded, body)
         for t, fold in route:
             if seq <= t.expected:
                 continue
@@ -408,7 +326,7 @@ def _fold_batch(
                     if state is None:
                         deletes.append(key)
                     else:
-                        upserts.append((key, _dumps(state), seq))
+                        upserts.append((key, rows.dump_state(state), seq))
             except (TypeError, ValueError, RecursionError) as exc:
                 t.failed = True
                 t.result.error = HandlerError(
@@ -433,7 +351,7 @@ class Staleness:
 
 
 def catch_up(
-    store: SqlStore, ruleset: RuleSet, names: Sequence[str], project_dir: str | None = None
+    store: Store, ruleset: RuleSet, names: Sequence[str], project_dir: str | None = None
 ) -> Staleness:
     """Bring ``names`` up to date for a read; what is left stale when a handler fails.
 

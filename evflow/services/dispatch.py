@@ -23,28 +23,26 @@ from __future__ import annotations
 
 import os
 import random
-import signal
 import socket
 import threading
 import uuid
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from evflow import actions
+from evflow.core.events import Event, format_time, normalize, parse_time
+from evflow.core.records import Delivery
+from evflow.core.rules import HttpAction, Retry, RuleSet, RunAction
 from evflow.errors import EvflowError
-from evflow.events import Event, format_time, normalize, parse_time
-from evflow.rules import HttpAction, Retry, RuleSet, RunAction
+from evflow.rulefiles.loader import project_dir
+from evflow.services import actions
 from evflow.store import outbox
-from evflow.store.base import Delivery
 
 if TYPE_CHECKING:
-    from evflow.app import Evflow
-    from evflow.store.sql import SqlStore
+    from evflow.store.interface import Store
 
 DEFAULT_LEASE = 60.0  # seconds; the lease of a claim is at least the action's timeout + margin
 LEASE_MARGIN = 30.0
@@ -120,16 +118,6 @@ def backoff_delay(retry: Retry, attempt: int, rng: random.Random | None = None) 
     return min(retry.max_backoff, base * jitter)
 
 
-def project_dir(ruleset: RuleSet) -> Path:
-    """The default working folder of ``run`` actions: the rules folder's parent."""
-    if not ruleset.directory:
-        return Path.cwd()
-    folder = Path(ruleset.directory).absolute()
-    if folder.is_file():
-        folder = folder.parent
-    return folder.parent
-
-
 def _as_datetime(now: datetime | str | None) -> datetime | None:
     if now is None or isinstance(now, datetime):
         return now
@@ -141,7 +129,7 @@ class Dispatcher:
 
     def __init__(
         self,
-        store: SqlStore,
+        store: Store,
         ruleset: RuleSet,
         *,
         worker_id: str | None = None,
@@ -154,7 +142,7 @@ class Dispatcher:
         self.ruleset = ruleset
         self.worker_id = worker_id or new_worker_id()
         self.lease = lease
-        self.base_dir = base_dir or project_dir(ruleset)
+        self.base_dir = base_dir or project_dir(ruleset.directory)
         self.stop = stop or threading.Event()
         self.rng = rng or random.Random()
 
@@ -281,7 +269,8 @@ class Dispatcher:
         output: dict[str, Any],
     ) -> Result:
         """Append the program's result event and mark the delivery done, in one transaction."""
-        from evflow.routing import Router, derived_id
+        from evflow.core.routing import derived_id
+        from evflow.services.append import Appender
 
         assert action.emit_result is not None
         raw = {
@@ -298,7 +287,7 @@ class Dispatcher:
         try:
             event = normalize(raw)
             with self.store.write() as tx:
-                appended = Router(self.ruleset).append(tx, event)
+                appended = Appender(self.ruleset).append(tx, event)
                 now_text = format_time(self.now(fixed))
                 won = outbox.finish(tx, d.id, self.worker_id, now_text, "done")
         except EvflowError as exc:
@@ -326,7 +315,7 @@ class Dispatcher:
 
 
 def dispatch(
-    store: SqlStore,
+    store: Store,
     ruleset: RuleSet,
     ids: Iterable[int] | None = None,
     *,
@@ -343,40 +332,8 @@ def dispatch(
     return dispatcher.drain(now) if ids is None else dispatcher.run_ids(ids, now)
 
 
-def dispatch_ids(flow: Evflow, ids: Iterable[int]) -> list[str]:
-    """What ``evflow emit``/``import`` run after their commit: one line per failed delivery."""
-    results = dispatch(flow.store, flow.ruleset, ids, base_dir=project_dir_of(flow))
-    return [r.describe() for r in results if not r.ok]
-
-
-def project_dir_of(flow: Evflow) -> Path:
-    """The rules folder's parent (where ``run`` actions without ``cwd`` run)."""
-    return flow.project_dir
-
-
-@contextmanager
-def stop_on_signals(stop: threading.Event) -> Iterator[threading.Event]:
-    """SIGINT/SIGTERM set ``stop`` (the action in hand finishes and is recorded); a second
-    SIGINT/SIGTERM gives up at once (that delivery's lease lapses and another worker retries it)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield stop
-        return
-
-    def handler(signum: int, frame: Any) -> None:
-        if stop.is_set():
-            raise KeyboardInterrupt
-        stop.set()
-
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield stop
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
-
-
 def run_worker(
-    store: SqlStore,
+    store: Store,
     ruleset: RuleSet,
     *,
     once: bool = False,

@@ -12,9 +12,10 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
+from evflow.core.events import Event, normalize, parse_time
 from evflow.errors import InvalidEvent, Problem
-from evflow.events import Event, normalize, parse_time
-from evflow.loading import Node, parse_document, rule_files
+from evflow.rulefiles.loader import rule_files
+from evflow.rulefiles.yamltree import Node, parse_document
 
 TEST_SOURCE = "evflow:test"
 TEST_FILE_KEYS = ("version", "rules", "tests")

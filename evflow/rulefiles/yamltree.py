@@ -1,39 +1,21 @@
-"""Rule files (SPEC §3): YAML text -> definitions, with file:line:column problems.
+"""Rule files, phase 1: YAML text -> a tree of :class:`Node` with 1-based lines and columns.
 
-The only module importing ``yaml``, and only lazily: loading runs in two phases so that a shell
-script calling ``evflow emit`` per event does not pay for YAML on every call.
-
-1. :func:`parse_document`: YAML text -> a tree of :class:`Node` (plain values, every key and value
-   with its 1-based line and column). This tree is JSON, so it is cached in ``cache_dir`` keyed by
-   the files' names and contents; a cache hit never imports ``yaml`` (nor ``croniter``: the
-   cache also lists the cron expressions already found valid).
-2. :func:`build_rules` (in :mod:`evflow.loading_schema`): Node trees -> compiled
-   :class:`~evflow.rules.RuleSet`, collecting every problem in every file (never stopping at the
-   first). CEL compiling is cheap, so it runs on every load.
-
-Decisions: ``version`` may be left out (it means 1); any other value is an error. Names share one
-namespace across rules, schedules and projections (and across files): ``rules explain``,
-deliveries and derived events name a definition by its name alone, so ``x`` must mean one thing.
-YAML 1.1 reads ``on`` as ``true``; keys are therefore taken as written, never resolved.
+The only module importing ``yaml``, and only lazily (a cache hit in :mod:`evflow.rulefiles.loader`
+never parses). The tree is JSON-encodable (:func:`encode_documents`), which is what the loader
+caches. YAML 1.1 reads ``on`` as ``true``; keys are therefore taken as written, never resolved.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from pathlib import Path
 from typing import Any
 
-from evflow.errors import InvalidRules, Problem
-from evflow.rules import RuleSet
+from evflow.errors import Problem
 
 #: bump whenever the cached tree's shape or the parsing conventions change
 LOADER_VERSION = "evflow-loader-1"
-DEFAULT_RULES = "rules"
 _MAX_DEPTH = 64
 _MAX_NODES = 200_000  # an alias bomb expands to billions of nodes
 
@@ -207,7 +189,7 @@ def _decode(data: list[Any]) -> Node:
     return Node("scalar", line, column, value, data[4], (data[5], data[6]), data[7], data[8])
 
 
-def _encode_documents(docs: list[Document], crons: set[str]) -> str:
+def encode_documents(docs: list[Document], crons: set[str]) -> str:
     return json.dumps(
         {
             "version": LOADER_VERSION,
@@ -226,7 +208,7 @@ def _encode_documents(docs: list[Document], crons: set[str]) -> str:
     )
 
 
-def _decode_documents(text: str) -> tuple[list[Document], set[str]]:
+def decode_documents(text: str) -> tuple[list[Document], set[str]]:
     data = json.loads(text)
     if data["version"] != LOADER_VERSION:
         raise ValueError("cache from another loader version")
@@ -239,144 +221,3 @@ def _decode_documents(text: str) -> tuple[list[Document], set[str]]:
         for d in data["documents"]
     ]
     return docs, set(data["crons"])
-
-
-def _cache_key(files: list[tuple[Path, bytes]]) -> str:
-    digest = hashlib.sha256(LOADER_VERSION.encode())
-    for path, content in files:
-        name = str(path).encode("utf-8", "surrogateescape")
-        # lengths keep ("ab", "c") and ("a", "bc") apart
-        digest.update(b"%d:%s%d:" % (len(name), name, len(content)))
-        digest.update(content)
-    return digest.hexdigest()
-
-
-def _write_cache(cache_dir: Path, target: Path, text: str) -> None:
-    """Atomically replace the cache and remove older ones; a cache that cannot be written is
-    skipped silently, because it only saves time."""
-    try:
-        cache_dir.mkdir(parents=True, exist_ok=True)
-        tmp = cache_dir / f".{target.name}.{os.getpid()}.tmp"
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, target)
-        for old in cache_dir.glob("rules-*.json"):
-            if old != target:
-                old.unlink(missing_ok=True)
-    except OSError:
-        pass
-
-
-def _load(paths: Sequence[Path], cache_dir: Path | None) -> tuple[RuleSet, list[Problem]]:
-    """Read, parse (or take from the cache) and build; the cache is written after a miss."""
-    from evflow.loading_schema import build_rules
-
-    contents: list[tuple[Path, bytes]] = []
-    failed: list[Document] = []
-    for path in paths:
-        try:
-            contents.append((path, path.read_bytes()))
-        except OSError as exc:
-            problem = Problem(str(path), 1, 1, f"cannot read: {exc.strerror or exc}")
-            failed.append(Document(str(path), None, [problem]))
-    target = None
-    if cache_dir is not None and not failed:
-        target = Path(cache_dir) / f"rules-{_cache_key(contents)}.json"
-        try:
-            cached = _decode_documents(target.read_text(encoding="utf-8"))
-        except (OSError, ValueError, KeyError, TypeError, IndexError):
-            cached = None  # missing or corrupt: parse again
-        if cached is not None:
-            return build_rules(*cached)
-    docs = failed + [_parse_bytes(path, content) for path, content in contents]
-    crons: set[str] = set()
-    result = build_rules(docs, crons)
-    if cache_dir is not None and target is not None:
-        _write_cache(Path(cache_dir), target, _encode_documents(docs, crons))
-    return result
-
-
-def _parse_bytes(path: Path, content: bytes) -> Document:
-    try:
-        text = content.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        return Document(
-            str(path), None, [Problem(str(path), 1, 1, f"not UTF-8 text: {exc.reason}")]
-        )
-    return parse_document(text, str(path))
-
-
-# The API ------------------------------------------------------------------------------------------
-
-
-def rule_files(directory: str | Path) -> list[Path]:
-    """Every ``*.yaml``/``*.yml`` directly in ``directory`` (not in subfolders), by name."""
-    folder = Path(directory)
-    if not folder.is_dir():
-        return []
-    return sorted(
-        (p for p in folder.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file()),
-        key=lambda p: p.name,
-    )
-
-
-def default_directory() -> Path:
-    """``$EVFLOW_RULES``, else ``./rules``."""
-    return Path(os.environ.get("EVFLOW_RULES") or DEFAULT_RULES)
-
-
-def parse_text(text: str, filename: str = "rules.yaml") -> tuple[RuleSet, list[Problem]]:
-    """Definitions and every problem (errors and warnings) of one file's text; never raises."""
-    from evflow.loading_schema import build_rules
-
-    return build_rules([parse_document(text, filename)])
-
-
-def load_rules(
-    directory: str | Path | None = None,
-    *,
-    paths: Sequence[Path] | None = None,
-    cache_dir: Path | None = None,
-) -> RuleSet:
-    """The definitions of every rule file; InvalidRules (with every problem) when any has an error.
-
-    A missing directory is an empty rule set. ``directory`` may also name a single file.
-    Warnings (an emit cycle, say) do not stop loading; :func:`validate` reports them.
-    """
-    folder = (
-        None if directory is None and paths is not None else Path(directory or default_directory())
-    )
-    if paths is None:
-        assert folder is not None
-        files = [folder] if folder.is_file() else rule_files(folder)
-    else:
-        files = [Path(p) for p in paths]
-    ruleset, problems = _load(files, cache_dir)
-    if any(p.severity == "error" for p in problems):
-        raise InvalidRules(problems)
-    ruleset.directory = str(folder) if folder is not None else ""
-    ruleset.files = tuple(str(p) for p in files)
-    return ruleset
-
-
-def validate(
-    targets: str | Path | Sequence[str | Path] | None = None, *, cache_dir: Path | None = None
-) -> list[Problem]:
-    """Every problem, errors and warnings, in the given files and directories (default: the rules
-    directory); never raises for bad rules. A named path that does not exist is a problem."""
-    if targets is None:
-        items: list[str | Path] = [default_directory()]
-        must_exist = False
-    else:
-        items = [targets] if isinstance(targets, str | Path) else list(targets)
-        must_exist = True
-    files: list[Path] = []
-    missing: list[Problem] = []
-    for item in items:
-        path = Path(item)
-        if path.is_dir():
-            files.extend(rule_files(path))
-        elif path.exists():
-            files.append(path)
-        elif must_exist:
-            missing.append(Problem(str(path), 1, 1, "no such file or directory"))
-    return missing + _load(files, cache_dir)[1]

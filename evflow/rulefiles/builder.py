@@ -1,8 +1,12 @@
-"""The schema of rule files: parsed :class:`~evflow.loading.Node` trees -> compiled definitions.
+"""The schema of rule files: :class:`~evflow.rulefiles.yamltree.Node` trees -> compiled definitions.
 
-Split from :mod:`evflow.loading` (which reads, parses and caches) so that each stays a readable
-size. Every check reports a :class:`~evflow.errors.Problem` at the key or value it is about and
-goes on, so one run reports every problem in every file; a definition with any problem is left out.
+Split from :mod:`evflow.rulefiles.loader` (which reads, parses and caches). Every check reports a
+:class:`~evflow.errors.Problem` at the key or value it is about and goes on, so one run reports
+every problem in every file; a definition with any problem is left out.
+
+It is over 500 lines because it is one cohesive thing: the rule-file schema, key by key, as one
+builder walking one tree; the JSON Schema (:mod:`evflow.rulefiles.jsonschema`) mirrors it, and a
+test keeps the two in step.
 """
 
 from __future__ import annotations
@@ -16,8 +20,7 @@ from collections.abc import Callable, Sequence
 from datetime import date
 from typing import Any
 
-from evflow.errors import Problem
-from evflow.expressions import (
+from evflow.core.expressions import (
     VARIABLES_PROJECTION,
     VARIABLES_RULE,
     VARIABLES_SCHEDULE,
@@ -27,8 +30,7 @@ from evflow.expressions import (
     compile_expression,
     compile_template,
 )
-from evflow.loading import Document, Node
-from evflow.rules import (
+from evflow.core.rules import (
     MAX_CHAIN_DEPTH,
     Action,
     EmitAction,
@@ -43,7 +45,7 @@ from evflow.rules import (
     Schedule,
     type_matches,
 )
-from evflow.windows import (
+from evflow.core.windows import (
     Window,
     check_cron,
     load_timezone,
@@ -51,6 +53,8 @@ from evflow.windows import (
     parse_bound,
     parse_duration,
 )
+from evflow.errors import Problem
+from evflow.rulefiles.yamltree import Document, Node
 
 NAME = re.compile(r"[a-z0-9][a-z0-9._-]*")
 TYPE = re.compile(r"[A-Za-z0-9_.-]+")

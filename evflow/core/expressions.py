@@ -24,6 +24,7 @@ from typing import Any
 
 from cel_expr_python import cel
 
+from evflow.core.text import as_text as _text
 from evflow.errors import EvflowError
 
 VARIABLES_RULE = frozenset({"data", "event"})
@@ -257,15 +258,6 @@ def json_type(value: Any) -> str:
     if isinstance(value, str):
         return "string"
     return "list" if isinstance(value, list) else "map"
-
-
-def _text(value: Any) -> str:
-    """A value as it appears inside a larger string (conventions: module doc)."""
-    if isinstance(value, str):
-        return value
-    if value is None:
-        return ""
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
 # Templates ----------------------------------------------------------------------------------------

@@ -1,8 +1,8 @@
 """The fold: what one event does to one row of a projection (SPEC §3 Projections).
 
 ``state = apply(state, event, handler)``, with ``None`` standing for "no row". Storage and
-checkpoints are :mod:`evflow.replay`'s business; this module is pure apart from importing the
-Python handlers a rule file names.
+checkpoints are :mod:`evflow.services.replay`'s business; this module is pure apart from
+importing the Python handlers a rule file names.
 
 Semantics (documented for rule authors in the rules reference):
 
@@ -43,8 +43,7 @@ from collections.abc import Callable, Mapping
 from functools import lru_cache
 from typing import Any
 
-from evflow.errors import EvflowError
-from evflow.expressions import (
+from evflow.core.expressions import (
     VARIABLES_PROJECTION,
     Bindings,
     EvaluationError,
@@ -54,7 +53,8 @@ from evflow.expressions import (
     compile_template,
     json_type,
 )
-from evflow.rules import Handler, Projection
+from evflow.core.rules import Handler, Projection
+from evflow.errors import EvflowError
 
 Event = dict[str, Any]
 State = dict[str, Any]

@@ -25,12 +25,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from evflow.core.events import Event
+from evflow.core.expressions import EvaluationError, Template
+from evflow.core.rules import HttpAction, Rule, RuleSet, RunAction, event_variables
 from evflow.errors import EvflowError, InvalidRules, Problem
-from evflow.events import Event
-from evflow.expressions import EvaluationError, Template
-from evflow.loading import load_rules
-from evflow.rules import HttpAction, Rule, RuleSet, RunAction, event_variables
-from evflow.ruletest_files import (  # noqa: F401 - the file format, re-exported
+from evflow.rulefiles.loader import load_rules, project_dir
+from evflow.rulefiles.ruletests import (  # noqa: F401 - the file format, re-exported
     ABSENT,
     CASE_KEYS,
     DELIVERY_KEYS,
@@ -110,12 +110,13 @@ def run_tests(paths: Sequence[str | Path] | None, rules_dir: str | Path) -> Repo
 
 def run_case(case: Case, ruleset: RuleSet) -> CaseResult:
     """Route the case's events in a fresh in-memory log and compare with what it expects."""
-    from evflow.routing import Outcome, Router
+    from evflow.core.routing import Outcome
+    from evflow.services.append import Appender
     from evflow.store import open_store
 
     result = CaseResult(case.file, case.name, case.line)
     store = open_store(":memory:")
-    router = Router(ruleset, at=case.at)
+    router = Appender(ruleset, at=case.at)
     outcomes: list[Outcome] = []
     try:
         for index, given in enumerate(case.given):
@@ -156,7 +157,7 @@ def render_delivery(rule: Rule, index: int, event: Event) -> dict[str, Any]:
     argv, env, url and headers are the text the program or webhook gets; stdin and body stay the
     rendered value (a mapping can then be matched as a subset), the event itself by default.
     """
-    from evflow.actions import as_text
+    from evflow.core.text import as_text
 
     action = rule.actions[index]
     out: dict[str, Any] = {"rule": rule.name, "kind": action.kind, "action": index}
@@ -325,14 +326,14 @@ def _check_projections(
 def _project(ruleset: RuleSet, events: list[Event]) -> dict[str, dict[str, Any]]:
     """Every projection folded over ``events`` (in order): {name: {key text: state}}.
 
-    The fold is :mod:`evflow.projections`' (the same one ``evflow replay`` uses), imported lazily
-    so that cases without projection expectations do not pay for it.
+    The fold is :mod:`evflow.core.projections`' (the same one ``evflow replay`` uses), imported
+    lazily so that cases without projection expectations do not pay for it.
     """
-    from evflow.projections import SKIP, CompiledProjection, Vars
+    from evflow.core.projections import SKIP, CompiledProjection, Vars
 
     # python handlers are imported from the project folder: the rules folder's parent
-    base = Path(ruleset.directory).absolute().parent if ruleset.directory else None
-    compiled = [CompiledProjection(p, str(base) if base else None) for p in ruleset.projections]
+    base = str(project_dir(ruleset.directory)) if ruleset.directory else None
+    compiled = [CompiledProjection(p, base) for p in ruleset.projections]
     states: dict[str, dict[str, Any]] = {p.name: {} for p in compiled}
     for event in events:
         for projection in compiled:

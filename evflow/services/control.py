@@ -7,11 +7,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from evflow.rules import HttpAction, RuleSet, RunAction
+from evflow.core.rules import HttpAction, RuleSet, RunAction
 from evflow.store import outbox
 
 if TYPE_CHECKING:
-    from evflow.store.sql import SqlStore
+    from evflow.store.interface import Store
 
 
 @dataclass(slots=True)
@@ -20,7 +20,7 @@ class RetryReport:
     skipped: list[tuple[int, str]]  # (id, why)
 
 
-def retry(store: SqlStore, ids: Iterable[int] = (), *, dead: bool = False) -> RetryReport:
+def retry(store: Store, ids: Iterable[int] = (), *, dead: bool = False) -> RetryReport:
     """Failed and dead deliveries (``ids``, or every dead one) back to pending, with fresh attempts.
 
     Done ones are left alone (``redeliver`` is the explicit way to run an action again) and so are
@@ -61,7 +61,7 @@ class RedeliverReport:
 
 
 def redeliver(
-    store: SqlStore,
+    store: Store,
     ruleset: RuleSet,
     rule_name: str,
     *,
@@ -77,8 +77,8 @@ def redeliver(
     with fresh attempts; one that succeeded is skipped, and so is one a worker is running. Emit
     actions are not redone: the events they appended are already in the log.
     """
+    from evflow.core.records import EventFilter
     from evflow.errors import NotFound, UsageError
-    from evflow.store.base import EventFilter
 
     rule = ruleset.rule(rule_name)
     if rule is None:

@@ -2,7 +2,7 @@
 
 Written by hand rather than derived from the loader, so that every key carries a description an
 editor can show; ``tests/test_schema_graph.py`` keeps them in sync with the loader's allowed keys
-(:mod:`evflow.loading_schema`) and with the test runner's (:mod:`evflow.ruletest`).
+(:mod:`evflow.rulefiles.builder`) and with the test runner's (:mod:`evflow.services.ruletest`).
 
 The schema checks shape only: CEL compiling, window bounds, name uniqueness and the like are left
 to ``evflow rules validate``, which reports them with file, line and column.

@@ -1,0 +1,151 @@
+"""Appending: the one path by which events enter the log, with what their rules trigger.
+
+Inside the append transaction, every rule whose trigger, window and filter match gets its actions
+(:mod:`evflow.core.routing` decides): an ``emit`` appends a derived event right here (routed in
+turn, up to :data:`~evflow.core.rules.MAX_CHAIN_DEPTH`), a ``run`` or ``http`` action gets a
+delivery record (the outbox) that is dispatched after the commit. Because it all happens in one
+transaction, an event is never recorded without what it owes.
+
+``emit``, ``import``, schedule ticks, the dispatcher's ``emit_result``, the NATS bridge and rule
+tests all append through :class:`Appender`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from datetime import datetime
+from typing import Any
+
+from evflow.core.events import Event, normalize
+from evflow.core.expressions import bind
+from evflow.core.routing import Outcome, derive
+from evflow.core.rules import MAX_CHAIN_DEPTH, EmitAction, RuleSet, event_variables
+from evflow.errors import ChainTooDeep, EvflowError, InvalidEvent
+from evflow.store.interface import WriteTransaction
+
+
+class Appender:
+    """Appends events and what their rules trigger, inside a caller's write transaction."""
+
+    def __init__(self, ruleset: RuleSet, at: datetime | None = None) -> None:
+        self.ruleset = ruleset
+        self.at = at  # judge windows as of this time instead of each event's own
+
+    def append(self, tx: WriteTransaction, event: Event) -> Outcome:
+        """Append ``event`` (normalized) and everything it triggers; raises, rolling back all."""
+        outcome = Outcome(event)
+        self._append(tx, event, outcome, depth=0)
+        return outcome
+
+    def _append(self, tx: WriteTransaction, event: Event, outcome: Outcome, depth: int) -> None:
+        appended = tx.append(event)
+        event["seq"] = appended.seq
+        event["recordedtime"] = appended.recordedtime
+        if appended.duplicate:
+            if depth == 0:
+                # report what the log holds under that identity, not what was sent again
+                outcome.duplicate = True
+                outcome.event = tx.recorded(appended.seq)
+            return
+        if depth > 0:
+            outcome.derived.append(event)
+        candidates = self.ruleset.rules_for(event["type"])
+        if not candidates:
+            return
+        # CEL converts bound values once per event, not once per rule
+        variables = bind(event_variables(event))
+        for rule in candidates:
+            match = rule.judge(event, variables, at=self.at)
+            outcome.matches.append(match)
+            if not match.matched:
+                if match.filter_error is not None:
+                    tx.add_rule_error(appended.seq, rule.name, match.reason)
+                continue
+            for index, action in enumerate(rule.actions):
+                if isinstance(action, EmitAction):
+                    if depth + 1 > MAX_CHAIN_DEPTH:
+                        raise ChainTooDeep(
+                            f"rule {rule.name}: chain of emitted events deeper than"
+                            f" {MAX_CHAIN_DEPTH} (started by {outcome.event['type']}"
+                            f" {outcome.event['id']}); nothing was recorded",
+                            hint="look for rules that emit each other's trigger"
+                            " ('evflow rules validate' warns about cycles)",
+                        )
+                    child = derive(event, rule.name, index, action, variables)
+                    self._append(tx, child, outcome, depth + 1)
+                else:
+                    delivery_id = tx.add_delivery(
+                        appended.seq, event["id"], rule.name, index, action.kind
+                    )
+                    outcome.deliveries.append(
+                        {
+                            "id": delivery_id,
+                            "event_id": event["id"],
+                            "event_seq": appended.seq,
+                            "rule": rule.name,
+                            "action": index,
+                            "type": action.kind,
+                        }
+                    )
+
+    def append_each(
+        self,
+        tx: WriteTransaction,
+        items: Iterable[tuple[str, Event | InvalidEvent]],
+        *,
+        isolate: bool,
+    ) -> Iterator[tuple[str, Outcome | EvflowError]]:
+        """Append many events in ``tx``, in order; yields ``(where, outcome or error)``.
+
+        ``isolate``: each event in a savepoint, so one that fails (invalid, a rule failing, a
+        chain too deep) is undone alone and yielded as its error while the others are recorded.
+        Otherwise the first failure raises (``where: problem``) and the caller's transaction rolls
+        everything back.
+        """
+        for where, event in items:
+            if isinstance(event, InvalidEvent):
+                if not isolate:
+                    raise event
+                yield where, event
+                continue
+            if isolate:
+                tx.savepoint()
+            try:
+                outcome = self.append(tx, event)
+            except EvflowError as exc:
+                if not isolate:
+                    raise EvflowError(f"{where}: {exc}") from None
+                tx.rollback_to_savepoint()
+                yield where, exc
+                continue
+            if isolate:
+                tx.release()
+            yield where, outcome
+
+
+def normalized_chunks(
+    tx: WriteTransaction, lines: Iterable[tuple[str, Any]], chunk: int = 500
+) -> Iterator[tuple[str, Event | InvalidEvent]]:
+    """Raw lines normalized (or their :class:`InvalidEvent`), a chunk at a time, with one lookup
+    per chunk of which identities the log already holds (instead of one per event)."""
+    pending: list[tuple[str, Event | InvalidEvent]] = []
+
+    def flush() -> Iterator[tuple[str, Event | InvalidEvent]]:
+        tx.known_absent([(e["source"], e["id"]) for _, e in pending if isinstance(e, dict)])
+        yield from pending
+        pending.clear()
+
+    for where, raw in lines:
+        if isinstance(raw, InvalidEvent):
+            pending.append((where, raw))
+        else:
+            try:
+                pending.append((where, normalize(raw, where=where)))
+            except InvalidEvent as exc:
+                pending.append((where, exc))
+        if len(pending) >= chunk:
+            yield from flush()
+    yield from flush()
+
+
+__all__ = ["Appender", "Outcome", "normalized_chunks"]

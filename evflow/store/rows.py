@@ -1,0 +1,75 @@
+"""How rows of the log's tables become values and back: one column list per table, one decoder.
+
+Event bodies are the compact JSON evflow itself wrote; decoding them is most of a replay, so the
+decoder calls the C scanner directly and the encoders are built once, not once per call.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from evflow.core.events import Event
+from evflow.core.records import Delivery
+
+EVENT_COLUMNS = "seq, recordedtime, body"
+INSERT_EVENT = (
+    "INSERT INTO events (seq, id, source, type, subject, time, recordedtime, causationid,"
+    " correlationid, rule, body) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+DELIVERY_COLUMNS = (
+    "id, event_seq, event_id, rule, action, kind, status, attempts, next_attempt_at, last_error,"
+    " created_at, updated_at, lease_owner, lease_until"
+)
+CHECKPOINT_COLUMNS = "name, position, definition, updated_at"
+
+# one encoder for every append: json.dumps with options builds a new one per call
+encode_event = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
+
+_scan = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
+
+
+def loads(text: str) -> Any:
+    """json.loads for the compact JSON evflow itself wrote (no surrounding whitespace): the C
+    scanner straight away, skipping json.loads' Python-level checks (a third of a replay)."""
+    try:
+        value, end = _scan(text, 0)
+    except StopIteration:
+        return json.loads(text)  # raises the usual error
+    return value if end == len(text) else json.loads(text)
+
+
+def event_from_row(seq: int, recorded: str, body: str) -> Event:
+    """The event of an ``events`` row (:data:`EVENT_COLUMNS`), with its store attributes."""
+    event: Event = loads(body)
+    event["seq"] = int(seq)
+    event["recordedtime"] = recorded
+    return event
+
+
+def delivery_from_row(row: Sequence[Any]) -> Delivery:
+    """The delivery of a ``deliveries`` row (:data:`DELIVERY_COLUMNS`)."""
+    return Delivery(*row)
+
+
+def _not_json(value: Any) -> Any:
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+def _make_dumps() -> Callable[[Any], str]:
+    """Compact JSON text, as json.dumps(ensure_ascii=False, separators=(",", ":")), with the C
+    encoder built once rather than once per call as json.dumps does."""
+    from json import encoder
+
+    make = getattr(encoder, "c_make_encoder", None)
+    if make is None:
+        return json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+    iterencode = make(
+        None, _not_json, encoder.encode_basestring, None, ":", ",", False, False, True
+    )
+    return lambda value: "".join(iterencode(value, 0))
+
+
+#: a snapshot state as stored (compact JSON)
+dump_state = _make_dumps()

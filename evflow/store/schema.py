@@ -1,0 +1,83 @@
+"""The tables of the log, once for every backend; each backend fills in its types.
+
+Statements are idempotent, so a migration runs them all and records the new version.
+"""
+
+from __future__ import annotations
+
+SCHEMA_VERSION = 2  # 2: rule_errors
+
+# The tables, once for every backend; each fills in its types. Statements are idempotent, so a
+# migration runs them all and records the new version.
+SCHEMA_TEMPLATE = [
+    "CREATE TABLE IF NOT EXISTS evflow_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    """CREATE TABLE IF NOT EXISTS events (
+        seq {bigint} PRIMARY KEY,
+        id TEXT NOT NULL,
+        source TEXT NOT NULL,
+        type TEXT NOT NULL,
+        subject TEXT,
+        time TEXT NOT NULL,
+        recordedtime TEXT NOT NULL,
+        causationid TEXT,
+        correlationid TEXT,
+        rule TEXT,
+        body TEXT NOT NULL,
+        UNIQUE (id, source)  -- also serves lookups by id alone (evflow show ID)
+    )""",
+    # PostgreSQL: COLLATE "C" lets LIKE 'order.%' use the index and compares bytes, as SQLite
+    "CREATE INDEX IF NOT EXISTS events_type ON events (type{binary}, seq)",
+    "CREATE INDEX IF NOT EXISTS events_subject ON events (subject, seq)",
+    "CREATE INDEX IF NOT EXISTS events_time ON events (time)",
+    "CREATE INDEX IF NOT EXISTS events_causation ON events (causationid)",
+    """CREATE TABLE IF NOT EXISTS deliveries (
+        id {serial},
+        event_seq {bigint} NOT NULL,
+        event_id TEXT NOT NULL,
+        rule TEXT NOT NULL,
+        action INTEGER NOT NULL,
+        kind TEXT NOT NULL,
+        status TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at TEXT,
+        last_error TEXT,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL,
+        lease_owner TEXT,
+        lease_until TEXT,
+        UNIQUE (event_seq, rule, action)
+    )""",
+    "CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries (status, next_attempt_at)",
+    "CREATE INDEX IF NOT EXISTS deliveries_rule ON deliveries (rule, status)",
+    """CREATE TABLE IF NOT EXISTS snapshots (
+        projection TEXT NOT NULL,
+        key TEXT NOT NULL,
+        state TEXT NOT NULL,
+        seq {bigint} NOT NULL,
+        PRIMARY KEY (projection, key)
+    )""",
+    """CREATE TABLE IF NOT EXISTS checkpoints (
+        name TEXT PRIMARY KEY,
+        position {bigint} NOT NULL,
+        definition TEXT NOT NULL DEFAULT '',
+        updated_at TEXT NOT NULL
+    )""",
+    """CREATE TABLE IF NOT EXISTS schedule_ticks (
+        name TEXT PRIMARY KEY,
+        last_time TEXT NOT NULL,
+        updated_at TEXT NOT NULL
+    )""",
+    # v2: a rule filter that failed on an event (it did not match), for `evflow show`
+    """CREATE TABLE IF NOT EXISTS rule_errors (
+        event_seq {bigint} NOT NULL,
+        rule TEXT NOT NULL,
+        message TEXT NOT NULL,
+        PRIMARY KEY (event_seq, rule)
+    )""",
+]
+
+
+def schema_statements(*, bigint: str, serial: str, binary: str) -> list[str]:
+    """The DDL in a backend's types: ``bigint`` for positions, ``serial`` for a generated key
+    column, ``binary`` the collation suffix that makes text compare byte-wise."""
+    return [s.format(bigint=bigint, serial=serial, binary=binary) for s in SCHEMA_TEMPLATE]
