@@ -32,7 +32,7 @@ from typing import Any
 
 from generate import write_jsonl  # benchmarks/ is sys.path[0] when run as a script
 
-from evflow.store import redact
+from evflow.core.text import redact
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
