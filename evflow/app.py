@@ -1,5 +1,7 @@
 """The library facade: one object that holds a log and its rules, with every use case.
 
+It is one cohesive thing, whatever its length: the list of what a program can ask of evflow.
+
 The CLI, the NATS bridge (and any program) call these methods; nothing else reaches into the store.
 Each method wires a service (:mod:`evflow.services`) to this log's store, rules and project folder.
 
@@ -21,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from evflow.core.events import DEFAULT_SOURCE, Event, normalize
 from evflow.core.routing import Outcome
-from evflow.errors import EvflowError, InvalidEvent, UsageError
+from evflow.errors import EvflowError, InvalidBatchItem, InvalidEvent, UsageError
 from evflow.settings import Settings, resolve
 
 if TYPE_CHECKING:
@@ -189,6 +191,29 @@ class Evflow:
         except _Rollback as rollback:
             return rollback.outcome
         return outcome
+
+    def emit_batch(self, events: Sequence[Mapping[str, Any]]) -> list[Outcome]:
+        """Append events in order, and what their rules trigger, in one transaction: all of
+        them, or none when one is invalid (:class:`InvalidBatchItem` names its position). An
+        event already recorded (or repeated within the batch) is a duplicate, as for :meth:`emit`.
+        """
+        from evflow.services.append import Appender
+
+        normalized = []
+        for index, raw in enumerate(events):
+            try:
+                normalized.append(normalize(raw))
+            except InvalidEvent as exc:
+                raise InvalidBatchItem(index, exc) from None
+        appender = Appender(self.ruleset)
+        outcomes = []
+        with self.store.write() as tx:
+            for index, event in enumerate(normalized):
+                try:
+                    outcomes.append(appender.append(tx, event))
+                except InvalidEvent as exc:
+                    raise InvalidBatchItem(index, exc) from None
+        return outcomes
 
     def import_events(
         self,

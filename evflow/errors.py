@@ -40,6 +40,15 @@ class InvalidEvent(EvflowError):
         self.where = where
 
 
+class InvalidBatchItem(InvalidEvent):
+    """An invalid event in a batch that is recorded whole or not at all; ``index`` is its
+    position (from 0)."""
+
+    def __init__(self, index: int, cause: InvalidEvent) -> None:
+        super().__init__(cause.field, cause.problem, f"event {index}")
+        self.index = index
+
+
 @dataclass(frozen=True, slots=True)
 class Problem:
     """One finding of rule validation, located in a file."""

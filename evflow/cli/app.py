@@ -14,6 +14,7 @@ from evflow.cli import (
     rules_cmds,
     ruletools_cmds,
     schedule_cmds,
+    serve_cmds,
 )
 from evflow.cli.context import Globals
 
@@ -67,6 +68,7 @@ delivery_cmds.register(app)
 projection_cmds.register(app)
 schedule_cmds.register(app)
 bridge_cmds.register(app)
+serve_cmds.register(app)
 
 
 def run(args: list[str]) -> int:

@@ -10,6 +10,7 @@ from evflow.cli.context import Globals
 from evflow.cli.options import FormatOpt, SinceOpt, SummaryFormatOpt, UntilOpt
 from evflow.cli.parsing import parse_position
 from evflow.core.records import DELIVERY_STATUSES
+from evflow.core.reports import delivery_json
 from evflow.errors import UsageError
 
 
@@ -36,13 +37,7 @@ def deliveries(
         )
     fmt = g.out.resolve(format)
     rows = g.flow().deliveries(status=status, rule=rule)
-    shaped = [
-        {
-            "id": d.id, "event_id": d.event_id, "rule": d.rule, "action": d.action,
-            "status": d.status, "attempts": d.attempts, "last_error": d.last_error,
-        }
-        for d in rows
-    ]  # fmt: skip
+    shaped = [delivery_json(d) for d in rows]
     if fmt == "json":
         g.out.json(shaped)
     elif fmt == "jsonl":

@@ -279,19 +279,9 @@ def stats(ctx: typer.Context, format: ReportFormatOpt = None) -> None:
     g: Globals = ctx.obj
     fmt = g.out.resolve(format, piped="json")
     flow = g.flow()
-    s = flow.stats()
-    value: dict[str, Any] = {
-        "database": flow.display_url,
-        "events": s.events,
-        "last_seq": s.last_seq,
-        "first_time": s.first_time,
-        "last_time": s.last_time,
-        "by_type": s.by_type,
-        "deliveries": s.deliveries,
-    }
-    positions = flow.positions()
-    value["projections"] = {k: v for k, v in positions.items() if not k.startswith("bridge:")}
-    value["bridges"] = {k: v for k, v in positions.items() if k.startswith("bridge:")}
+    from evflow.core.reports import stats_json
+
+    value = stats_json(flow.display_url, flow.stats(), flow.positions())
     from evflow.cli import render
 
     render.stats(g.out, value, fmt)

@@ -44,12 +44,9 @@ def show(
     rule_errors: Sequence[tuple[str, str]] = (),
 ) -> None:
     if fmt in ("json", "jsonl"):
-        value = {
-            "event": event,
-            "caused": [{"depth": d, "event": e} for d, e in tree],
-            "deliveries": [d.to_json() for d in deliveries],
-            "rule_errors": [{"rule": r, "message": m} for r, m in rule_errors],
-        }
+        from evflow.core.reports import show_json
+
+        value = show_json(event, tree, deliveries, rule_errors)
         if fmt == "json":
             out.json(value)
         else:

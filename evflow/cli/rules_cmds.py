@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -12,6 +11,7 @@ import typer
 from evflow.cli.context import Globals
 from evflow.cli.parsing import parse_time_option
 from evflow.cli.render import render_problems
+from evflow.core.reports import action_text, rule_json
 from evflow.errors import UsageError
 
 rules_app = typer.Typer(help="Check, list and explain rules.", no_args_is_help=True)
@@ -59,31 +59,6 @@ def validate(
             f"{len(targets)} file(s) {verdict}: {len(errors)} error(s), {warnings} warning(s)"
         )
     raise typer.Exit(3 if errors else 0)
-
-
-def _action_text(action: Any) -> str:
-    if action.kind == "emit":
-        return f"emit {action.type}"
-    if action.kind == "run":
-        argv = action.argv.source if hasattr(action.argv, "source") else None
-        return f"run {json.dumps(argv) if argv is not None else ''}".strip()
-    from evflow.core.text import redact
-
-    url = getattr(action.url, "source", None)
-    return f"http {action.method} {redact(str(url)) if url is not None else ''}".strip()
-
-
-def rule_json(rule: Any, at: datetime) -> dict[str, Any]:
-    return {
-        "name": rule.name,
-        "description": rule.description,
-        "on": list(rule.on),
-        "if": rule.condition.source if rule.condition is not None else None,
-        "window": rule.window.describe() if rule.window is not None else "always",
-        "actions": [_action_text(a) for a in rule.actions],
-        "state": rule.state_at(at),
-        "file": str(rule.location) if rule.location else None,
-    }
 
 
 @rules_app.command("list")
@@ -162,7 +137,7 @@ def explain(
                 "matched": m.matched,
                 "stage": m.stage,
                 "reason": m.reason,
-                "actions": [_action_text(a) for a in rule.actions] if m.matched else [],
+                "actions": [action_text(a) for a in rule.actions] if m.matched else [],
             }
         )
     if fmt == "json":

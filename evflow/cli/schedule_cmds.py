@@ -4,12 +4,13 @@ maths of :mod:`evflow.core.cron`."""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
 from evflow.cli.context import Globals
 from evflow.cli.parsing import parse_time_option
+from evflow.core.reports import schedule_json
 from evflow.errors import NotFound
 
 schedules_app = typer.Typer(
@@ -88,24 +89,6 @@ def _iso(t: datetime) -> str:
     from evflow.core.events import format_time
 
     return format_time(t)
-
-
-def schedule_json(schedule: Any, at: datetime, last_tick: datetime | None) -> dict[str, Any]:
-    from evflow.core.cron import next_occurrence, state_at
-
-    upcoming = next_occurrence(schedule, at)
-    return {
-        "name": schedule.name,
-        "cron": schedule.cron,
-        "timezone": schedule.timezone,
-        "emit": schedule.emit,
-        "window": schedule.window.describe() if schedule.window is not None else "always",
-        "catchup": schedule.catchup,
-        "state": state_at(schedule, at),
-        "next": upcoming.local.isoformat() if upcoming else None,
-        "next_utc": _iso(upcoming.utc) if upcoming else None,
-        "last_tick": _iso(last_tick) if last_tick else None,
-    }
 
 
 @schedules_app.command("list")

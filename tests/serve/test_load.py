@@ -37,10 +37,12 @@ def _send_all(url: str, client_no: int, count: int) -> list[tuple[str, int]]:
 
 
 def _all_events(server: Server) -> list[dict]:
-    with server.client() as c:
-        r = c.get("/events")
+    with (
+        server.client() as c,
+        c.stream("GET", "/events", headers={"Accept": "application/x-ndjson"}) as r,
+    ):
         assert r.status_code == 200
-        return r.json()
+        return [json.loads(line) for line in r.iter_lines() if line]
 
 
 def _check_gapless(answers: list[tuple[str, int]], events: list[dict], total: int) -> None:
