@@ -184,3 +184,30 @@ def test_unknown_path_is_a_404_problem(server: Server) -> None:
         assert r.status_code == 404
         assert r.headers["content-type"].startswith("application/problem+json")
         assert c.delete("/events").status_code == 405
+
+
+def test_events_as_server_sent_events(server: Server) -> None:
+    with server.client() as c:
+        assert post_structured(c, make("before.open", {}, id="sse-0")).status_code == 201
+        headers = {"Accept": "text/event-stream"}
+        with c.stream("GET", "/events", headers=headers, timeout=20) as r:
+            assert r.status_code == 200
+            assert r.headers["content-type"].startswith("text/event-stream")
+            with httpx.Client(base_url=server.url) as other:
+                r2 = post_structured(other, make("after.open", {"n": 1}, id="sse-1"))
+                assert r2.status_code == 201
+            got = None
+            for line in r.iter_lines():
+                if line.startswith("data: "):
+                    got = json.loads(line.removeprefix("data: "))
+                    break
+        assert got is not None and got["id"] == "sse-1"  # only what came after it opened
+        # resuming from a seq (Last-Event-ID) replays what came after it
+        with c.stream("GET", "/events", headers={**headers, "Last-Event-ID": "0"}) as r:
+            ids = []
+            for line in r.iter_lines():
+                if line.startswith("data: "):
+                    ids.append(json.loads(line.removeprefix("data: "))["id"])
+                    if len(ids) == 2:
+                        break
+        assert ids == ["sse-0", "sse-1"]
