@@ -4,6 +4,8 @@ It is one cohesive thing, whatever its length: the list of what a program can as
 
 The CLI, the NATS bridge (and any program) call these methods; nothing else reaches into the store.
 Each method wires a service (:mod:`evflow.services`) to this log's store, rules and project folder.
+It is over 500 lines because it is one cohesive thing: the one public surface, a few lines per use
+case; the work is in the services.
 
 >>> from evflow import Evflow
 >>> flow = Evflow(db="shop.db", rules="rules")
@@ -31,6 +33,7 @@ if TYPE_CHECKING:
 
     from evflow.core.records import Delivery, EventFilter, Stats
     from evflow.core.rules import RuleSet
+    from evflow.core.timers import TimerRecord
     from evflow.errors import Problem
     from evflow.services.control import RedeliverReport, RetryReport
     from evflow.services.dispatch import Result
@@ -38,6 +41,7 @@ if TYPE_CHECKING:
     from evflow.services.replay import Notice, Progress, ReplayResult, Staleness
     from evflow.services.ruletest import Report
     from evflow.services.ticking import Ticker, TickReport
+    from evflow.services.timers import FireReport
     from evflow.store.sql import SqlStore
 
 __all__ = ["Evflow", "ImportResult", "Outcome"]
@@ -312,12 +316,41 @@ class Evflow:
         return new_worker_id()
 
     def tick(self, now: datetime | None = None, warn: Callable[[str], None] | None = None) -> None:
-        """Emit the schedule occurrences that are due (cheap when none is); for workers."""
+        """Emit the schedule occurrences and fire the timers that are due (cheap when none is:
+        one indexed query for timers); for workers, who dispatch the deliveries afterwards."""
         from evflow.services.ticking import Ticker
 
         if self._ticker is None:
             self._ticker = Ticker()
         self._ticker.tick(self.store, self.ruleset, now, warn=warn)
+        for error in self.fire_timers(now).errors:
+            if warn is not None:
+                warn(f"evflow: error: {error}")
+
+    def fire_timers(
+        self,
+        now: datetime | None = None,
+        on_batch: Callable[[Sequence[Outcome]], None] | None = None,
+    ) -> FireReport:
+        """Fire every timer due at ``now`` (default: the clock), once each, in due order;
+        ``on_batch`` gets the outcomes of each committed batch of fired emit timers."""
+        from evflow.services.timers import fire_due
+
+        return fire_due(self.store, self.ruleset, now, on_batch=on_batch)
+
+    def timers(self, **selection: Any) -> Iterator[TimerRecord]:
+        """Timers in id order, streamed; narrowed by ``status``, ``rule``, ``key``, ``cause_seq``,
+        ``cancelled_by``, ``limit``."""
+        from evflow.store.timers import select
+
+        return select(self.store, **selection)
+
+    def cancel_timers(self, ids: Sequence[int]) -> dict[int, str | None]:
+        """Cancel pending timers by hand: each id -> None, or why not (its status, ``unknown``)."""
+        from evflow.store.timers import cancel_ids
+
+        with self.store.write() as tx:
+            return cancel_ids(tx, ids)
 
     def tick_report(self, now: datetime | None = None) -> TickReport:
         """Tick every schedule at ``now`` (default: the clock); what was emitted, what failed."""

@@ -229,11 +229,14 @@ def test_tests_schema_has_every_key_the_runner_accepts() -> None:
     assert set(schema["properties"]) == set(ruletest.TEST_FILE_KEYS)
     case = schema["properties"]["tests"]["items"]
     assert set(case["properties"]) == set(ruletest.CASE_KEYS)
-    assert set(case["properties"]["given"]["items"]["properties"]) == set(ruletest.GIVEN_KEYS)
+    event, tick = case["properties"]["given"]["items"]["anyOf"]
+    assert set(event["properties"]) == set(ruletest.GIVEN_KEYS)
+    assert set(tick["properties"]) == {ruletest.TICK}
     expect = case["properties"]["expect"]["properties"]
     assert set(expect) == set(ruletest.EXPECT_KEYS)
     assert set(expect["events"]["items"]["properties"]) == set(ruletest.EVENT_KEYS)
     assert set(expect["deliveries"]["items"]["properties"]) == set(ruletest.DELIVERY_KEYS)
+    assert set(expect["timers"]["items"]["properties"]) == set(ruletest.TIMER_KEYS)
 
 
 def test_the_example_tests_validate_against_the_schema() -> None:

@@ -15,6 +15,7 @@ from evflow.cli import (
     ruletools_cmds,
     schedule_cmds,
     serve_cmds,
+    timer_cmds,
 )
 from evflow.cli.context import Globals
 
@@ -67,6 +68,7 @@ ruletools_cmds.register(rules_cmds.rules_app)
 delivery_cmds.register(app)
 projection_cmds.register(app)
 schedule_cmds.register(app)
+timer_cmds.register(app)
 bridge_cmds.register(app)
 serve_cmds.register(app)
 

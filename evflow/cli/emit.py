@@ -131,8 +131,21 @@ def run_emit(opts: EmitOptions, db: str | None, rules: str | None, out: Output) 
             out.line(
                 f"  -> {d['type']} action {d['action']} of rule {d['rule']} (delivery {d['id']})"
             )
+        for t in outcome.timers:
+            key = f", key {t['key']}" if t["key"] is not None else ""
+            out.line(
+                f"  -> timer {t['id']}: action {t['action']} of rule {t['rule']}"
+                f" due {t['due']}{key}"
+            )
+        for t in outcome.cancelled:
+            out.line(
+                f"  -> cancelled timer {t['id']} of rule {t['rule']} (key {t['key']},"
+                f" set by seq {t['cause_seq']})"
+            )
     for m in outcome.filter_errors:
         out.warn(f"evflow: warning: rule {m.rule.name}: {m.reason}")
+    for rule, message in outcome.rule_errors:
+        out.warn(f"evflow: warning: rule {rule}: {message}")
     for failure in failures:
         out.warn(f"evflow: delivery failed: {failure}")
     return 1 if (failures and opts.strict) else 0

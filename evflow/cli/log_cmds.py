@@ -271,11 +271,15 @@ def show(
     deliveries = flow.deliveries(event_seq=event["seq"])
     from evflow.cli import render
 
-    render.show(g.out, event, tree, deliveries, fmt, flow.rule_errors(event["seq"]))
+    seq = event["seq"]
+    render.show(
+        g.out, event, tree, deliveries, fmt, flow.rule_errors(seq),
+        list(flow.timers(cause_seq=seq)), list(flow.timers(cancelled_by=seq)),
+    )  # fmt: skip
 
 
 def stats(ctx: typer.Context, format: ReportFormatOpt = None) -> None:
-    """Counts: events, by type, first and last time, deliveries by status."""
+    """Counts: events, by type, first and last time, deliveries and timers by status."""
     g: Globals = ctx.obj
     fmt = g.out.resolve(format, piped="json")
     flow = g.flow()

@@ -9,6 +9,7 @@ from evflow.cli.output import Output
 from evflow.core.events import Event
 from evflow.core.records import Delivery
 from evflow.core.text import github_escape
+from evflow.core.timers import TimerRecord
 from evflow.errors import Problem
 
 
@@ -42,11 +43,14 @@ def show(
     deliveries: Sequence[Delivery],
     fmt: str,
     rule_errors: Sequence[tuple[str, str]] = (),
+    timers: Sequence[TimerRecord] = (),
+    cancelled: Sequence[TimerRecord] = (),
 ) -> None:
+    """``timers``: those the event set; ``cancelled``: those it cancelled."""
     if fmt in ("json", "jsonl"):
         from evflow.core.reports import show_json
 
-        value = show_json(event, tree, deliveries, rule_errors)
+        value = show_json(event, tree, deliveries, rule_errors, timers, cancelled)
         if fmt == "json":
             out.json(value)
         else:
@@ -67,6 +71,29 @@ def show(
         out.line("rules whose filter failed on it (they did not match):")
         for rule, message in rule_errors:
             out.line(f"  {rule}: {message}")
+    if timers:
+        out.line("")
+        out.line("timers:")
+        for t in timers:
+            then = {
+                "pending": "",
+                "fired": f" -> seq {t.event_seq}"
+                if t.event_seq
+                else f" -> delivery {t.delivery_id}",
+                "cancelled": f" by seq {t.cancelled_by}" if t.cancelled_by else " by hand",
+            }[t.status]
+            out.line(
+                f"  #{t.id} rule {t.rule} action {t.action} ({t.kind}) due {t.due}"
+                f" key {t.key}: {t.status}{then}"
+            )
+    if cancelled:
+        out.line("")
+        out.line("cancelled timers:")
+        for t in cancelled:
+            out.line(
+                f"  #{t.id} rule {t.rule} action {t.action} due {t.due} key {t.key}"
+                f" (set by seq {t.cause_seq})"
+            )
     if tree:
         out.line("")
         out.line("caused:")

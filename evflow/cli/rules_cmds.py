@@ -118,6 +118,7 @@ def explain(
     from evflow.core.events import normalize
     from evflow.core.expressions import bind
     from evflow.core.rules import event_variables
+    from evflow.core.timers import preview, preview_cancel
     from evflow.errors import InvalidEvent
 
     fmt = g.out.resolve(format, piped="json", choices=("table", "json"))
@@ -129,8 +130,10 @@ def explain(
     when = parse_at(at)
     variables = bind(event_variables(event))
     results: list[dict[str, Any]] = []
-    for rule in g.flow().ruleset.rules:
+    ruleset = g.flow().ruleset
+    for rule in ruleset.rules:
         m = rule.judge(event, variables, at=when)
+        timed = [(i, a.kind, a.timing) for i, a in enumerate(rule.actions) if a.timing]
         results.append(
             {
                 "rule": rule.name,
@@ -138,14 +141,39 @@ def explain(
                 "stage": m.stage,
                 "reason": m.reason,
                 "actions": [action_text(a) for a in rule.actions] if m.matched else [],
+                "timers": [preview(t, k, i, event, variables) for i, k, t in timed]
+                if m.matched
+                else [],
             }
         )
+    cancels = [
+        preview_cancel(rule.name, i, t, event, variables)
+        for rule, i, t in ruleset.cancellers_for(type)
+    ]
     if fmt == "json":
-        g.out.json({"event": event, "rules": results})
+        g.out.json({"event": event, "rules": results, "cancels": cancels})
         return
     g.out.line(f"{event['type']} at {event['time']}" + (f" (windows judged at {at})" if at else ""))
     for r in results:
         verdict = "MATCH" if r["matched"] else f"no ({r['stage']})"
         g.out.line(f"  {r['rule']}: {verdict}: {r['reason']}")
-        for action in r["actions"]:
-            g.out.line(f"      -> {action}")
+        timers = {t["action"]: t for t in r["timers"]}
+        for index, action in enumerate(r["actions"]):
+            g.out.line(f"      -> {action}{_timer_text(timers.get(index))}")
+    for c in cancels:
+        what = c["error"] if "error" in c else f"key {c['key']}"
+        g.out.line(
+            f"  cancels pending timers of rule {c['rule']} action {c['action']} ({what})"
+            " that are due after this event's time"
+        )
+
+
+def _timer_text(timer: dict[str, Any] | None) -> str:
+    if timer is None:
+        return ""
+    if "error" in timer:
+        return f": no timer: {timer['error']}"
+    text = f": due {timer['due']}, key {timer['key']}"
+    if timer["cancel_on"]:
+        text += f", cancelled by {', '.join(timer['cancel_on'])}"
+    return text

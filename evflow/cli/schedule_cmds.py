@@ -3,8 +3,9 @@ maths of :mod:`evflow.core.cron`."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -50,14 +51,25 @@ def tick(
         ),
     ] = None,
 ) -> None:
-    """Emit every schedule occurrence due since the last tick, once each, even if run twice."""
+    """Emit every schedule occurrence due since the last tick and fire every timer due by now,
+    once each, even if run twice (or in two processes at once)."""
     g: Globals = ctx.obj
 
     when = _time(now, "--now")
     fmt = g.out.resolve(format, piped="jsonl")
     flow = g.flow()
     report = flow.tick_report(when)
-    deliveries = [d["id"] for o in report.outcomes for d in o.deliveries]
+    shown: list[Any] = []  # table and json print once, at the end; jsonl as it goes
+
+    def show(outcomes: Sequence[Any]) -> None:
+        if fmt == "jsonl":
+            g.out.jsonl({**o.event, "triggered": o.triggered_json()} for o in outcomes)
+        else:
+            shown.extend(outcomes)
+
+    show(report.outcomes)
+    fired = flow.fire_timers(when, on_batch=show)  # in due order, a batch at a time
+    deliveries = [d["id"] for o in report.outcomes for d in o.deliveries] + fired.deliveries
     failures = flow.dispatch(deliveries) if deliveries and not no_dispatch else []
     for failure in failures:
         g.out.warn(f"evflow: delivery failed: {failure}")
@@ -65,23 +77,21 @@ def tick(
         g.out.table(
             ["seq", "time", "type", "id", "triggered"],
             (
-                [
-                    o.event["seq"],
-                    o.event["time"],
-                    o.event["type"],
-                    o.event["id"],
-                    len(o.derived) + len(o.deliveries),
-                ]
-                for o in report.outcomes
+                [o.event["seq"], o.event["time"], o.event["type"], o.event["id"],
+                 len(o.derived) + len(o.deliveries)]
+                for o in shown
             ),
-        )
-    else:
-        items = [{**o.event, "triggered": o.triggered_json()} for o in report.outcomes]
-        g.out.json(items) if fmt == "json" else g.out.jsonl(items)
-    g.out.warn(f"{len(report.outcomes)} occurrence(s) emitted at {_iso(when)}")
-    for error in report.errors:
+        )  # fmt: skip
+    elif fmt == "json":
+        g.out.json([{**o.event, "triggered": o.triggered_json()} for o in shown])
+    g.out.warn(
+        f"{len(report.outcomes)} occurrence(s) emitted, {fired.fired} timer(s) fired"
+        f" at {_iso(when)}"
+    )
+    errors = [str(e) for e in report.errors] + fired.errors
+    for error in errors:
         g.out.warn(f"evflow: error: {error}")
-    if report.errors:
+    if errors:
         raise typer.Exit(1)
 
 

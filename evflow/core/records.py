@@ -74,6 +74,7 @@ class Delivery:
 
 
 DELIVERY_STATUSES = ("pending", "running", "done", "failed", "dead")
+TIMER_STATUSES = ("pending", "fired", "cancelled")
 
 
 @dataclass(slots=True)
@@ -84,3 +85,4 @@ class Stats:
     last_seq: int = 0
     by_type: dict[str, int] = field(default_factory=dict)
     deliveries: dict[str, int] = field(default_factory=dict)
+    timers: dict[str, int] = field(default_factory=lambda: dict.fromkeys(TIMER_STATUSES, 0))

@@ -10,10 +10,18 @@ from typing import Any
 
 from evflow.core.events import Event, format_time
 from evflow.core.records import Delivery, Stats
+from evflow.core.timers import TimerRecord
 
 
 def action_text(action: Any) -> str:
-    """An action in one line: ``emit TYPE``, ``run [argv]``, ``http METHOD URL`` (no password)."""
+    """An action in one line: ``emit TYPE``, ``run [argv]``, ``http METHOD URL`` (no password),
+    and when it is a timer, ``after 14d`` or ``at ${{ data.when }}``."""
+    text = _action_base(action)
+    timing = getattr(action, "timing", None)
+    return text if timing is None else f"{text} {timing.describe()}"
+
+
+def _action_base(action: Any) -> str:
     if action.kind == "emit":
         return f"emit {action.type}"
     if action.kind == "run":
@@ -71,13 +79,18 @@ def show_json(
     tree: Iterable[tuple[int, Event]],
     deliveries: Iterable[Delivery],
     rule_errors: Sequence[tuple[str, str]] = (),
+    timers: Iterable[TimerRecord] = (),
+    cancelled: Iterable[TimerRecord] = (),
 ) -> dict[str, Any]:
-    """``show``: an event, the tree of events it caused, its deliveries and its rule errors."""
+    """``show``: an event, the tree of events it caused, its deliveries, its rule errors, the
+    timers it set and those it cancelled."""
     return {
         "event": event,
         "caused": [{"depth": d, "event": e} for d, e in tree],
         "deliveries": [d.to_json() for d in deliveries],
         "rule_errors": [{"rule": r, "message": m} for r, m in rule_errors],
+        "timers": [t.to_json() for t in timers],
+        "cancelled_timers": [t.to_json() for t in cancelled],
     }
 
 
@@ -93,6 +106,7 @@ def stats_json(
         "last_time": s.last_time,
         "by_type": s.by_type,
         "deliveries": s.deliveries,
+        "timers": s.timers,
         "projections": {k: v for k, v in positions.items() if not k.startswith("bridge:")},
         "bridges": {k: v for k, v in positions.items() if k.startswith("bridge:")},
     }

@@ -34,12 +34,17 @@ class Outcome:
     derived: list[Event] = field(default_factory=list)
     deliveries: list[dict[str, Any]] = field(default_factory=list)
     matches: list[Match] = field(default_factory=list)  # every judged rule, for dry runs
+    timers: list[dict[str, Any]] = field(default_factory=list)  # set: {id, rule, action, due, key}
+    cancelled: list[dict[str, Any]] = field(default_factory=list)  # timers its events cancelled
+    rule_errors: list[tuple[str, str]] = field(default_factory=list)  # (rule, why no timer)
 
     def triggered_json(self) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = [
             {"kind": "event", "rule": e.get("evflowrule"), "event": e} for e in self.derived
         ]
         out += [{"kind": "delivery", **d} for d in self.deliveries]
+        out += [{"kind": "timer", **t} for t in self.timers]
+        out += [{"kind": "cancelled_timer", **t} for t in self.cancelled]
         return out
 
     @property

@@ -12,11 +12,14 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from evflow.core.events import Event, parse_time
 from evflow.core.expressions import Bindings, EvaluationError, Expression, Template
 from evflow.core.windows import Window
+
+if TYPE_CHECKING:
+    from evflow.core.timers import Timing
 
 MAX_CHAIN_DEPTH = 16
 
@@ -47,6 +50,7 @@ class EmitAction:
     subject: Template | None = None
     source: Template | None = None
     location: Location | None = None
+    timing: Timing | None = None  # after/at: a timer, due later (evflow.core.timers)
     kind: Literal["emit"] = "emit"
 
     def render(self, variables: Mapping[str, Any] | Bindings, rule: str) -> dict[str, Any]:
@@ -77,6 +81,7 @@ class RunAction:
     stdin: Template | None = None  # None: the event JSON
     emit_result: str | None = None
     location: Location | None = None
+    timing: Timing | None = None  # after/at: a timer, due later (evflow.core.timers)
     kind: Literal["run"] = "run"
 
 
@@ -90,6 +95,7 @@ class HttpAction:
     body: Template | None = None  # None: the event JSON
     timeout: float = 10.0
     location: Location | None = None
+    timing: Timing | None = None  # after/at: a timer, due later (evflow.core.timers)
     kind: Literal["http"] = "http"
 
 
@@ -213,6 +219,9 @@ class RuleSet:
     directory: str = ""
     files: tuple[str, ...] = ()
     _by_type: dict[str, tuple[Rule, ...]] = field(default_factory=dict, repr=False)
+    _cancels: dict[str, tuple[tuple[Rule, int, Timing], ...]] = field(
+        default_factory=dict, repr=False
+    )
 
     def rules_for(self, etype: str) -> tuple[Rule, ...]:
         """Rules whose trigger names this type (window and filter not yet judged)."""
@@ -220,6 +229,19 @@ class RuleSet:
         if hit is None:
             hit = tuple(r for r in self.rules if type_matches(r.on, etype))
             self._by_type[etype] = hit
+        return hit
+
+    def cancellers_for(self, etype: str) -> tuple[tuple[Rule, int, Timing], ...]:
+        """The timed actions (rule, action index, timing) whose ``cancel_on`` names this type."""
+        hit = self._cancels.get(etype)
+        if hit is None:
+            hit = tuple(
+                (rule, index, action.timing)
+                for rule in self.rules
+                for index, action in enumerate(rule.actions)
+                if action.timing is not None and type_matches(action.timing.cancel_on, etype)
+            )
+            self._cancels[etype] = hit
         return hit
 
     def rule(self, name: str) -> Rule | None:

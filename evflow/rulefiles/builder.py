@@ -20,6 +20,7 @@ from collections.abc import Callable, Sequence
 from datetime import date
 from typing import Any
 
+from evflow.core.events import format_time, parse_time
 from evflow.core.expressions import (
     VARIABLES_PROJECTION,
     VARIABLES_RULE,
@@ -45,6 +46,7 @@ from evflow.core.rules import (
     Schedule,
     type_matches,
 )
+from evflow.core.timers import Timing
 from evflow.core.windows import (
     Window,
     check_cron,
@@ -65,10 +67,11 @@ TOP_KEYS = ("version", "defaults", "rules", "schedules", "projections")
 RULE_KEYS = ("name", "description", "on", "if", "active", "then", "retry")
 WINDOW_KEYS = ("from", "until", "timezone", "cron")
 RETRY_KEYS = ("attempts", "backoff", "max_backoff")
+TIMER_KEYS = ("after", "at", "key", "cancel_on", "cancel_key")
 ACTION_KEYS = {
-    "emit": ("emit", "data", "subject", "source"),
-    "run": ("run", "env", "cwd", "timeout", "stdin", "emit_result"),
-    "http": ("http", "method", "headers", "body", "timeout"),
+    "emit": ("emit", "data", "subject", "source", *TIMER_KEYS),
+    "run": ("run", "env", "cwd", "timeout", "stdin", "emit_result", *TIMER_KEYS),
+    "http": ("http", "method", "headers", "body", "timeout", *TIMER_KEYS),
 }
 SCHEDULE_KEYS: tuple[str, ...] = (
     "name",
@@ -474,7 +477,47 @@ class _Builder:
         where = self.at(keys[kind][0])
         build = {"emit": self.emit_action, "run": self.run_action, "http": self.http_action}
         action = build[kind](fields, where)
+        timing = self.timing(fields)
+        if timing is not None:
+            action = dataclasses.replace(action, timing=timing)
         return action if len(self.problems) == before else None
+
+    def timing(self, fields: Fields) -> Timing | None:
+        """``after``/``at`` and what cancels the timer; None for an action taken at once."""
+        after, at = fields.get("after"), fields.get("at")
+        if after is None and at is None:
+            for key in ("key", "cancel_on", "cancel_key"):
+                if key in fields:
+                    self.error(fields[key], f"{key} needs after or at (it is about a timer)")
+            return None
+        if after is not None and at is not None:
+            self.error(at, "give after or at, not both")
+        cancel_on = self.types(fields.get("cancel_on"), "cancel_on")
+        if "cancel_key" in fields and not cancel_on:
+            self.error(fields["cancel_key"], "cancel_key needs cancel_on")
+        seconds = self.duration(after, "after", 0.0, positive=True) if after is not None else None
+        return Timing(
+            after=seconds,
+            after_text=self.text(after, "after") if after is not None else "",
+            at=self.due_at(at) if at is not None and after is None else None,
+            key=self.template(fields.get("key"), "key", VARIABLES_RULE),
+            cancel_on=cancel_on,
+            cancel_key=self.template(fields.get("cancel_key"), "cancel_key", VARIABLES_RULE),
+        )
+
+    def due_at(self, node: Node) -> Template | None:
+        """``at``: a template giving a time, or a time written out (checked now)."""
+        text = self.text(node, "at") if node.kind == "scalar" else ""
+        if node.kind != "scalar" or not text:
+            self.error(node, f"at must be an RFC 3339 time or a template, got {_describe(node)}")
+            return None
+        if "${{" not in text:
+            try:
+                text = format_time(parse_time(text))
+            except ValueError as exc:
+                self.error(node, f"at: {exc}")
+                return None
+        return self.template(node, "at", VARIABLES_RULE, text)
 
     def emit_action(self, fields: Fields, where: Location) -> Action:
         data = fields.get("data")
@@ -664,7 +707,11 @@ class _Builder:
     def check_cycles(self) -> None:
         """Warn about rules whose emit actions can trigger each other in a loop (globs count).
         A warning, not an error: an ``if`` may well break the loop at run time."""
-        emits = {r.name: [a for a in r.actions if isinstance(a, EmitAction)] for r in self.rules}
+        # a timed emit appends later, starting a chain of its own (a timer that re-arms itself)
+        emits = {
+            r.name: [a for a in r.actions if isinstance(a, EmitAction) and a.timing is None]
+            for r in self.rules
+        }
 
         def successors(rule: Rule) -> list[Rule]:
             types = [a.type for a in emits[rule.name]]

@@ -68,8 +68,27 @@ def _window(with_cron: bool) -> dict[str, Any]:
     return _obj(properties, description="The window [from, until) an event's time must fall in.")
 
 
+_TYPES = {
+    "anyOf": [
+        {"type": "string", "pattern": GLOB_PATTERN},
+        {"type": "array", "items": {"type": "string", "pattern": GLOB_PATTERN}, "minItems": 1},
+    ]
+}
+#: any action may be a timer: due later, cancellable by a later event with the same key
+_TIMER = {
+    "after": {**_DURATION, "description": "A timer: due this long after the cause's time."},
+    "at": _text("A timer: due at this RFC 3339 time (a template, e.g. ${{ data.trial_end }})."),
+    "key": _text("The timer's key (templated; default: the cause's subject)."),
+    "cancel_on": {
+        **_TYPES,
+        "description": "Event types (or globs) that cancel pending timers with the same key.",
+    },
+    "cancel_key": _text("A cancelling event's key (templated; default: its subject)."),
+}
+
+
 def _action(kind: str, properties: dict[str, Any], description: str) -> dict[str, Any]:
-    return _obj(properties, (kind,), description)
+    return _obj({**properties, **_TIMER}, (kind,), description)
 
 
 _ACTIONS = {
@@ -264,7 +283,25 @@ _EXPECTED_EVENT = _obj(
         "subject": _text("The derived event's subject."),
         "source": _text("The derived event's source."),
         "rule": _text("The rule that emitted it."),
+        "time": _text("Its time (a fired timer's: the due time), compared as an instant."),
     }
+)
+
+_EXPECTED_TIMER = _obj(
+    {
+        "rule": _text("The rule whose timed action set it."),
+        "action": {"type": "integer", "minimum": 0, "description": "Index in the rule's then."},
+        "kind": {"enum": ["emit", "run", "http"]},
+        "status": {"enum": ["pending", "fired", "cancelled"]},
+        "due": _text("Its due time, compared as an instant."),
+        "key": {"type": ["string", "null"], "description": "Its key."},
+        "event": _text("Type of the event that set it."),
+    }
+)
+
+_TICK = _obj(
+    {"tick": _text("Fire the timers due at or before this RFC 3339 time (time travel).")},
+    ("tick",),
 )
 
 _EXPECTED_DELIVERY = _obj(
@@ -293,8 +330,8 @@ _CASE = _obj(
         "at": _text("Judge windows as of this time (default: each event's own time)."),
         "given": {
             "type": "array",
-            "description": "Events appended in order, each routed through the rules.",
-            "items": _GIVEN,
+            "description": "Events appended in order, each routed through the rules, and ticks.",
+            "items": {"anyOf": [_GIVEN, _TICK]},
         },
         "expect": _obj(
             {
@@ -307,6 +344,11 @@ _CASE = _obj(
                     "type": "array",
                     "description": "Each must be due (a subset match); [] means none at all.",
                     "items": _EXPECTED_DELIVERY,
+                },
+                "timers": {
+                    "type": "array",
+                    "description": "Each must be set (a subset match); [] means none at all.",
+                    "items": _EXPECTED_TIMER,
                 },
                 "matched": {**_NAMES, "description": "Rules that must match some event."},
                 "not_matched": {**_NAMES, "description": "Rules that must match no event."},

@@ -12,7 +12,7 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
-from evflow.core.events import Event, normalize, parse_time
+from evflow.core.events import Event, format_time, normalize, parse_time
 from evflow.errors import InvalidEvent, Problem
 from evflow.rulefiles.loader import rule_files
 from evflow.rulefiles.yamltree import Node, parse_document
@@ -21,8 +21,10 @@ TEST_SOURCE = "evflow:test"
 TEST_FILE_KEYS = ("version", "rules", "tests")
 CASE_KEYS = ("name", "description", "at", "given", "expect")
 GIVEN_KEYS = ("type", "data", "time", "subject", "id", "source")
-EXPECT_KEYS = ("events", "deliveries", "matched", "not_matched", "projections")
-EVENT_KEYS = ("type", "data", "subject", "source", "rule")
+EXPECT_KEYS = ("events", "deliveries", "timers", "matched", "not_matched", "projections")
+EVENT_KEYS = ("type", "data", "subject", "source", "rule", "time")
+TIMER_KEYS = ("rule", "action", "kind", "status", "due", "key", "event")
+TICK = "tick"  # a given step that fires the timers due at its time (time travel)
 DELIVERY_KEYS = (
     "rule", "kind", "action", "event", "argv", "env", "cwd", "stdin", "url", "method", "headers",
     "body",
@@ -36,7 +38,7 @@ class Case:
     name: str
     line: int
     column: int
-    given: tuple[Event, ...]
+    given: tuple[Event | datetime, ...]  # events, and tick times (fire what is due by then)
     at: datetime | None
     expect: dict[str, Any]
     rules: Path  # the rules folder (or file) the case runs against
@@ -128,12 +130,27 @@ class _Reader:
                 self.error(fields["at"], f"at: {exc}")
         if "given" not in fields:
             self.error(node, "a test case needs 'given' (a list of events)")
-        given = [self.event(item, at) for item in self.items(fields.get("given"), "given")]
+        given = [self.step(item, at) for item in self.items(fields.get("given"), "given")]
         expect = self.expect(fields["expect"]) if "expect" in fields else {}
         if len(self.problems) > before or name is None:
             return None
         events = tuple(e for e in given if e is not None)
         return Case(self.file, name, node.line, node.column, events, at, expect, rules)
+
+    def step(self, node: Node, at: datetime | None) -> Event | datetime | None:
+        """A given event, or ``{tick: TIME}``: fire the timers due by then."""
+        if node.kind == "map" and TICK in node.value:
+            fields = self.fields(node, "a tick", (TICK,)) or {}
+            return self.time(fields[TICK], TICK)
+        return self.event(node, at)
+
+    def time(self, node: Node, what: str) -> datetime | None:
+        text = self.text(node, what)
+        try:
+            return parse_time(text) if text is not None else None
+        except ValueError as exc:
+            self.error(node, f"{what}: {exc}")
+            return None
 
     def event(self, node: Node, at: datetime | None) -> Event | None:
         fields = self.fields(node, "a given event", GIVEN_KEYS)
@@ -158,15 +175,21 @@ class _Reader:
         for key, what, allowed in (
             ("events", "an expected event", EVENT_KEYS),
             ("deliveries", "an expected delivery", DELIVERY_KEYS),
+            ("timers", "an expected timer", TIMER_KEYS),
         ):
             if key in fields:
                 entries = []
                 for item in self.items(fields[key], key):
-                    entry = self.fields(item, what, allowed)
-                    kind = entry.get("kind") if entry else None
+                    entry = self.fields(item, what, allowed) or {}
+                    kind = entry.get("kind") if key == "deliveries" else None
                     if kind is not None and _value(kind) not in ("run", "http"):
                         self.error(kind, f"kind must be run or http (got {_value(kind)!r})")
-                    entries.append({k: _value(v) for k, v in (entry or {}).items()})
+                    expected = {k: _value(v) for k, v in entry.items()}
+                    for name in ("time", "due"):  # compared as instants, written in any offset
+                        if name in entry:
+                            when = self.time(entry[name], name)
+                            expected[name] = format_time(when) if when is not None else None
+                    entries.append(expected)
                 out[key] = entries
         for key in ("matched", "not_matched"):
             if key in fields:

@@ -17,11 +17,14 @@ from datetime import datetime
 from typing import Any
 
 from evflow.core.events import Event, normalize
-from evflow.core.expressions import bind
+from evflow.core.expressions import Bindings, bind
 from evflow.core.routing import Outcome, derive
-from evflow.core.rules import MAX_CHAIN_DEPTH, EmitAction, RuleSet, event_variables
+from evflow.core.rules import MAX_CHAIN_DEPTH, Action, EmitAction, Rule, RuleSet, event_variables
+from evflow.core.timers import TimerError, Timing
 from evflow.errors import ChainTooDeep, EvflowError, InvalidEvent
+from evflow.store import timers as timer_rows
 from evflow.store.interface import WriteTransaction
+from evflow.store.rows import encode_event
 
 
 class Appender:
@@ -49,11 +52,15 @@ class Appender:
             return
         if depth > 0:
             outcome.derived.append(event)
+        cancellers = self.ruleset.cancellers_for(event["type"])
         candidates = self.ruleset.rules_for(event["type"])
-        if not candidates:
+        if not candidates and not cancellers:
             return
         # CEL converts bound values once per event, not once per rule
         variables = bind(event_variables(event))
+        if cancellers:
+            # before this event's own timers are set: an event never cancels what it starts
+            self._cancel(tx, event, cancellers, variables, outcome)
         for rule in candidates:
             match = rule.judge(event, variables, at=self.at)
             outcome.matches.append(match)
@@ -62,7 +69,9 @@ class Appender:
                     tx.add_rule_error(appended.seq, rule.name, match.reason)
                 continue
             for index, action in enumerate(rule.actions):
-                if isinstance(action, EmitAction):
+                if action.timing is not None:
+                    self._set_timer(tx, event, rule.name, index, action, variables, outcome)
+                elif isinstance(action, EmitAction):
                     if depth + 1 > MAX_CHAIN_DEPTH:
                         raise ChainTooDeep(
                             f"rule {rule.name}: chain of emitted events deeper than"
@@ -87,6 +96,70 @@ class Appender:
                             "type": action.kind,
                         }
                     )
+
+    def _set_timer(
+        self,
+        tx: WriteTransaction,
+        cause: Event,
+        rule: str,
+        index: int,
+        action: Action,
+        variables: Bindings,
+        outcome: Outcome,
+    ) -> None:
+        """Record a timed action as a pending timer (an emit's event rendered now, from its
+        cause); a due time that is no time or before the cause is a rule error instead."""
+        timing = action.timing
+        assert timing is not None
+        try:
+            due = timing.due(cause, variables)
+            key = timing.key_of(cause, variables)
+        except TimerError as exc:
+            message = f"{action.kind} action {index}: {exc.message}"
+            tx.add_rule_error(cause["seq"], rule, message)
+            outcome.rule_errors.append((rule, message))
+            return
+        body = None
+        if isinstance(action, EmitAction):
+            event = derive(cause, rule, index, action, variables)
+            event["time"] = due  # it happens when it is due, not when its cause did
+            body = encode_event(event)
+        timer_id = timer_rows.add(
+            tx, rule=rule, action=index, kind=action.kind, due=due, key=key,
+            cause_seq=cause["seq"], cause_id=cause["id"], body=body,
+        )  # fmt: skip
+        if timer_id is not None:
+            outcome.timers.append(
+                {"id": timer_id, "rule": rule, "action": index, "due": due, "key": key}
+            )
+
+    def _cancel(
+        self,
+        tx: WriteTransaction,
+        event: Event,
+        cancellers: tuple[tuple[Rule, int, Timing], ...],
+        variables: Bindings,
+        outcome: Outcome,
+    ) -> None:
+        """Cancel the pending timers this event's key cancels, if it happened before they were
+        due; a cancel_key that fails is a rule error (nothing is cancelled)."""
+        for rule, index, timing in cancellers:
+            try:
+                key = timing.cancel_key_of(event, variables)
+            except TimerError as exc:
+                message = f"cancel_on of action {index}: {exc.message}"
+                tx.add_rule_error(event["seq"], rule.name, message)
+                outcome.rule_errors.append((rule.name, message))
+                continue
+            if key is None:
+                continue
+            for timer in timer_rows.cancel_by_key(
+                tx, rule.name, index, key, event["time"], event["seq"]
+            ):
+                outcome.cancelled.append(
+                    {"id": timer.id, "rule": rule.name, "action": index, "key": key,
+                     "cause_seq": timer.cause_seq, "by_seq": event["seq"]}
+                )  # fmt: skip
 
     def append_each(
         self,

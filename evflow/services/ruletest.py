@@ -22,6 +22,7 @@ import copy
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,8 @@ from evflow.rulefiles.ruletests import (  # noqa: F401 - the file format, re-exp
     GIVEN_KEYS,
     TEST_FILE_KEYS,
     TEST_SOURCE,
+    TICK,
+    TIMER_KEYS,
     Case,
     parse_tests,
     test_files,
@@ -112,7 +115,9 @@ def run_case(case: Case, ruleset: RuleSet) -> CaseResult:
     """Route the case's events in a fresh in-memory log and compare with what it expects."""
     from evflow.core.routing import Outcome
     from evflow.services.append import Appender
+    from evflow.services.timers import fire_due
     from evflow.store import open_store
+    from evflow.store.timers import select
 
     result = CaseResult(case.file, case.name, case.line)
     store = open_store(":memory:")
@@ -120,6 +125,10 @@ def run_case(case: Case, ruleset: RuleSet) -> CaseResult:
     outcomes: list[Outcome] = []
     try:
         for index, given in enumerate(case.given):
+            if isinstance(given, datetime):  # a tick: fire the timers due by then
+                fired = fire_due(store, ruleset, given, on_batch=outcomes.extend)
+                result.failures += [f"given[{index}] tick: {error}" for error in fired.errors]
+                continue
             try:
                 with store.write() as tx:
                     outcomes.append(router.append(tx, copy.deepcopy(given)))
@@ -128,15 +137,22 @@ def run_case(case: Case, ruleset: RuleSet) -> CaseResult:
                 return result
         logged = list(store.read())
         store.end_read()
+        deliveries = store.deliveries()
+        timers = list(select(store))
     finally:
         store.close()
+    by_seq = {e["seq"]: e for e in logged}
     expect = case.expect
     if "events" in expect:
-        derived = [_event_view(e) for o in outcomes for e in o.derived]
+        # derived at once or fired by a timer: every event a rule appended
+        derived = [_event_view(e) for e in logged if "evflowrule" in e]
         result.failures += _compare("events", "derived", expect["events"], derived)
     if "deliveries" in expect:
-        due = [_delivery(ruleset, o, d) for o in outcomes for d in o.deliveries]
+        due = [_delivery(ruleset, by_seq[d.event_seq], d.rule, d.action) for d in deliveries]
         result.failures += _compare("deliveries", "due", expect["deliveries"], due)
+    if "timers" in expect:
+        views = [{**t.to_json(), "event": by_seq[t.cause_seq]["type"]} for t in timers]
+        result.failures += _compare("timers", "set", expect["timers"], views)
     if "matched" in expect or "not_matched" in expect:
         result.failures += _check_matches(ruleset, outcomes, expect)
     if "projections" in expect:
@@ -148,6 +164,7 @@ def _event_view(event: Event) -> dict[str, Any]:
     view = {"type": event["type"], "subject": event.get("subject"), "data": event.get("data")}
     view["source"] = event.get("source")
     view["rule"] = event.get("evflowrule")
+    view["time"] = event["time"]
     return view
 
 
@@ -187,13 +204,10 @@ def render_delivery(rule: Rule, index: int, event: Event) -> dict[str, Any]:
     return out
 
 
-def _delivery(ruleset: RuleSet, outcome: Any, delivery: dict[str, Any]) -> dict[str, Any]:
-    trigger = next(
-        e for e in [outcome.event, *outcome.derived] if e.get("seq") == delivery["event_seq"]
-    )
-    rule = ruleset.rule(delivery["rule"])
+def _delivery(ruleset: RuleSet, trigger: Event, rule_name: str, action: int) -> dict[str, Any]:
+    rule = ruleset.rule(rule_name)
     assert rule is not None  # the router found it there
-    return render_delivery(rule, delivery["action"], trigger)
+    return render_delivery(rule, action, trigger)
 
 
 def matches(expected: Any, actual: Any) -> bool:

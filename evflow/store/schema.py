@@ -5,7 +5,7 @@ Statements are idempotent, so a migration runs them all and records the new vers
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 2  # 2: rule_errors
+SCHEMA_VERSION = 3  # 2: rule_errors; 3: timers
 
 # The tables, once for every backend; each fills in its types. Statements are idempotent, so a
 # migration runs them all and records the new version.
@@ -74,6 +74,29 @@ SCHEMA_TEMPLATE = [
         message TEXT NOT NULL,
         PRIMARY KEY (event_seq, rule)
     )""",
+    # v3: timed actions (after/at), recorded with their cause, fired by ticks, cancelled by key
+    """CREATE TABLE IF NOT EXISTS timers (
+        id {serial},
+        rule TEXT NOT NULL,
+        action INTEGER NOT NULL,
+        kind TEXT NOT NULL,
+        status TEXT NOT NULL,
+        due TEXT NOT NULL,
+        key TEXT,
+        cause_seq {bigint} NOT NULL,
+        cause_id TEXT NOT NULL,
+        event_seq {bigint},
+        delivery_id {bigint},
+        cancelled_by {bigint},
+        body TEXT,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL,
+        UNIQUE (cause_seq, rule, action)
+    )""",
+    # a tick's query (pending and due, in due order) and a cancellation's (pending, by key)
+    "CREATE INDEX IF NOT EXISTS timers_due ON timers (status, due, id)",
+    "CREATE INDEX IF NOT EXISTS timers_key ON timers (rule, action, key, status)",
+    "CREATE INDEX IF NOT EXISTS timers_cancelled_by ON timers (cancelled_by)",
 ]
 
 

@@ -151,6 +151,11 @@ class Transaction:
             self._buffered.clear()
             self.store.raw_executemany(INSERT_EVENT, rows)
 
+    def raw_execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        """Run a statement that does not read the ``events`` table without writing the buffered
+        appends first (rows that refer to their event by position, which is already decided)."""
+        return self.store.raw_execute(sql, params)
+
     def add_rule_error(self, event_seq: int, rule: str, message: str) -> None:
         """Keep why a rule's filter failed on an event (the rule did not match it)."""
         self.store.raw_execute(
@@ -351,9 +356,7 @@ class SqlStore:
         self.end_read()
         return rows
 
-    def scan_until(
-        self, seq: int, time: str | None = None
-    ) -> Iterator[tuple[int, str, str, str]]:
+    def scan_until(self, seq: int, time: str | None = None) -> Iterator[tuple[int, str, str, str]]:
         """``(seq, recordedtime, type, body)`` of every event up to ``seq`` (inclusive) whose own
         time is at or before ``time`` when given, in ``seq`` order, streamed."""
         sql = "SELECT seq, recordedtime, type, body FROM events WHERE seq <= ?"
@@ -418,6 +421,10 @@ class SqlStore:
             "SELECT status, COUNT(*) FROM deliveries GROUP BY status"
         ).fetchall():
             stats.deliveries[status] = int(count)
+        for status, count in self.execute(
+            "SELECT status, COUNT(*) FROM timers GROUP BY status"
+        ).fetchall():
+            stats.timers[status] = int(count)
         self.end_read()
         return stats
 
