@@ -52,6 +52,8 @@ def fire_due(
     until = format_time((now or now_utc()).astimezone(UTC))
     appender = Appender(ruleset)
     report = FireReport()
+    if not timer_rows.any_due(store, until):
+        return report
     position: tuple[str, int] | None = None
     while True:
         outcomes: list[Outcome] = []

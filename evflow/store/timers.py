@@ -70,6 +70,18 @@ def cancel_by_key(
     return sorted((_record(r) for r in rows), key=lambda t: t.id)
 
 
+DUE_CHECK = "SELECT id FROM timers WHERE status = 'pending' AND due <= ? LIMIT 1"
+
+
+def any_due(store: Store, now: str) -> bool:
+    """Whether some timer is due at ``now``: one indexed read, without the write lock (what a
+    worker pays every turn when nothing is due)."""
+    try:
+        return store.execute(DUE_CHECK, (now,)).fetchone() is not None
+    finally:
+        store.end_read()
+
+
 def due(
     tx: WriteTransaction, now: str, after: tuple[str, int] | None, limit: int
 ) -> list[TimerRecord]:
