@@ -230,10 +230,9 @@ def test_two_stores_on_different_schemas_are_independent(server: None) -> None:
             " WHERE table_schema IN (?, ?) GROUP BY table_schema ORDER BY table_schema",
             sorted([a_name, b_name]),
         ).fetchall()
-        assert [int(n) for _, n in rows] == [
-            7,
-            7,
-        ]  # evflow_meta, events, deliveries, snapshots, checkpoints, schedule_ticks, rule_errors
+        # evflow_meta, events, deliveries, snapshots, checkpoints, schedule_ticks, rule_errors,
+        # timers
+        assert [int(n) for _, n in rows] == [8, 8]
         a.close()
         b.close()
 

@@ -444,6 +444,28 @@ def test_the_fired_id_is_a_function_of_cause_rule_and_action(project: Path) -> N
     assert again["id"] == first["id"] and again["time"] == first["time"]
 
 
+def test_importing_a_log_that_already_holds_the_fired_event_records_it_once(
+    project: Path,
+) -> None:
+    write_rules(project, TRIAL)
+    line = created_lines([datetime(2026, 1, 1, tzinfo=UTC)], prefix="h")
+    ok(["import", "-", "--no-dispatch"], stdin=line)
+    [fired] = tick("2026-02-01T00:00:00Z")[0]
+    exported = [json.loads(x) for x in ok(["log", "--format", "jsonl"]).splitlines()]
+    # another log gets the cause (its timer pending), then the history that holds the fired event
+    other = str(project / "other.db")
+    ok(["--db", other, "import", "-", "--no-dispatch"], stdin=line)
+    history = "".join(json.dumps(e) + "\n" for e in exported if e["type"] == "trial.ended")
+    ok(["--db", other, "import", "-", "--no-dispatch"], stdin=history)
+    again = run_cli(["--db", other, "tick", "--now", "2026-02-01T00:00:00Z", "--format", "jsonl"])
+    assert again.exit_code == 0 and again.stdout == "" and "1 timer(s) fired" in again.stderr
+    log_lines = run_cli(["--db", other, "log", "--type", "trial.ended", "--format", "jsonl"])
+    [ended] = [json.loads(x) for x in log_lines.stdout.splitlines()]
+    assert ended["id"] == fired["id"]
+    [timer] = ok(["--db", other, "timers", "--format", "json"])
+    assert timer["status"] == "fired" and timer["event_seq"] == ended["seq"]
+
+
 def test_back_filled_import_fires_long_due_timers_in_due_order(project: Path) -> None:
     write_rules(project, TRIAL)
     base = datetime(2016, 3, 1, tzinfo=UTC)
@@ -656,6 +678,13 @@ def test_rules_explain_shows_what_a_timer_would_do(project: Path) -> None:
     assert ok(cancel)["cancels"] == [{"rule": "trial-ends", "action": 0, "key": "a1"}]
     table = run_cli([*cancel[:-2], "--format", "table"]).stdout
     assert "trial-ends" in table and "cancel" in table
+
+
+def test_the_graph_shows_when_a_timer_fires_and_what_cancels_it(project: Path) -> None:
+    write_rules(project, TRIAL)
+    graph = ok(["rules", "graph"])
+    assert "-->|emit after 14d|" in graph
+    assert graph.count("-. cancels .->") == 2
 
 
 def test_a_dry_run_records_no_timer(project: Path) -> None:

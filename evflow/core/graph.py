@@ -77,11 +77,16 @@ def build(ruleset: RuleSet) -> Graph:
         for trigger in triggers:
             graph.edge(trigger, node)
         for index, action in enumerate(rule.actions):
+            timing = action.timing
+            # a timer's edge says when ("after 14d"; an at-time is data, so just "at")
+            when = "" if timing is None else (" at" if timing.at else f" after {timing.after_text}")
+            for cancel in timing.cancel_on if timing is not None else ():
+                graph.edge(etype(cancel), node, "cancels", dashed=True)
             if isinstance(action, EmitAction):
-                graph.edge(node, etype(action.type), "emit")
+                graph.edge(node, etype(action.type), "emit" + when)
             else:
                 target = graph.node("action", (rule.name, str(index)), _action_label(action))
-                graph.edge(node, target)
+                graph.edge(node, target, when.strip())
                 if isinstance(action, RunAction) and action.emit_result:
                     graph.edge(target, etype(action.emit_result), "result")
     for schedule in ruleset.schedules:
