@@ -54,7 +54,7 @@ def test_due_timers_come_in_due_order_a_page_at_a_time(db_url: str) -> None:
         assert [x.due for x in page] == [t(1), t(3), t(3)]
         nxt = timer_rows.due(tx, t(9), (page[-1].due, page[-1].id), 3)
         assert [x.due for x in nxt] == [t(7), t(9)]  # the 12th is not due yet
-        timer_rows.mark_fired(tx, nxt[0].id, None, None)
+        timer_rows.mark_fired(tx, [(None, None, nxt[0].id)])
         assert [x.id for x in timer_rows.due(tx, t(9), None, 10)] == [
             ids[1], page[1].id, page[2].id, ids[9]
         ]  # fmt: skip
@@ -85,7 +85,7 @@ def test_cancelling_by_hand_says_why_not(db_url: str) -> None:
     pending, fired = add(store, 1, t(3)), add(store, 2, t(3))
     assert pending is not None and fired is not None
     with store.write() as tx:
-        timer_rows.mark_fired(tx, fired, None, None)
+        timer_rows.mark_fired(tx, [(None, None, fired)])
     with store.write() as tx:
         outcome = timer_rows.cancel_ids(tx, [pending, fired, 999])
     assert outcome == {pending: None, fired: "fired", 999: "unknown"}

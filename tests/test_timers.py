@@ -497,6 +497,30 @@ def test_back_filled_import_fires_long_due_timers_in_due_order(project: Path) ->
     assert "old-0" not in {e["data"]["accountId"] for e in ended}
 
 
+def test_a_timer_whose_event_a_rule_cannot_handle_stays_pending_alone(project: Path) -> None:
+    write_rules(
+        project,
+        TRIAL
+        + """
+  - name: broken-follow-up
+    on: trial.ended
+    if: data.accountId == "bad"
+    then:
+      - emit: trial.followed
+        data: {x: "${{ data.missing }}"}
+""",
+    )
+    for account in ("good1", "bad", "good2"):
+        emit("account.created", {"accountId": account}, T0)
+    result = run_cli(["tick", "--now", "2026-02-01T00:00:00Z", "--format", "jsonl"])
+    assert result.exit_code == 1
+    assert "2 timer(s) fired" in result.stderr and "broken-follow-up" in result.stderr
+    assert {t["key"]: t["status"] for t in timers()} == {
+        "good1": "fired", "bad": "pending", "good2": "fired"
+    }  # fmt: skip
+    assert sorted(e["data"]["accountId"] for e in log("trial.ended")) == ["good1", "good2"]
+
+
 def test_the_worker_fires_due_timers(project: Path) -> None:
     write_rules(project, TRIAL)
     lines = created_lines([datetime(2016, 1, 1, tzinfo=UTC)], prefix="w")

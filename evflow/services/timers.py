@@ -27,7 +27,7 @@ from evflow.store import timers as timer_rows
 from evflow.store.interface import Store, WriteTransaction
 
 #: timers fired per transaction: what a tick holds in memory, and loses when killed
-BATCH = 500
+BATCH = 1000
 
 
 @dataclass(slots=True)
@@ -55,46 +55,79 @@ def fire_due(
     if not timer_rows.any_due(store, until):
         return report
     position: tuple[str, int] | None = None
+    careful = False  # after a batch failed as a whole: again, each timer in a savepoint
     while True:
-        outcomes: list[Outcome] = []
-        with store.write() as tx:
-            timers = timer_rows.due(tx, until, position, batch)
-            for timer in timers:
-                tx.savepoint()
-                try:
-                    outcome, deliveries = _fire(tx, appender, timer)
-                except EvflowError as exc:
-                    tx.rollback_to_savepoint()
-                    report.errors.append(
-                        f"timer {timer.id} (rule {timer.rule}, due {timer.due}): {exc.message}"
-                    )
-                    continue
-                tx.release()
-                report.fired += 1
-                report.deliveries.extend(deliveries)
-                if outcome is not None:
-                    outcomes.append(outcome)
+        done = _Batch()
+        try:
+            with store.write() as tx:
+                timers = timer_rows.due(tx, until, position, batch)
+                _fire_batch(tx, appender, timers, done, careful)
+        except _BatchFailed:
+            careful = True
+            continue
+        careful = False
+        report.fired += done.fired
+        report.deliveries += done.deliveries
+        report.errors += done.errors
         if timers:
             position = (timers[-1].due, timers[-1].id)
-        if on_batch is not None and outcomes:
-            on_batch(outcomes)
+        if on_batch is not None and done.outcomes:
+            on_batch(done.outcomes)
         if len(timers) < batch:
             return report
 
 
-def _fire(
-    tx: WriteTransaction, appender: Appender, timer: TimerRecord
-) -> tuple[Outcome | None, list[int]]:
-    """Fire one timer inside the tick's transaction: the outcome of the event it appended (None
-    for a run/http timer, or an event the log already held) and the deliveries it owes."""
-    if timer.body is None:  # run/http: a delivery owed to the cause, due now
-        delivery = tx.add_delivery(
-            timer.cause_seq, timer.cause_id, timer.rule, timer.action, timer.kind
-        )
-        timer_rows.mark_fired(tx, timer.id, None, delivery)
-        return None, [delivery]
-    outcome = appender.append(tx, fired_event(timer.body))
-    timer_rows.mark_fired(tx, timer.id, outcome.event["seq"], None)
-    if outcome.duplicate:
-        return None, []
-    return outcome, [d["id"] for d in outcome.deliveries]
+@dataclass(slots=True)
+class _Batch:
+    fired: int = 0
+    outcomes: list[Outcome] = field(default_factory=list)
+    deliveries: list[int] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+
+class _BatchFailed(Exception):
+    """A timer of a batch fired without savepoints failed: the batch is undone, to be fired again
+    one savepoint per timer."""
+
+
+def _fire_batch(
+    tx: WriteTransaction,
+    appender: Appender,
+    timers: Sequence[TimerRecord],
+    done: _Batch,
+    careful: bool,
+) -> None:
+    """Fire ``timers`` in ``tx``. Fast by default (one identity lookup and one status update for
+    the whole batch); ``careful``: each in a savepoint, so one that fails stays pending alone."""
+    events = {t.id: fired_event(t.body) for t in timers if t.body is not None}
+    tx.known_absent([(e["source"], e["id"]) for e in events.values()])
+    marks: list[tuple[int | None, int | None, int]] = []
+    for timer in timers:
+        if careful:
+            tx.savepoint()
+        try:
+            event = events.get(timer.id)
+            if event is None:  # run/http: a delivery owed to the cause, due now
+                delivery = tx.add_delivery(
+                    timer.cause_seq, timer.cause_id, timer.rule, timer.action, timer.kind
+                )
+                marks.append((None, delivery, timer.id))
+                done.deliveries.append(delivery)
+            else:
+                outcome = appender.append(tx, event)
+                marks.append((outcome.event["seq"], None, timer.id))
+                if not outcome.duplicate:  # a log that already held it: nothing new to show
+                    done.outcomes.append(outcome)
+                    done.deliveries += [d["id"] for d in outcome.deliveries]
+        except EvflowError as exc:
+            if not careful:
+                raise _BatchFailed from exc
+            tx.rollback_to_savepoint()
+            done.errors.append(
+                f"timer {timer.id} (rule {timer.rule}, due {timer.due}): {exc.message}"
+            )
+            continue
+        if careful:
+            tx.release()
+    timer_rows.mark_fired(tx, marks)
+    done.fired = len(marks)

@@ -151,6 +151,9 @@ class Transaction:
             self._buffered.clear()
             self.store.raw_executemany(INSERT_EVENT, rows)
 
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        self.store.executemany(sql, rows)
+
     def raw_execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
         """Run a statement that does not read the ``events`` table without writing the buffered
         appends first (rows that refer to their event by position, which is already decided)."""

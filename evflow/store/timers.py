@@ -100,14 +100,15 @@ def due(
     return [_record(r[:-1], r[-1]) for r in rows]
 
 
-def mark_fired(
-    tx: WriteTransaction, timer_id: int, event_seq: int | None, delivery_id: int | None
-) -> None:
-    tx.execute(
-        "UPDATE timers SET status = 'fired', event_seq = ?, delivery_id = ?, updated_at = ?"
-        " WHERE id = ? AND status = 'pending'",
-        (event_seq, delivery_id, tx.now(), timer_id),
-    )
+def mark_fired(tx: WriteTransaction, marks: Sequence[tuple[int | None, int | None, int]]) -> None:
+    """Mark timers fired: ``(event_seq, delivery_id, timer id)`` each, in one round trip."""
+    if marks:
+        now = tx.now()
+        tx.executemany(
+            "UPDATE timers SET status = 'fired', event_seq = ?, delivery_id = ?, updated_at = ?"
+            " WHERE id = ? AND status = 'pending'",
+            [(seq, delivery, now, timer_id) for seq, delivery, timer_id in marks],
+        )
 
 
 def cancel_ids(tx: WriteTransaction, ids: Sequence[int]) -> dict[int, str | None]:
