@@ -148,6 +148,8 @@ async def get_event(request: Request, ctx: Context) -> Response:
             flow.caused_tree(event),
             flow.deliveries(event_seq=event["seq"]),
             flow.rule_errors(event["seq"]),
+            list(flow.timers(cause_seq=event["seq"])),
+            list(flow.timers(cancelled_by=event["seq"])),
         )
 
     return json_answer(await ctx.flows.run(show))
