@@ -392,6 +392,15 @@ def test_due_before_the_cause_is_a_rule_error(project: Path) -> None:
     assert "before" in ok(["show", "1", "--format", "json"])["rule_errors"][0]["message"]
 
 
+def test_a_due_time_past_the_calendar_is_a_rule_error(project: Path) -> None:
+    write_rules(project, TRIAL.replace("after: 14d", "after: 9999999d"))
+    result = run_cli(["emit", "account.created", "-f", "accountId=a1", "--time", T0])
+    assert result.exit_code == 0 and "past year 9999" in result.stderr
+    assert timers() == []
+    [error] = ok(["show", "1", "--format", "json"])["rule_errors"]
+    assert error["rule"] == "trial-ends"
+
+
 # -- ticking: once each, in due order, in any number of processes ---------------------------------
 
 

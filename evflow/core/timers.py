@@ -54,7 +54,12 @@ class Timing:
         """The due time (canonical UTC text); raises :class:`TimerError`."""
         start = parse_time(cause["time"])
         if self.at is None:
-            return format_time(start + timedelta(seconds=self.after or 0.0))
+            try:
+                return format_time(start + timedelta(seconds=self.after or 0.0))
+            except OverflowError:
+                raise TimerError(
+                    f"after {self.after_text}: the due time is past year 9999"
+                ) from None
         try:
             value = self.at.render(variables)
         except EvaluationError as exc:
