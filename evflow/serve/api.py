@@ -105,11 +105,9 @@ def _dashboard_page(flow: Evflow, version: str) -> dict[str, Any]:
     for status in ("dead", "failed", "running", "pending"):
         deliveries += [delivery_json(d) for d in flow.deliveries(status=status)[:25]]
     timers = None
-    if hasattr(flow, "timers"):  # the timers use case, where this evflow has it
-        try:
-            timers = [t if isinstance(t, dict) else t.to_json() for t in flow.timers()][:50]
-        except Exception:  # noqa: BLE001 - the page shows the rest
-            timers = None
+    pending_timers = getattr(flow, "timers", None)  # the timers use case, where evflow has it
+    if pending_timers is not None:
+        timers = [t.to_json() for t in pending_timers(status="pending", limit=50)]
     return {
         "events": events[:DASHBOARD_EVENTS],
         "last_seq": last,
