@@ -219,6 +219,18 @@ class Evflow:
                     raise InvalidBatchItem(index, exc) from None
         return outcomes
 
+    def emit_each(self, events: Sequence[Mapping[str, Any]]) -> list[Outcome | EvflowError]:
+        """Append events in one transaction, each on its own (a savepoint each): one that is
+        invalid or fails is undone alone and returned as its error, in its place. For servers
+        that commit the events of concurrent requests together (one sync to disk for all)."""
+        items: list[tuple[str, Event | InvalidEvent]] = []
+        for index, raw in enumerate(events):
+            try:
+                items.append((str(index), normalize(raw)))
+            except InvalidEvent as exc:
+                items.append((str(index), exc))
+        return [outcome for _, outcome in self.ingest(items)]
+
     def import_events(
         self,
         lines: Iterable[tuple[str, Any]],

@@ -27,6 +27,7 @@ from evflow.serve import binding
 from evflow.serve.auth import Tokens
 from evflow.serve.flows import Flows, is_storage_error
 from evflow.serve.http import PROBLEM, JsonLines, problem_body
+from evflow.serve.writer import Writer
 
 DEFAULT_LIMIT = 1000
 MAX_LIMIT = 10_000
@@ -39,6 +40,7 @@ class BodyTooLarge(Exception):
 @dataclass
 class Context:
     flows: Flows
+    writer: Writer
     tokens: Tokens
     max_body: int
     log: JsonLines

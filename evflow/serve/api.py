@@ -58,10 +58,10 @@ async def post_events(request: Request, ctx: Context) -> Response:
     body = await _read_body(request, ctx.max_body)
     mode, events = binding.decode(dict(request.headers.items()), body)
     if mode == "batch":
-        outcomes = await ctx.flows.run(lambda flow: flow.emit_batch(events))
+        outcomes = await ctx.writer.emit_batch(events)
         created = any(not o.duplicate for o in outcomes)
         return json_answer([outcome_json(o) for o in outcomes], 201 if created else 200)
-    outcome = await ctx.flows.run(lambda flow: flow.emit(events[0]))
+    outcome = await ctx.writer.emit(events[0])
     answer = outcome_json(outcome)
     if outcome.duplicate:
         return json_answer(answer, 200)

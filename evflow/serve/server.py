@@ -88,6 +88,7 @@ def run(factory: Callable[[], Evflow], tokens: Tokens, options: ServeOptions) ->
     from evflow.serve.api import Context, create_app
     from evflow.serve.flows import Flows
     from evflow.serve.http import AccessLog, BearerAuth
+    from evflow.serve.writer import Writer
 
     try:
         evflow_version = version("evflow")
@@ -98,7 +99,8 @@ def run(factory: Callable[[], Evflow], tokens: Tokens, options: ServeOptions) ->
         factory, options.threads, warn=lambda text: log.write({"level": "warning", "message": text})
     )
     ctx = Context(
-        flows=flows, tokens=tokens, max_body=options.max_body, log=log,
+        flows=flows,
+        writer=Writer(flows), tokens=tokens, max_body=options.max_body, log=log,
         version=evflow_version, stopping=asyncio.Event(),
     )  # fmt: skip
     app = AccessLog(BearerAuth(create_app(ctx), tokens), log)

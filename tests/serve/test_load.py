@@ -126,3 +126,29 @@ def test_sigterm_mid_load_loses_nothing_answered(bare: Path, db_url: str) -> Non
     for e in events:  # whole: nothing half-written
         client_no, i = e["id"][1:].split("-")
         assert e["data"] == {"client": int(client_no), "i": int(i)}
+
+
+def test_a_bad_event_among_concurrent_ones_is_refused_alone(bare: Path) -> None:
+    """Events that arrive together may be committed together: one refused event must not take
+    the others with it, nor take their place."""
+
+    def send(n: int) -> tuple[int, int]:
+        with httpx.Client(base_url=s.url, timeout=60) as c:
+            bad = n % 4 == 0
+            body = make("mixed.load", {"n": n}, id=f"m-{n}")
+            r = post_structured(c, body) if not bad else c.post(
+                "/events",
+                headers={"Content-Type": "application/cloudevents+json"},
+                content=json.dumps({"specversion": "1.0", "id": f"m-{n}", "source": "/s",
+                                    "type": "mixed.load", "time": "not a time"}),
+            )  # fmt: skip
+            return n, r.status_code
+
+    with serve(bare) as s:
+        with ThreadPoolExecutor(8) as pool:
+            answers = dict(pool.map(send, range(64)))
+        events = _all_events(s)
+    assert {n for n, status in answers.items() if status == 400} == set(range(0, 64, 4))
+    assert all(status == 201 for n, status in answers.items() if n % 4)
+    assert sorted(e["data"]["n"] for e in events) == [n for n in range(64) if n % 4]
+    assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
