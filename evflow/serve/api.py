@@ -32,6 +32,7 @@ from evflow.serve.reading import (
 )
 
 DASHBOARD_EVENTS = 50
+DASHBOARD_TIMERS = 50
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
@@ -104,10 +105,7 @@ def _dashboard_page(flow: Evflow, version: str) -> dict[str, Any]:
     deliveries = []
     for status in ("dead", "failed", "running", "pending"):
         deliveries += [delivery_json(d) for d in flow.deliveries(status=status)[:25]]
-    timers = None
-    pending_timers = getattr(flow, "timers", None)  # the timers use case, where evflow has it
-    if pending_timers is not None:
-        timers = [t.to_json() for t in pending_timers(status="pending", limit=50)]
+    timers = [t.to_json() for t in flow.timers(status="pending", limit=DASHBOARD_TIMERS)]
     return {
         "events": events[:DASHBOARD_EVENTS],
         "last_seq": last,

@@ -149,7 +149,7 @@ def _graph(rules: list[dict[str, Any]], schedules: list[dict[str, Any]]) -> str:
 
 def render(page: Mapping[str, Any], *, event_limit: int, refresh_ms: int = 5000) -> str:
     """The page for ``page``: ``events`` (newest first), ``last_seq``, ``rules``, ``schedules``,
-    ``deliveries``, ``delivery_counts``, ``projections``, ``timers`` (None: not available),
+    ``deliveries``, ``delivery_counts``, ``projections``, ``timers`` (the pending ones),
     ``database``, ``version``."""
     events_html = _table(
         ["seq", "time", "type", "id", "subject", "source"],
@@ -195,19 +195,15 @@ def render(page: Mapping[str, Any], *, event_limit: int, refresh_ms: int = 5000)
         ),
         "no schedules",
     )  # fmt: skip
-    timers = page.get("timers")
-    if timers is None:
-        timers_html = '<p class="muted">timers are not available in this version</p>'
-    else:
-        timers_html = _table(
-            ["timer", "rule", "key", "due", "status"],
-            (
-                [(t.get("id"), ""), (t.get("rule"), ""), (t.get("key"), ""),
-                 (t.get("due"), ""), (t.get("status"), "")]
-                for t in timers
-            ),
-            "no pending timers",
-        )  # fmt: skip
+    timers_html = _table(
+        ["timer", "rule", "action", "key", "due", "cause"],
+        (
+            [(t.get("id"), ""), (t.get("rule"), ""), (t.get("kind"), ""), (t.get("key"), ""),
+             (t.get("due"), ""), (t.get("cause_id"), "")]
+            for t in page["timers"]
+        ),
+        "no pending timers",
+    )  # fmt: skip
     script = _SCRIPT.replace("LIMIT", str(event_limit)).replace("REFRESH", str(refresh_ms))
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">

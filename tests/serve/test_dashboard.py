@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -120,3 +121,41 @@ def test_dashboard_needs_the_read_scope(shop: Path) -> None:
             r = c.get("/")
             assert r.status_code == 200
             assert TOKEN not in r.text  # the page never echoes the token
+
+
+TRIAL_RULES = """\
+version: 1
+rules:
+  - name: trial-ends
+    on: account.created
+    then:
+      - emit: trial.ended
+        after: 14d
+        data: {accountId: "${{ data.accountId }}"}
+        key: "${{ data.accountId }}"
+        cancel_on: [subscription.paid]
+        cancel_key: "${{ data.accountId }}"
+"""
+
+
+def test_dashboard_lists_pending_timers_with_their_due_time(project: Path) -> None:
+    (project / "rules").mkdir()
+    (project / "rules" / "trial.yaml").write_text(TRIAL_RULES)
+    with serve(project) as s, s.client() as c:
+        for account, day in (("a1", 1), ("a2", 2)):
+            when = datetime(2026, 1, day, 10, tzinfo=UTC)
+            data = {"accountId": account}
+            created = make("account.created", data, id=f"acc-{account}", time=when)
+            r = post_structured(c, created)
+            assert r.status_code == 201, r.text
+        paid = make(
+            "subscription.paid", {"accountId": "a2"}, id="paid-a2",
+            time=datetime(2026, 1, 5, tzinfo=UTC),
+        )  # fmt: skip
+        assert post_structured(c, paid).status_code == 201
+        html = c.get("/").text
+    timers = html[html.index('id="timers"') :]
+    timers = timers[: timers.index("</section>")]
+    assert "trial-ends" in timers and "a1" in timers
+    assert "2026-01-15T10:00:00" in timers  # 14 days after the cause's time
+    assert "a2" not in timers  # cancelled: no longer pending
