@@ -1,17 +1,22 @@
-"""evflow against the floor: one command, one run, a table of times, throughputs and ratios.
+"""evflow against its peer and the floor: one command, one run, a table of times and ratios.
 
     .venv/bin/python benchmarks/run.py [--events N] [--only emit,import,replay,memory]
                                        [--db-url URL] [--runs 30] [--big] [--json out.json]
 
-The floor is what the hardware allows with the same data and the same interpreter
-(``sys.executable``): raw ``sqlite3`` in WAL mode, no evflow. See docs/benchmarks.md for what each
-row measures. This is a report, not a test: nothing here asserts a timing, and it is not collected
-by pytest.
+The peer is the Python library evflow's users would otherwise pick: ``eventsourcing`` with its
+SQLite persistence (benchmarks/peer.py; install the extra: ``pip install -e '.[bench]'``). The
+floor is what the hardware allows with the same data and the same interpreter
+(``sys.executable``): raw ``sqlite3`` in WAL mode, no evflow. All three sides run with the same
+interpreter on the same generated events, and the replay rows check that their snapshots agree
+(a digest of the sorted rows). See docs/benchmarks.md for what each row measures. This is a
+report, not a test: nothing here asserts a timing, and it is not collected by pytest.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import importlib.util
 import json
 import os
 import platform
@@ -39,9 +44,13 @@ REPO = HERE.parent
 # the venv's console script; EVFLOW_BENCH_BIN points the benchmark at another build of it
 EVFLOW = os.environ.get("EVFLOW_BENCH_BIN") or str(Path(sys.executable).parent / "evflow")
 EMIT_DATA = json.dumps({"orderId": "1001", "userid": "u1", "productId": "p-7", "orderAmt": 120})
-EMIT_TARGET = 3.0  # evflow emit wall time <= 3x the floor's
-IMPORT_TARGET = 0.5  # evflow import throughput >= 0.5x the floor's
-REPLAY_TARGET = 0.5  # evflow replay throughput >= 0.5x the floor's (issue 4)
+# targets (issue 16): ratios to the floor; and ahead of the peer (>= 1.0x) on every row
+EMIT_TARGET = 2.0  # evflow emit wall time <= 2x the floor's, three rules on the event type
+EMIT_EMPTY_TARGET = 1.6  # ... <= 1.6x with an empty rules folder
+IMPORT_TARGET = 0.5  # evflow import throughput >= 0.5x the floor's, no rules
+IMPORT_RULES_TARGET = 0.3  # ... >= 0.3x with the example rules (~2.2 rows written per event)
+REPLAY_TARGET = 0.5  # evflow replay throughput >= 0.5x the floor's, process start included
+PEER_TARGET = 1.0  # evflow ahead of the peer: throughput ratio >= 1, time ratio <= 1
 MEMORY_TARGET_MB = 200  # peak RSS of a 1,000,000-event replay (issue 4)
 ALL = ("emit", "import", "replay", "memory")
 
@@ -83,6 +92,19 @@ con.execute("INSERT INTO events (id, source, type, subject, time, body) VALUES (
 con.execute("COMMIT")
 print(con.execute("SELECT max(seq) FROM events").fetchone()[0], ev["id"])
 """
+
+# The peer, run as a module from the bytecode cache (like evflow's own modules): peer.py's
+# __main__ block does the same, this only spares compiling the script on every emit.
+PEER = [
+    sys.executable,
+    "-c",
+    f"import sys; sys.path.insert(0, {str(HERE)!r}); import peer; raise SystemExit(peer.main())",
+]
+
+
+def has_peer() -> bool:
+    return importlib.util.find_spec("eventsourcing") is not None
+
 
 # Runs argv as its only child and reports that child's peak RSS: a fresh process, so that
 # RUSAGE_CHILDREN holds nothing but the command measured.
@@ -180,6 +202,60 @@ def floor_replay(db: Path) -> dict[str, int]:
     return {"scanned": scanned, "members": len(members), "member_orders": len(orders)}
 
 
+# -- snapshots: the same rows on every side ------------------------------------------------------
+
+
+def _canonical(state: dict[str, Any]) -> dict[str, Any]:
+    """A state with its event time in one spelling (evflow stores ``…03.000000Z`` for ``…03Z``)."""
+    t = state.get("last_order_time")
+    if isinstance(t, str):
+        state = {**state, "last_order_time": datetime.fromisoformat(t).astimezone(UTC).isoformat()}
+    return state
+
+
+def digest(rows: list[tuple[str, str, dict[str, Any]]]) -> dict[str, str]:
+    """Per projection: ``"ROWS:HASH"``, HASH over the sorted ``[key, state]`` rows (seq left out:
+    each side numbers its own log)."""
+    by_projection: dict[str, list[str]] = {}
+    for projection, key, state in rows:
+        by_projection.setdefault(projection, []).append(
+            json.dumps([key, _canonical(state)], sort_keys=True, separators=(",", ":"))
+        )
+    out = {}
+    for name, lines in sorted(by_projection.items()):
+        text = "\n".join(sorted(lines))
+        out[name] = f"{len(lines)}:{hashlib.sha256(text.encode()).hexdigest()[:12]}"
+    return out
+
+
+def table_snapshots(db: Path) -> dict[str, str]:
+    """The digest of a ``snapshots`` table (the floor's, and the peer's, which uses its layout)."""
+    con = sqlite3.connect(db)
+    try:
+        rows = [
+            (p, k, json.loads(st))
+            for p, k, st in con.execute("SELECT projection, key, state FROM snapshots")
+        ]
+    finally:
+        con.close()
+    return digest(rows)
+
+
+def evflow_snapshots(ctx: Context, db: str) -> dict[str, str]:
+    """The digest of ``evflow query NAME --format jsonl`` for the example projections."""
+    rows: list[tuple[str, str, dict[str, Any]]] = []
+    for projection in PROJECTIONS:
+        _, proc = run(evflow_cmd(db, ctx.rules, "query", projection, "--format", "jsonl"), ctx.tmp)
+        for line in proc.stdout.splitlines():
+            if line.strip():
+                row = json.loads(line)
+                rows.append((projection, str(row["key"]), row["state"]))
+    return digest(rows)
+
+
+PROJECTIONS = ("members", "member_orders")
+
+
 # -- plumbing -------------------------------------------------------------------------------------
 
 
@@ -188,10 +264,13 @@ class Row:
     measure: str
     evflow: str
     floor: str
-    ratio: str
+    ratio: str  # evflow against the floor
     target: str
     status: str  # met / NOT met / n/a ... / skipped ... / - (no target)
     details: dict[str, Any] = field(default_factory=dict)
+    peer: str = "-"  # eventsourcing
+    vs_peer: str = "-"  # evflow against the peer
+    load: str = field(default_factory=lambda: f"{os.getloadavg()[0]:.1f}")  # 1-min, row start
 
 
 @dataclass
@@ -207,6 +286,9 @@ class Context:
     files: dict[int, Path] = field(default_factory=dict)
     imported: dict[int, str] = field(default_factory=dict)  # events -> evflow db holding them
     floor_dbs: dict[int, Path] = field(default_factory=dict)
+    plain: dict[int, str] = field(default_factory=dict)  # events -> evflow db, imported w/o rules
+    peer_dbs: dict[int, Path] = field(default_factory=dict)  # events -> the peer's SQLite file
+    peer: bool = False  # eventsourcing installed
 
     def jsonl(self, n: int) -> Path:
         if n not in self.files:
@@ -315,43 +397,88 @@ def example_rules() -> tuple[Path | None, str]:
     return None, "none found (rows that need them are n/a)"
 
 
-def ensure_imported(ctx: Context, n: int) -> str:
-    """An evflow database holding the ``n`` generated events (imported untimed if needed)."""
-    if n not in ctx.imported:
-        db = ctx.evflow_db(f"setup-{n}")
-        note(f"setup (untimed): evflow import of {n:,} events")
-        run(evflow_cmd(db, ctx.rules, "import", str(ctx.jsonl(n)), "--no-dispatch"), ctx.tmp)
-        ctx.imported[n] = db
-    return ctx.imported[n]
-
-
 # -- the measures ---------------------------------------------------------------------------------
 
 
-def bench_emit(ctx: Context, label: str, rules: Path) -> Row:
-    """Whole-process `evflow emit` vs a whole-process raw sqlite3 insert, interleaved."""
+def ensure_imported(ctx: Context, n: int, rules: bool = True) -> str:
+    """An evflow database holding the ``n`` generated events (imported untimed if needed); with
+    ``rules``, imported with the example rules (it then also holds the events they derive)."""
+    done = ctx.imported if rules else ctx.plain
+    if n not in done:
+        db = ctx.evflow_db(f"setup-{n}-{'rules' if rules else 'plain'}")
+        note(f"setup (untimed): evflow import of {n:,} events")
+        folder = ctx.rules if rules else ctx.tmp / "empty-rules"
+        run(evflow_cmd(db, folder, "import", str(ctx.jsonl(n)), "--no-dispatch"), ctx.tmp)
+        done[n] = db
+    return done[n]
+
+
+def peer_import(ctx: Context, n: int) -> tuple[float, dict[str, Any]]:
+    """The peer's import of the ``n`` events into a fresh SQLite file: whole-process seconds and
+    what it printed."""
+    db = ctx.tmp / f"peer-{n}" / "peer.db"
+    db.parent.mkdir(parents=True, exist_ok=True)
+    seconds, proc = run([*PEER, "import", str(ctx.jsonl(n)), str(db)], ctx.tmp)
+    ctx.peer_dbs[n] = db
+    return seconds, json.loads(proc.stdout)
+
+
+def peer_db(ctx: Context, n: int) -> Path:
+    if n not in ctx.peer_dbs:
+        note(f"setup (untimed): peer import of {n:,} events")
+        peer_import(ctx, n)
+    return ctx.peer_dbs[n]
+
+
+def verdict(checks: list[tuple[str, bool | None]]) -> str:
+    """``met`` when every check with a value passed, else what was missed."""
+    missed = [name for name, ok in checks if ok is False]
+    if not missed:
+        return "met"
+    return "NOT met: " + ", ".join(missed)
+
+
+def bench_emit(ctx: Context, label: str, rules: Path, target: float) -> Row:
+    """Whole-process `evflow emit` vs the peer's one-event process vs a whole-process raw sqlite3
+    insert, interleaved so that a burst of load hits all three."""
     name = f"emit-{label.split()[0]}"
     db = ctx.evflow_db(name)
     floor_db = ctx.tmp / name / "floor.db"
     floor_db.parent.mkdir(parents=True, exist_ok=True)
     cmd = evflow_cmd(db, rules, "emit", "order.placed", "--data", EMIT_DATA, "--no-dispatch")
     floor_cmd = [sys.executable, "-c", FLOOR_EMIT, str(floor_db), EMIT_DATA]
+    peer_cmd = [*PEER, "emit", str(ctx.tmp / name / "peer.db"), EMIT_DATA] if ctx.peer else None
     note(f"emit ({label}): warm-up, then {ctx.runs} runs each, interleaved")
+    load = f"{os.getloadavg()[0]:.1f}"
     run(cmd, ctx.tmp)  # creates the database and the compiled-rules cache
     run(floor_cmd, ctx.tmp)
+    if peer_cmd:
+        run(peer_cmd, ctx.tmp)
     ours: list[float] = []
     floor: list[float] = []
+    peer: list[float] = []
     for _ in range(ctx.runs):
         ours.append(run(cmd, ctx.tmp)[0])
+        if peer_cmd:
+            peer.append(run(peer_cmd, ctx.tmp)[0])
         floor.append(run(floor_cmd, ctx.tmp)[0])
     ratio = statistics.median(ours) / statistics.median(floor)
+    vs_peer = statistics.median(ours) / statistics.median(peer) if peer else None
     return Row(
         measure=f"emit, whole process ({label})",
         evflow=f"{ms(statistics.median(ours))} (p90 {ms(p90(ours))})",
         floor=f"{ms(statistics.median(floor))} (p90 {ms(p90(floor))})",
         ratio=f"{ratio:.2f}x time",
-        target=f"<= {EMIT_TARGET:g}x",
-        status="met" if ratio <= EMIT_TARGET else "NOT met",
+        target=f"<= {target:g}x floor, <= {PEER_TARGET:g}x peer",
+        status=verdict(
+            [
+                ("floor", ratio <= target),
+                ("peer", None if vs_peer is None else vs_peer <= PEER_TARGET),
+            ]
+        ),
+        peer=f"{ms(statistics.median(peer))} (p90 {ms(p90(peer))})" if peer else "n/a",
+        vs_peer=f"{vs_peer:.2f}x time" if vs_peer is not None else "-",
+        load=load,
         details={
             "runs": ctx.runs,
             "rules": str(rules),
@@ -361,18 +488,24 @@ def bench_emit(ctx: Context, label: str, rules: Path) -> Row:
             "floor_median_s": statistics.median(floor),
             "floor_p90_s": p90(floor),
             "floor_min_s": min(floor),
+            "peer_median_s": statistics.median(peer) if peer else None,
+            "peer_p90_s": p90(peer) if peer else None,
+            "peer_min_s": min(peer) if peer else None,
             "ratio": ratio,
+            "vs_peer": vs_peer,
         },
     )
 
 
 def bench_import(ctx: Context, label: str = "example rules", rules: Path | None = None) -> Row:
     """`evflow import` (whole process) vs parse + executemany; with the example rules, evflow
-    also writes the derived events and deliveries they cause, which the floor does not."""
+    also writes the derived events and deliveries they cause, which the floor does not. Without
+    rules, the peer's import (whole process) too."""
     n = ctx.events
     jsonl = ctx.jsonl(n)
     with_rules = rules is None
     db = ctx.evflow_db("import" if with_rules else "import-norules")
+    load = f"{os.getloadavg()[0]:.1f}"
     note(f"import ({label}): evflow import of {n:,} events (whole process, --no-dispatch)")
     ours, proc = run(
         evflow_cmd(
@@ -384,85 +517,118 @@ def bench_import(ctx: Context, label: str = "example rules", rules: Path | None 
         summary = json.loads(proc.stdout)
     except json.JSONDecodeError:
         summary = {"stdout": proc.stdout[-300:]}
-    if with_rules:
-        ctx.imported[n] = db
+    (ctx.imported if with_rules else ctx.plain)[n] = db
+    peer: float | None = None
+    peer_summary: dict[str, Any] = {}
+    if ctx.peer and not with_rules:
+        note(f"import: peer (eventsourcing, {n:,} events, one save, whole process)")
+        peer, peer_summary = peer_import(ctx, n)
     floor_db = ctx.tmp / f"floor-{n}-{'rules' if with_rules else 'norules'}" / "floor.db"
     floor_db.parent.mkdir(parents=True, exist_ok=True)
     note(f"import: floor (parse + executemany of {n:,} events, one transaction)")
     start = time.perf_counter()
     floor_import(jsonl, floor_db)
     floor = time.perf_counter() - start
-    if with_rules:
-        ctx.floor_dbs[n] = floor_db
+    ctx.floor_dbs.setdefault(n, floor_db)
     ratio = (n / ours) / (n / floor)
+    vs_peer = peer / ours if peer else None  # throughput ratio
+    target = IMPORT_RULES_TARGET if with_rules else IMPORT_TARGET
     return Row(
         measure=f"import {n:,} events, {label}",
         evflow=f"{ours:.2f} s = {rate(n, ours)}",
         floor=f"{floor:.2f} s = {rate(n, floor)}",
         ratio=f"{ratio:.2f}x throughput",
-        target=f">= {IMPORT_TARGET:g}x",
-        status="met" if ratio >= IMPORT_TARGET else "NOT met",
+        target=f">= {target:g}x floor" + ("" if with_rules else f", >= {PEER_TARGET:g}x peer"),
+        status=verdict(
+            [
+                ("floor", ratio >= target),
+                ("peer", None if vs_peer is None else vs_peer >= PEER_TARGET),
+            ]
+        ),
+        peer=f"{peer:.2f} s = {rate(n, peer)}" if peer else ("n/a" if not ctx.peer else "-"),
+        vs_peer=f"{vs_peer:.2f}x throughput" if vs_peer is not None else "-",
+        load=load,
         details={
             "events": n,
             "evflow_s": ours,
             "floor_s": floor,
+            "peer_s": peer,
             "ratio": ratio,
+            "vs_peer": vs_peer,
             "evflow_eps": n / ours,
             "floor_eps": n / floor,
             "evflow_summary": summary,
+            "peer_summary": peer_summary,
         },
     )
 
 
-def count_rows(ctx: Context, db: str, projection: str) -> int | None:
-    """Rows in a projection per `evflow query NAME --format jsonl` (None if it cannot say)."""
-    try:
-        _, proc = run(evflow_cmd(db, ctx.rules, "query", projection, "--format", "jsonl"), ctx.tmp)
-    except RuntimeError:
-        return None
-    return sum(1 for line in proc.stdout.splitlines() if line.strip())
-
-
-def bench_replay(ctx: Context) -> Row:
-    """HOOK: `evflow replay` of the imported events into the example projections."""
+def bench_replay(ctx: Context, derived: bool) -> Row:
+    """`evflow replay --rebuild` (whole process) into the example projections vs the floor's fold
+    (in-process) and the peer's replay through its notification log (whole process); the
+    snapshots' digests must agree. ``derived``: evflow's log is the one the example rules filled
+    (input + derived events, the peer has no such log); else the log holds just the input."""
     n = ctx.events
-    label = f"replay {n:,} events, example projections"
+    label = (
+        f"replay {n:,} events + derived (example-rules log), example projections"
+        if derived
+        else f"replay {n:,} events, example projections"
+    )
     if not has_command("replay", ctx.tmp):
         return Row(label, "n/a (not implemented yet)", "-", "-", "-", "n/a")
-    db = ensure_imported(ctx, n)
+    db = ensure_imported(ctx, n, rules=derived)
     floor_db = ctx.floor_db(n)
+    pdb = peer_db(ctx, n) if ctx.peer and not derived else None
     cmd = replay_cmd(db, ctx.rules, ctx.tmp)
+    load = f"{os.getloadavg()[0]:.1f}"
     note(f"replay: {' '.join(cmd[-2:])} over {n:,} events (whole process)")
     ours, _ = run(cmd, ctx.tmp)
+    peer: float | None = None
+    peer_summary: dict[str, Any] = {}
+    if pdb is not None:
+        note("replay: peer (notification log -> mapper -> fold -> snapshots, whole process)")
+        peer, proc = run([*PEER, "replay", str(pdb)], ctx.tmp)
+        peer_summary = json.loads(proc.stdout)
     note("replay: floor (scan + json decode + fold in plain Python + store snapshots)")
     start = time.perf_counter()
     folded = floor_replay(floor_db)
     floor = time.perf_counter() - start
-    check: dict[str, Any] = {}
+    digests = {"floor": table_snapshots(floor_db)}
     if has_command("query", ctx.tmp):
-        for projection in ("members", "member_orders"):
-            check[projection] = {
-                "evflow": count_rows(ctx, db, projection),
-                "floor": folded[projection],
-            }
+        digests["evflow"] = evflow_snapshots(ctx, db)
+    if pdb is not None:
+        digests["peer"] = table_snapshots(pdb)
+    agree = len({json.dumps(d, sort_keys=True) for d in digests.values()}) == 1
     ratio = floor / ours  # throughput, like the import row
-    agree = all(c["evflow"] in (None, c["floor"]) for c in check.values())
-    status = "met" if ratio >= REPLAY_TARGET else "NOT met"
+    vs_peer = peer / ours if peer else None
+    status = verdict(
+        [
+            ("floor", ratio >= REPLAY_TARGET),
+            ("peer", None if vs_peer is None else vs_peer >= PEER_TARGET),
+        ]
+    )
     return Row(
         measure=label,
         evflow=f"{ours:.2f} s = {rate(n, ours)}",
         floor=f"{floor:.2f} s = {rate(n, floor)}",
         ratio=f"{ratio:.2f}x throughput",
-        target=f">= {REPLAY_TARGET:g}x",
-        status=status if agree else "row counts differ from the floor's!",
+        target=f">= {REPLAY_TARGET:g}x floor" + ("" if derived else f", >= {PEER_TARGET:g}x peer"),
+        status=status if agree else f"SNAPSHOTS DIFFER ({status})",
+        peer=f"{peer:.2f} s = {rate(n, peer)}" if peer else ("n/a" if not ctx.peer else "-"),
+        vs_peer=f"{vs_peer:.2f}x throughput" if vs_peer is not None else "-",
+        load=load,
         details={
             "events": n,
             "evflow_s": ours,
             "floor_s": floor,
+            "peer_s": peer,
             "ratio": ratio,
+            "vs_peer": vs_peer,
             "command": cmd[3:],
             "floor_fold": folded,
-            "row_counts": check,
+            "peer_fold": peer_summary,
+            "digests": digests,
+            "snapshots_agree": agree,
         },
     )
 
@@ -507,27 +673,56 @@ def bench_memory(ctx: Context) -> Row:
 # -- report ---------------------------------------------------------------------------------------
 
 
-def machine() -> dict[str, Any]:
+def _version(dist: str) -> str | None:
     try:
-        version = metadata.version("evflow")
+        return metadata.version(dist)
     except metadata.PackageNotFoundError:
-        version = "?"
+        return None
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "?"
+
+
+def machine() -> dict[str, Any]:
+    version = _version("evflow") or "?"
     return {
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "python": platform.python_version(),
         "implementation": platform.python_implementation(),
         "sqlite": sqlite3.sqlite_version,
         "cpus": os.cpu_count(),
+        "cpu_model": _cpu_model(),
         "platform": platform.platform(),
         "loadavg": [round(x, 2) for x in os.getloadavg()],
         "evflow": version,
+        "eventsourcing": _version("eventsourcing"),
         "interpreter": sys.executable,
     }
 
 
 def print_table(rows: list[Row]) -> None:
-    headers = ("measure", "evflow", "floor (raw sqlite3)", "ratio", "target", "")
-    cells = [(r.measure, r.evflow, r.floor, r.ratio, r.target, r.status) for r in rows]
+    headers = (
+        "measure",
+        "evflow",
+        "peer (eventsourcing)",
+        "floor (raw sqlite3)",
+        "evflow/peer",
+        "evflow/floor",
+        "target",
+        "load",
+        "",
+    )
+    cells = [
+        (r.measure, r.evflow, r.peer, r.floor, r.vs_peer, r.ratio, r.target, r.load, r.status)
+        for r in rows
+    ]
     widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(headers)]
     line = "  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))
     print(line)
@@ -567,10 +762,17 @@ def main(argv: list[str] | None = None) -> int:
     print(f"evflow benchmark, {facts['date']}")
     print(
         f"python {facts['python']} ({facts['implementation']}), sqlite {facts['sqlite']}, "
-        f"{facts['cpus']} cpus, load {facts['loadavg']}, {facts['platform']}"
+        f"{facts['cpus']} cpus ({facts['cpu_model']}), load {facts['loadavg']}, "
+        f"{facts['platform']}"
     )
     rules, origin = example_rules()
     print(f"evflow {facts['evflow']} ({EVFLOW}); example rules: {origin}")
+    peer = facts["eventsourcing"]
+    print(
+        f"peer: eventsourcing {peer} (SQLite persistence)"
+        if peer
+        else "peer: n/a (eventsourcing not installed: pip install -e '.[bench]')"
+    )
     where = (
         f"{redact(args.db_url)} (a fresh schema per measure)"
         if args.db_url
@@ -590,6 +792,7 @@ def main(argv: list[str] | None = None) -> int:
         db_url=args.db_url,
         big=args.big,
         big_events=args.big_events,
+        peer=has_peer(),
     )
 
     def needs_rules(measure: Callable[[], Row], label: str) -> Callable[[], Row]:
@@ -598,11 +801,15 @@ def main(argv: list[str] | None = None) -> int:
         return lambda: Row(label, "n/a (no example rules)", "-", "-", "-", "n/a")
 
     plan: list[tuple[str, Callable[[], Row]]] = [
-        ("emit", lambda: bench_emit(ctx, "empty rules folder", empty)),
-        ("emit", needs_rules(lambda: bench_emit(ctx, "example rules", ctx.rules), "emit")),
+        ("emit", lambda: bench_emit(ctx, "empty rules folder", empty, EMIT_EMPTY_TARGET)),
+        (
+            "emit",
+            needs_rules(lambda: bench_emit(ctx, "example rules", ctx.rules, EMIT_TARGET), "emit"),
+        ),
         ("import", lambda: bench_import(ctx, "empty rules folder", empty)),
         ("import", needs_rules(lambda: bench_import(ctx), "import")),
-        ("replay", needs_rules(lambda: bench_replay(ctx), "replay")),
+        ("replay", needs_rules(lambda: bench_replay(ctx, derived=False), "replay")),
+        ("replay", needs_rules(lambda: bench_replay(ctx, derived=True), "replay")),
         ("memory", needs_rules(lambda: bench_memory(ctx), "memory")),
     ]
     rows: list[Row] = []
@@ -621,13 +828,16 @@ def main(argv: list[str] | None = None) -> int:
         else:
             shutil.rmtree(tmp, ignore_errors=True)
             drop_schemas(args.db_url, ctx.schemas)
+    facts["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
     print()
     print_table(rows)
+    print(f"\nload average at the start {facts['loadavg']}, at the end {facts['loadavg_end']}")
     if args.json:
         args.json.write_text(
             json.dumps(
                 {
                     "machine": facts,
+                    "load_note": "each row's 'load' is the 1-minute load average at its start",
                     "events": args.events,
                     "runs": args.runs,
                     "rules": origin,
