@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from evflow.core.events import DEFAULT_SOURCE, Event, normalize
 from evflow.core.routing import Outcome
+from evflow.core.structs import dataclass, field
 from evflow.errors import EvflowError, InvalidBatchItem, InvalidEvent, UsageError
 from evflow.settings import Settings, resolve
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 
+from evflow.core.structs import dataclass
 from evflow.rulefiles.loader import project_dir
 from evflow.store import is_sqlite
 

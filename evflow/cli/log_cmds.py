@@ -250,7 +250,7 @@ def log(
 
 
 def _after(flt: EventFilter, position: int) -> EventFilter:
-    from dataclasses import replace
+    from evflow.core.structs import replace
 
     return replace(flt, since_seq=position, limit=None)
 

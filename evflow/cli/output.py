@@ -6,8 +6,9 @@ import json
 import os
 import sys
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any, TextIO
+
+from evflow.core.structs import dataclass, field
 
 FORMATS = ("table", "json", "jsonl")
 

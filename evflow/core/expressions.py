@@ -15,15 +15,14 @@ from __future__ import annotations
 
 import base64
 import json
-import re
+import sys
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import cache
 from typing import Any
 
-from cel_expr_python import cel
-
+from evflow.core.celfast import Fallback, compile_fast
+from evflow.core.text import LazyPattern
 from evflow.core.text import as_text as _text
 from evflow.errors import EvflowError
 
@@ -31,12 +30,10 @@ VARIABLES_RULE = frozenset({"data", "event"})
 VARIABLES_PROJECTION = frozenset({"data", "event", "state", "key"})
 VARIABLES_SCHEDULE = frozenset({"schedule"})
 
-_MAP = cel.Type.Map(cel.Type.STRING, cel.Type.DYN)
 # Maps where the value is always an object, so `data + 1` fails at load time rather than per event;
 # `state` and `key` stay dynamic because a new row's state may be null and keys may be any scalar.
-_VARIABLE_TYPES = {"data": _MAP, "event": _MAP, "schedule": _MAP}
+_MAP_VARIABLES = frozenset({"data", "event", "schedule"})
 _ALL_VARIABLES = VARIABLES_PROJECTION | VARIABLES_SCHEDULE
-_ERROR = cel.Type.ERROR
 _SCALARS = (bool, int, float, str, type(None))
 _FAST = frozenset(_SCALARS)
 
@@ -57,10 +54,27 @@ class EvaluationError(EvflowError):
     """An expression that failed at run time (a missing key, a type mismatch); one line."""
 
 
+def _cel() -> Any:
+    """The CEL module, imported when first needed: rules whose expressions the closures of
+    :mod:`evflow.core.celfast` answer, loaded from the compiled-rules cache, never import it."""
+    from cel_expr_python import cel
+
+    return cel
+
+
 @cache
 def _env(variables: frozenset[str]) -> Any:
     # One Env per variable set: creating it costs far more than compiling an expression.
-    return cel.NewEnv(variables={n: _VARIABLE_TYPES.get(n, cel.Type.DYN) for n in variables})
+    cel = _cel()
+    as_map = cel.Type.Map(cel.Type.STRING, cel.Type.DYN)
+    return cel.NewEnv(
+        variables={n: as_map if n in _MAP_VARIABLES else cel.Type.DYN for n in variables}
+    )
+
+
+@cache
+def _error_type() -> Any:
+    return _cel().Type.ERROR
 
 
 class Bindings:
@@ -92,14 +106,71 @@ def bind(variables: Mapping[str, Any]) -> Bindings:
     return Bindings(variables)
 
 
-@dataclass(frozen=True)
-class Expression:
-    """A compiled CEL expression; ``source`` is the text it was compiled from."""
+_UNSET: Any = object()
 
-    source: str
-    _compiled: Any = field(repr=False, compare=False)
-    # ("data", "orderId") for the expression `data.orderId`: read straight from the values
-    _path: tuple[str, ...] | None = field(default=None, repr=False, compare=False)
+
+class Expression:
+    """A compiled CEL expression; ``source`` is the text it was compiled from.
+
+    Equal when the sources are. Evaluation tries, in order: the closure of the common subset
+    (:mod:`evflow.core.celfast`, which gives CEL's value or falls back), a plain field path read
+    from the values, then CEL itself. The CEL program is made on first need: from its serialized
+    form when the expression came from the compiled-rules cache (pickled with it), else by
+    compiling ``source``.
+    """
+
+    __slots__ = ("_blob", "_compiled", "_fast", "_path", "_variables", "source")
+
+    def __init__(
+        self,
+        source: str,
+        _compiled: Any = None,
+        _path: tuple[str, ...] | None = None,
+        variables: frozenset[str] = frozenset(),
+        blob: bytes | None = None,
+    ) -> None:
+        self.source = source
+        self._compiled = _compiled
+        # ("data", "orderId") for the expression `data.orderId`: read straight from the values
+        self._path = _path
+        self._variables = variables
+        self._blob = blob
+        self._fast: Any = _UNSET
+
+    def __repr__(self) -> str:
+        return f"Expression(source={self.source!r})"
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        assert isinstance(other, Expression)
+        return self.source == other.source
+
+    def __hash__(self) -> int:
+        return hash((self.source,))
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        blob = self._blob
+        if blob is None and self._compiled is not None:
+            try:
+                blob = self._compiled.serialize()
+            except Exception:  # noqa: BLE001 - then the cache compiles it again when needed
+                blob = None
+        return (_restore, (self.source, self._path, tuple(sorted(self._variables)), blob))
+
+    @property
+    def compiled(self) -> Any:
+        """The CEL program (made on first use)."""
+        if self._compiled is None:
+            env = _env(self._variables)
+            if self._blob is not None:
+                try:
+                    self._compiled = env.deserialize(self._blob)
+                except Exception:  # noqa: BLE001 - another CEL version: compile the source
+                    self._blob = None
+            if self._compiled is None:
+                self._compiled = env.compile(self.source)
+        return self._compiled
 
     def evaluate(self, variables: Mapping[str, Any] | Bindings) -> Any:
         """The expression's value as a JSON-compatible Python value."""
@@ -118,6 +189,14 @@ class Expression:
         raise EvaluationError(f"expected a bool, got {json_type(result)} {shown}")
 
     def _eval(self, variables: Mapping[str, Any] | Bindings) -> Any:
+        fast = self._fast
+        if fast is _UNSET:
+            fast = self._fast = compile_fast(self.source, self._variables or _ALL_VARIABLES)
+        if fast is not None:
+            try:
+                return fast(variables._values if isinstance(variables, Bindings) else variables)
+            except Fallback:
+                pass
         if self._path is not None:
             # A plain field path is most templates' and keys' whole expression: walking the
             # dicts gives CEL's value; anything unusual (a missing key) goes to CEL for its error.
@@ -127,20 +206,20 @@ class Expression:
             if found is not _MISSING:
                 return found
         if isinstance(variables, Bindings):
-            value = self._compiled.eval(variables.activation)
+            value = self.compiled.eval(variables.activation)
         else:
             # For a single evaluation, passing the mapping directly is faster than an activation.
-            value = self._compiled.eval(data=variables)
+            value = self.compiled.eval(data=variables)
         plain = value.plain_value()
         # A CEL error's plain value is its message, a str: only a str result can be an error,
         # so the common bool/number results skip asking for the type.
-        if type(plain) is str and value.type() == _ERROR:
+        if type(plain) is str and value.type() == _error_type():
             raise EvaluationError(_runtime_message(plain))
         return plain
 
 
 _MISSING = object()
-_FIELD_PATH = re.compile(r"\s*([a-z_]+)((?:\.[A-Za-z_][A-Za-z0-9_]*)+)\s*")
+_FIELD_PATH = LazyPattern(r"\s*([a-z_]+)((?:\.[A-Za-z_][A-Za-z0-9_]*)+)\s*")
 _PLAIN = (str, int, float, bool, type(None))
 
 
@@ -171,15 +250,21 @@ def compile_expression(source: str, variables: frozenset[str]) -> Expression:
     match = _FIELD_PATH.fullmatch(source)
     if match and match.group(1) in variables:
         path = (match.group(1), *match.group(2)[1:].split("."))
-    return Expression(source, compiled, path)
+    return Expression(source, compiled, path, variables)
+
+
+def _restore(
+    source: str, path: tuple[str, ...] | None, variables: tuple[str, ...], blob: bytes | None
+) -> Expression:
+    return Expression(source, None, path, frozenset(variables), blob)
 
 
 # "ERROR: <input>:1:16: Syntax error: ..." — the first error is enough; CEL's caret drawing follows
 # on the next lines and is dropped because evflow prints its own file:line:column.
-_COMPILE_ERROR = re.compile(r"ERROR: <input>:(\d+):(\d+): ([^\n]*)")
-_COMPILE_OVERLOAD = re.compile(r"found no matching overload for '(.*)' applied to '\((.*)\)'$")
-_STATUS_PREFIX = re.compile(r"^[A-Z_]+: ")
-_STATUS_SUFFIX = re.compile(r" \[[A-Z_]+\]$")
+_COMPILE_ERROR = LazyPattern(r"ERROR: <input>:(\d+):(\d+): ([^\n]*)")
+_COMPILE_OVERLOAD = LazyPattern(r"found no matching overload for '(.*)' applied to '\((.*)\)'$")
+_STATUS_PREFIX = LazyPattern(r"^[A-Z_]+: ")
+_STATUS_SUFFIX = LazyPattern(r" \[[A-Z_]+\]$")
 
 
 def _compile_problem(text: str) -> tuple[str, int, int]:
@@ -200,9 +285,9 @@ def _compile_problem(text: str) -> tuple[str, int, int]:
     return message, max(line, 1), max(column, 1)
 
 
-_KEY_NOT_FOUND = re.compile(r'Key not found in map : "(.*)"$')
-_NO_OVERLOAD = re.compile(r"No matching overloads found : _?([^(]*?)_?\((.*)\)$")
-_NO_VARIABLE = re.compile(r'No value with name "(.*)" found in Activation')
+_KEY_NOT_FOUND = LazyPattern(r'Key not found in map : "(.*)"$')
+_NO_OVERLOAD = LazyPattern(r"No matching overloads found : _?([^(]*?)_?\((.*)\)$")
+_NO_VARIABLE = LazyPattern(r'No value with name "(.*)" found in Activation')
 
 
 def _runtime_message(text: str) -> str:
@@ -238,7 +323,8 @@ def to_json(value: Any) -> Any:
         return value.total_seconds()
     if isinstance(value, bytes | bytearray):
         return base64.b64encode(bytes(value)).decode("ascii")
-    if isinstance(value, cel.Type):
+    cel = sys.modules.get("cel_expr_python.cel")  # a CEL value comes from a loaded CEL
+    if cel is not None and isinstance(value, cel.Type):
         return value.name()
     return str(value)
 

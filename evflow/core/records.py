@@ -8,8 +8,9 @@ serializes appends (so that ``seq`` order is commit order), and its dialect of S
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
+
+from evflow.core.structs import dataclass, field
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,13 +7,13 @@ writes them in the append transaction.
 
 from __future__ import annotations
 
-import hashlib
-from dataclasses import dataclass, field
 from typing import Any
 
 from evflow.core.events import Event
 from evflow.core.expressions import Bindings, EvaluationError
 from evflow.core.rules import EmitAction, Match
+from evflow.core.structs import dataclass, field
+from evflow.core.text import sha1
 from evflow.errors import EvflowError
 
 # derived ids are a function of (cause, rule, action), so routing the same cause twice (an import
@@ -55,11 +55,11 @@ class Outcome:
 def derived_id(cause: Event, rule: str, index: int) -> str:
     """A UUIDv5 (RFC 9562) of the cause's identity, the rule and the action index.
 
-    Built from hashlib rather than the uuid module: emit is on every script's hot path, and
+    Built from SHA-1 rather than the uuid module: emit is on every script's hot path, and
     importing uuid costs more than this function.
     """
     name = f"{cause['source']}\n{cause['id']}\n{rule}\n{index}".encode()
-    digest = bytearray(hashlib.sha1(_DERIVED_NAMESPACE + name).digest()[:16])
+    digest = bytearray(sha1(_DERIVED_NAMESPACE + name).digest()[:16])
     digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
     digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
     h = digest.hex()

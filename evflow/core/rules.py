@@ -10,12 +10,12 @@ from __future__ import annotations
 import fnmatch
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
 
 from evflow.core.events import Event, parse_time
 from evflow.core.expressions import Bindings, EvaluationError, Expression, Template
+from evflow.core.structs import dataclass, field
 from evflow.core.windows import Window
 
 if TYPE_CHECKING:

@@ -41,3 +41,38 @@ def redact_text(text: str) -> str:
 def github_escape(text: str) -> str:
     """A GitHub Actions workflow-command message: ``%``, CR and LF escaped."""
     return text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+
+
+class LazyPattern:
+    """A regular expression compiled on first use (``re`` caches it from then on): modules on
+    ``emit``'s import path compile at import only the patterns every emit needs (issue 16)."""
+
+    __slots__ = ("_flags", "_pattern")
+
+    def __init__(self, pattern: str, flags: int = 0) -> None:
+        self._pattern = pattern
+        self._flags = flags
+
+    def __getattr__(self, name: str) -> Any:
+        import re
+
+        return getattr(re.compile(self._pattern, self._flags), name)
+
+
+def sha1(data: bytes = b"") -> Any:
+    """``hashlib.sha1``, from CPython's own small module when it has one: importing ``hashlib``
+    loads OpenSSL, which costs ``emit`` several milliseconds (issue 16)."""
+    try:
+        from _sha1 import sha1 as made
+    except ImportError:  # another interpreter: the same digest from hashlib
+        from hashlib import sha1 as made
+    return made(data)
+
+
+def sha256(data: bytes = b"") -> Any:
+    """``hashlib.sha256``, from CPython's own small module when it has one (see :func:`sha1`)."""
+    try:
+        from _sha256 import sha256 as made
+    except ImportError:
+        from hashlib import sha256 as made
+    return made(data)

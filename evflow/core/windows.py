@@ -10,12 +10,13 @@ croniter's ``@hourly``-style aliases are accepted; 7-field expressions (with a y
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
 from functools import cache
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from evflow.core.structs import dataclass
+from evflow.core.text import LazyPattern
 
 
 def load_timezone(name: str) -> ZoneInfo:
@@ -27,7 +28,7 @@ def load_timezone(name: str) -> ZoneInfo:
         raise ValueError(f"unknown timezone '{name}'") from None
 
 
-_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+_DATE = LazyPattern(r"\d{4}-\d{2}-\d{2}")
 
 
 def parse_bound(value: str | date | datetime, tz: ZoneInfo) -> datetime:
@@ -185,7 +186,7 @@ def make_window(from_: Any, until: Any, timezone: str, cron: str | None) -> Wind
     return Window(start, end, timezone, cron)
 
 
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
+_DURATION_PART = LazyPattern(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
 

@@ -4,12 +4,18 @@ Loading runs in two phases so that a shell script calling ``evflow emit`` per ev
 for YAML on every call.
 
 1. :func:`parse_document`: YAML text -> a tree of :class:`Node` (plain values, every key and value
-   with its 1-based line and column). This tree is JSON, so it is cached in ``cache_dir`` keyed by
-   the files' names and contents; a cache hit never imports ``yaml`` (nor ``croniter``: the
-   cache also lists the cron expressions already found valid).
+   with its 1-based line and column).
 2. :func:`build_rules` (in :mod:`evflow.rulefiles.builder`): Node trees -> compiled
    :class:`~evflow.core.rules.RuleSet`, collecting every problem in every file (never stopping
-   at the first). CEL compiling is cheap, so it runs on every load.
+   at the first).
+
+The result of both, the rule set and its problems, is cached in ``cache_dir`` keyed by the files'
+names and contents and by the code that built it (the modules whose classes it holds): a cache
+hit is one ``pickle.loads``, which imports neither ``yaml`` nor ``croniter`` nor the builder, and
+compiles no CEL (each expression keeps its serialized CEL program, deserialized on first use;
+the common ones never need it, see :mod:`evflow.core.celfast`). The cache is a file evflow
+writes beside the database, trusted like the database and the rule files themselves (whose
+``python:`` handlers run as code anyway); anything that does not load is a miss.
 
 Decisions: ``version`` may be left out (it means 1); any other value is an error. Names share one
 namespace across rules, schedules and projections (and across files): ``rules explain``,
@@ -19,19 +25,17 @@ YAML 1.1 reads ``on`` as ``true``; keys are therefore taken as written, never re
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Sequence
 from pathlib import Path
 
 from evflow.core.rules import RuleSet
+from evflow.core.text import sha256
 from evflow.errors import InvalidRules, Problem
 from evflow.rulefiles.yamltree import (
     LOADER_VERSION,
     Document,
     Node,
-    decode_documents,
-    encode_documents,
     parse_document,
 )
 
@@ -47,8 +51,40 @@ __all__ = [
 ]
 
 
+CACHE_FORMAT = "ruleset-pickle-1"
+# the modules whose classes a pickled rule set holds: a change to any of them is a new key
+_PICKLED_MODULES = (
+    "evflow.core.rules",
+    "evflow.core.expressions",
+    "evflow.core.celfast",
+    "evflow.core.windows",
+    "evflow.core.structs",
+    "evflow.errors",
+    "evflow.rulefiles.builder",
+)
+
+
+def _code_stamp() -> bytes:
+    import importlib.util
+    import sys
+
+    parts = [CACHE_FORMAT, LOADER_VERSION, sys.version]
+    for name in _PICKLED_MODULES:
+        module = sys.modules.get(name)
+        origin = getattr(module, "__file__", None)
+        if origin is None:
+            spec = importlib.util.find_spec(name)
+            origin = spec.origin if spec is not None else None
+        try:
+            st = os.stat(origin) if origin else None
+        except OSError:
+            st = None
+        parts.append(f"{name}:{st.st_mtime_ns}:{st.st_size}" if st else f"{name}:?")
+    return "|".join(parts).encode("utf-8", "surrogateescape")
+
+
 def _cache_key(files: list[tuple[Path, bytes]]) -> str:
-    digest = hashlib.sha256(LOADER_VERSION.encode())
+    digest = sha256(_code_stamp())
     for path, content in files:
         name = str(path).encode("utf-8", "surrogateescape")
         # lengths keep ("ab", "c") and ("a", "bc") apart
@@ -57,15 +93,15 @@ def _cache_key(files: list[tuple[Path, bytes]]) -> str:
     return digest.hexdigest()
 
 
-def _write_cache(cache_dir: Path, target: Path, text: str) -> None:
+def _write_cache(cache_dir: Path, target: Path, content: bytes) -> None:
     """Atomically replace the cache and remove older ones; a cache that cannot be written is
     skipped silently, because it only saves time."""
     try:
         cache_dir.mkdir(parents=True, exist_ok=True)
         tmp = cache_dir / f".{target.name}.{os.getpid()}.tmp"
-        tmp.write_text(text, encoding="utf-8")
+        tmp.write_bytes(content)
         os.replace(tmp, target)
-        for old in cache_dir.glob("rules-*.json"):
+        for old in cache_dir.glob("rules-*"):
             if old != target:
                 old.unlink(missing_ok=True)
     except OSError:
@@ -73,8 +109,8 @@ def _write_cache(cache_dir: Path, target: Path, text: str) -> None:
 
 
 def _load(paths: Sequence[Path], cache_dir: Path | None) -> tuple[RuleSet, list[Problem]]:
-    """Read, parse (or take from the cache) and build; the cache is written after a miss."""
-    from evflow.rulefiles.builder import build_rules
+    """Read, parse and build, or take both from the cache; the cache is written after a miss."""
+    import pickle
 
     contents: list[tuple[Path, bytes]] = []
     failed: list[Document] = []
@@ -86,19 +122,30 @@ def _load(paths: Sequence[Path], cache_dir: Path | None) -> tuple[RuleSet, list[
             failed.append(Document(str(path), None, [problem]))
     target = None
     if cache_dir is not None and not failed:
-        target = Path(cache_dir) / f"rules-{_cache_key(contents)}.json"
+        target = Path(cache_dir) / f"rules-{_cache_key(contents)}.pickle"
         try:
-            cached = decode_documents(target.read_text(encoding="utf-8"))
-        except (OSError, ValueError, KeyError, TypeError, IndexError):
-            cached = None  # missing or corrupt: parse again
-        if cached is not None:
-            return build_rules(*cached)
+            cached = pickle.loads(target.read_bytes())
+        except Exception:  # noqa: BLE001 - missing, corrupt or from other code: build again
+            cached = None
+        if (
+            isinstance(cached, tuple)
+            and len(cached) == 3
+            and cached[0] == CACHE_FORMAT
+            and isinstance(cached[1], RuleSet)
+        ):
+            return cached[1], list(cached[2])
+    from evflow.rulefiles.builder import build_rules
+
     docs = failed + [_parse_bytes(path, content) for path, content in contents]
-    crons: set[str] = set()
-    result = build_rules(docs, crons)
+    ruleset, problems = build_rules(docs, set())
     if cache_dir is not None and target is not None:
-        _write_cache(Path(cache_dir), target, encode_documents(docs, crons))
-    return result
+        try:
+            content = pickle.dumps((CACHE_FORMAT, ruleset, problems), pickle.HIGHEST_PROTOCOL)
+        except Exception:  # noqa: BLE001 - something in it does not pickle: no cache, still right
+            content = None
+        if content is not None:
+            _write_cache(Path(cache_dir), target, content)
+    return ruleset, problems
 
 
 def _parse_bytes(path: Path, content: bytes) -> Document:

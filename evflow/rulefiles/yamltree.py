@@ -8,10 +8,10 @@ caches. YAML 1.1 reads ``on`` as ``true``; keys are therefore taken as written, 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
 
+from evflow.core.structs import dataclass, field
 from evflow.errors import Problem
 
 #: bump whenever the cached tree's shape or the parsing conventions change
