@@ -186,10 +186,8 @@ def parse_json_object(text: str, what: str = "data") -> dict[str, Any]:
     try:
         value = parse_json(text)
     except json.JSONDecodeError as exc:
-        where = (
-            ""
-            if exc.doc in ("NaN", "Infinity", "-Infinity")
-            else (f" (line {exc.lineno}, column {exc.colno})")
+        where = "" if exc.doc in ("NaN", "Infinity", "-Infinity") else (
+            f" (line {exc.lineno}, column {exc.colno})"
         )
         raise InvalidEvent(what, f"malformed JSON: {exc.msg}{where}") from None
     if not isinstance(value, dict):

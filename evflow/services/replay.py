@@ -59,7 +59,6 @@ MAX_EXAMPLES = 3
 Progress = Callable[[int, int], None]  # (events read so far, events to read)
 Notice = Callable[[str], None]
 
-
 def _types(targets: Sequence[_Target]) -> list[str]:
     """The event types to read when every handler names an exact type, so the database skips the
     events no projection folds (most of a log, often); none (read all) when a glob is involved."""

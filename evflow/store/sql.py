@@ -359,7 +359,9 @@ class SqlStore:
         self.end_read()
         return rows
 
-    def scan_until(self, seq: int, time: str | None = None) -> Iterator[tuple[int, str, str, str]]:
+    def scan_until(
+        self, seq: int, time: str | None = None
+    ) -> Iterator[tuple[int, str, str, str]]:
         """``(seq, recordedtime, type, body)`` of every event up to ``seq`` (inclusive) whose own
         time is at or before ``time`` when given, in ``seq`` order, streamed."""
         sql = "SELECT seq, recordedtime, type, body FROM events WHERE seq <= ?"
