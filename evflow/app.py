@@ -233,27 +233,82 @@ class Evflow:
 
     def import_events(
         self,
-        lines: Iterable[tuple[str, Any]],
+        lines: Iterable[tuple[str, Any]] | Callable[[], Iterable[tuple[str, Any]]],
         *,
         skip_invalid: bool = False,
         progress: Callable[[int], None] | None = None,
+        chunk: int | None = None,
     ) -> ImportResult:
-        """Append events in order, in one transaction.
+        """Append events in order, in one transaction, or in transactions of ``chunk`` events.
 
         ``lines`` yields ``(where, raw)`` pairs (``where`` is ``FILE:LINE``; ``raw`` a parsed
-        JSON value, or an :class:`InvalidEvent` for a line that did not parse). Atomic: the
-        first bad line raises and nothing is recorded, unless ``skip_invalid``, which records the
-        good lines and lists every bad one.
+        JSON value, or an :class:`InvalidEvent` for a line that did not parse). The first bad
+        line raises and nothing is recorded, unless ``skip_invalid``, which records the good
+        lines and lists every bad one.
+
+        ``chunk`` (issue 16): ``lines`` is then a function giving the lines afresh, read twice:
+        first every line is checked, so a bad one still records nothing; then the events are
+        written ``chunk`` at a time, each chunk its own transaction, so other writers get their
+        turn between chunks instead of waiting for the whole import. What is not atomic any
+        more: a failure found only while writing (a rule's derived event that is invalid, the
+        database going away) leaves the chunks before it recorded; importing the same input
+        again completes it (known ids are skipped; a line without an ``id`` gets a new one each
+        time, so give events ids when that matters). Without ``chunk``: one transaction.
         """
+        if chunk is not None:
+            return self._import_chunked(lines, skip_invalid, progress, chunk)
+        assert not callable(lines)
+        result = ImportResult()
+        self.store.prepare_bulk_write()
+        self._import_into(result, lines, skip_invalid, progress, 0)
+        return result
+
+    def _import_chunked(
+        self,
+        lines: Any,
+        skip_invalid: bool,
+        progress: Callable[[int], None] | None,
+        chunk: int,
+    ) -> ImportResult:
+        import time
+        from itertools import islice
+
+        if not callable(lines):
+            raise TypeError("a chunked import reads its lines twice: pass a function giving them")
+        if not skip_invalid:
+            for where, raw in lines():  # every line checked before anything is written
+                if isinstance(raw, InvalidEvent):
+                    raise raw
+                normalize(raw, where=where)
+        result = ImportResult()
+        self.store.prepare_bulk_write()
+        source = iter(lines())
+        done = 0
+        while True:
+            block = list(islice(source, chunk))
+            if not block:
+                return result
+            if done:
+                time.sleep(0.01)  # a writer waiting for the lock takes it now (it tries every 4 ms)
+            done = self._import_into(result, block, skip_invalid, progress, done)
+
+    def _import_into(
+        self,
+        result: ImportResult,
+        lines: Iterable[tuple[str, Any]],
+        skip_invalid: bool,
+        progress: Callable[[int], None] | None,
+        before: int,
+    ) -> int:
+        """One transaction of an import; returns how many lines have been read in all."""
         from evflow.services.append import Appender, normalized_chunks
 
-        result = ImportResult()
         appender = Appender(self.ruleset)
-        self.store.prepare_bulk_write()
+        count = before
         with self.store.write() as tx:
             items = normalized_chunks(tx, lines)
             done = appender.append_each(tx, items, isolate=skip_invalid)
-            for count, (where, outcome) in enumerate(done, 1):
+            for count, (where, outcome) in enumerate(done, before + 1):
                 if isinstance(outcome, InvalidEvent):
                     result.invalid.append(str(outcome))
                 elif isinstance(outcome, EvflowError):
@@ -268,7 +323,7 @@ class Evflow:
                     result.deliveries.extend(d["id"] for d in outcome.deliveries)
                 if progress is not None and count % 500 == 0:
                     progress(count)
-        return result
+        return count
 
     def ingest(
         self, items: Sequence[tuple[str, Event | InvalidEvent]]

@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Annotated, Any, BinaryIO
 
@@ -97,13 +98,16 @@ def emit(
     raise typer.Exit(run_emit(opts, g.db, g.rules, g.out))
 
 
-def _read_lines(path: str) -> Iterator[tuple[str, Any]]:
+def _read_lines(path: str, spooled: BinaryIO | None = None) -> Iterator[tuple[str, Any]]:
     from evflow.core.events import parse_json
 
     name = "<stdin>" if path == "-" else path
     # bytes, decoded line by line: one line that is not UTF-8 is that line's problem
     stream: BinaryIO
-    if path == "-":
+    if spooled is not None:  # stdin, kept in a temporary file to be read twice
+        spooled.seek(0)
+        stream = spooled
+    elif path == "-":
         stream = sys.stdin.buffer
     else:
         try:
@@ -128,8 +132,23 @@ def _read_lines(path: str) -> Iterator[tuple[str, Any]]:
                     InvalidEvent("line", f"malformed JSON: {exc.msg} (column {exc.colno})", where),
                 )
     finally:
-        if stream is not sys.stdin.buffer:
+        if stream is not sys.stdin.buffer and stream is not spooled:
             stream.close()
+
+
+IMPORT_CHUNK = 10_000  # events per transaction of an import without --atomic
+
+
+def _rereadable(path: str, stack: ExitStack) -> Callable[[], Iterator[tuple[str, Any]]]:
+    """The lines of ``path`` as a function that reads them afresh (stdin is spooled first)."""
+    if path != "-":
+        return lambda: _read_lines(path)
+    import shutil
+    import tempfile
+
+    spool = stack.enter_context(tempfile.TemporaryFile())  # noqa: SIM115 - the stack closes it
+    shutil.copyfileobj(sys.stdin.buffer, spool)
+    return lambda: _read_lines(path, spool)
 
 
 def import_(
@@ -142,9 +161,20 @@ def import_(
         bool, typer.Option("--no-dispatch", help="Record deliveries without running them.")
     ] = False,
     strict: Annotated[bool, typer.Option("--strict", help="Exit 1 when a delivery fails.")] = False,
+    atomic: Annotated[
+        bool,
+        typer.Option(
+            "--atomic",
+            help="One transaction for the whole file (other writers wait until it ends).",
+        ),
+    ] = False,
     format: SummaryFormatOpt = None,
 ) -> None:
-    """Append many events (JSON lines) in file order, atomically; known ids are skipped."""
+    """Append many events (JSON lines) in file order; known ids are skipped.
+
+    Every line is checked first (a bad one records nothing), then the events are written
+    10,000 to a transaction, so other writers get their turn; if it stops part way, run it
+    again to complete it. --atomic: all in one transaction."""
     g: Globals = ctx.obj
     flow = g.flow()
     total = None
@@ -152,18 +182,22 @@ def import_(
         with open(file, "rb") as fh:
             total = sum(1 for _ in fh)
     started = time.perf_counter()
-    if g.out.is_terminal and file != "-":
-        from rich.progress import Progress
+    with ExitStack() as stack:
+        lines: Any = _read_lines(file) if atomic else _rereadable(file, stack)
+        chunk = None if atomic else IMPORT_CHUNK
+        if g.out.is_terminal and file != "-":
+            from rich.progress import Progress
 
-        with Progress(console=g.out.console(stderr=True), transient=True) as bar:
-            task = bar.add_task("importing", total=total)
-            result = flow.import_events(
-                _read_lines(file),
-                skip_invalid=skip_invalid,
-                progress=lambda n: bar.update(task, completed=n),
-            )
-    else:
-        result = flow.import_events(_read_lines(file), skip_invalid=skip_invalid)
+            with Progress(console=g.out.console(stderr=True), transient=True) as bar:
+                task = bar.add_task("importing", total=total)
+                result = flow.import_events(
+                    lines,
+                    skip_invalid=skip_invalid,
+                    progress=lambda n: bar.update(task, completed=n),
+                    chunk=chunk,
+                )
+        else:
+            result = flow.import_events(lines, skip_invalid=skip_invalid, chunk=chunk)
     failures: list[str] = []
     if result.deliveries and not no_dispatch:
         failures = flow.dispatch(result.deliveries)
