@@ -204,8 +204,8 @@ def parse_fast(args: list[str]) -> EmitOptions | None:
     return EmitOptions(type=positional[0], **values)
 
 
-def fast_main(argv: list[str]) -> int | None:
-    """Handle ``[--db X] [--rules X] [--traceback] emit …`` without typer; None: not handled."""
+def split_globals(argv: list[str]) -> tuple[str | None, str | None, bool, list[str]]:
+    """``[--db X] [--rules X] [--traceback] COMMAND …`` -> (db, rules, traceback, the rest)."""
     db = rules = None
     traceback = False
     i = 0
@@ -226,8 +226,19 @@ def fast_main(argv: list[str]) -> int | None:
             i += 1
         else:
             break
-    rest = argv[i:]
-    if not rest or rest[0] != "emit" or any(a in ("-h", "--help") for a in rest):
+    return db, rules, traceback, argv[i:]
+
+
+def fast_main(argv: list[str]) -> int | None:
+    """Handle ``[--db X] [--rules X] [--traceback] emit …`` without typer; None: not handled."""
+    db, rules, traceback, rest = split_globals(argv)
+    if not rest or any(a in ("-h", "--help") for a in rest):
+        return None
+    if rest[0] == "replay":
+        from evflow.cli.fast_replay import fast_replay
+
+        return fast_replay(rest[1:], db, rules, traceback)
+    if rest[0] != "emit":
         return None
     opts = parse_fast(rest[1:])
     if opts is None:

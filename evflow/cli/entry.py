@@ -1,4 +1,4 @@
-"""The console script. ``emit`` takes a fast path; everything else goes through typer."""
+"""The console script. `emit` and a piped `replay` take fast paths; the rest goes through typer."""
 
 from __future__ import annotations
 

@@ -59,16 +59,9 @@ def replay(
 
 
 def _report(g: Globals, results: Iterable[Any]) -> None:
-    for r in results:
-        if r.error is not None:
-            continue
-        how = f" (rebuilt: {r.rebuilt})" if r.rebuilt else ""
-        g.out.line(f"{r.name}: at seq {r.position}, {r.applied} event(s) applied{how}")
-        if r.skipped:
-            g.out.warn(
-                f"evflow: warning: {r.name}: {r.skipped} event(s) skipped (no key);"
-                f" first: {'; '.join(r.skip_examples)}"
-            )
+    from evflow.cli.projection_report import report_results
+
+    report_results(g.out, results)
 
 
 def query(
