@@ -24,8 +24,8 @@ from typing import TYPE_CHECKING, Any
 
 from evflow.core.events import DEFAULT_SOURCE, Event, normalize
 from evflow.core.routing import Outcome
-from evflow.core.structs import dataclass, field
 from evflow.errors import EvflowError, InvalidBatchItem, InvalidEvent, UsageError
+from evflow.services.importing import ImportResult
 from evflow.settings import Settings, resolve
 
 if TYPE_CHECKING:
@@ -45,16 +45,6 @@ if TYPE_CHECKING:
     from evflow.store.sql import SqlStore
 
 __all__ = ["Evflow", "ImportResult", "Outcome"]
-
-
-@dataclass(slots=True)
-class ImportResult:
-    recorded: int = 0
-    duplicates: int = 0
-    derived: int = 0
-    deliveries: list[int] = field(default_factory=list)
-    invalid: list[str] = field(default_factory=list)  # "FILE:LINE: problem", with --skip-invalid
-    last_seq: int = 0
 
 
 class Evflow:
@@ -239,91 +229,15 @@ class Evflow:
         progress: Callable[[int], None] | None = None,
         chunk: int | None = None,
     ) -> ImportResult:
-        """Append events in order, in one transaction, or in transactions of ``chunk`` events.
+        """Append events in order, in one transaction, or in transactions of ``chunk`` events
+        (then ``lines`` is a function giving the lines afresh: they are read twice, checked
+        first); see :func:`evflow.services.importing.import_events`."""
+        from evflow.services.importing import import_events
 
-        ``lines`` yields ``(where, raw)`` pairs (``where`` is ``FILE:LINE``; ``raw`` a parsed
-        JSON value, or an :class:`InvalidEvent` for a line that did not parse). The first bad
-        line raises and nothing is recorded, unless ``skip_invalid``, which records the good
-        lines and lists every bad one.
-
-        ``chunk`` (issue 16): ``lines`` is then a function giving the lines afresh, read twice:
-        first every line is checked, so a bad one still records nothing; then the events are
-        written ``chunk`` at a time, each chunk its own transaction, so other writers get their
-        turn between chunks instead of waiting for the whole import. What is not atomic any
-        more: a failure found only while writing (a rule's derived event that is invalid, the
-        database going away) leaves the chunks before it recorded; importing the same input
-        again completes it (known ids are skipped; a line without an ``id`` gets a new one each
-        time, so give events ids when that matters). Without ``chunk``: one transaction.
-        """
-        if chunk is not None:
-            return self._import_chunked(lines, skip_invalid, progress, chunk)
-        assert not callable(lines)
-        result = ImportResult()
-        self.store.prepare_bulk_write()
-        self._import_into(result, lines, skip_invalid, progress, 0)
-        return result
-
-    def _import_chunked(
-        self,
-        lines: Any,
-        skip_invalid: bool,
-        progress: Callable[[int], None] | None,
-        chunk: int,
-    ) -> ImportResult:
-        import time
-        from itertools import islice
-
-        if not callable(lines):
-            raise TypeError("a chunked import reads its lines twice: pass a function giving them")
-        if not skip_invalid:
-            for where, raw in lines():  # every line checked before anything is written
-                if isinstance(raw, InvalidEvent):
-                    raise raw
-                normalize(raw, where=where)
-        result = ImportResult()
-        self.store.prepare_bulk_write()
-        source = iter(lines())
-        done = 0
-        while True:
-            block = list(islice(source, chunk))
-            if not block:
-                return result
-            if done:
-                time.sleep(0.01)  # a writer waiting for the lock takes it now (it tries every 4 ms)
-            done = self._import_into(result, block, skip_invalid, progress, done)
-
-    def _import_into(
-        self,
-        result: ImportResult,
-        lines: Iterable[tuple[str, Any]],
-        skip_invalid: bool,
-        progress: Callable[[int], None] | None,
-        before: int,
-    ) -> int:
-        """One transaction of an import; returns how many lines have been read in all."""
-        from evflow.services.append import Appender, normalized_chunks
-
-        appender = Appender(self.ruleset)
-        count = before
-        with self.store.write() as tx:
-            items = normalized_chunks(tx, lines)
-            done = appender.append_each(tx, items, isolate=skip_invalid)
-            for count, (where, outcome) in enumerate(done, before + 1):
-                if isinstance(outcome, InvalidEvent):
-                    result.invalid.append(str(outcome))
-                elif isinstance(outcome, EvflowError):
-                    result.invalid.append(str(InvalidEvent("event", str(outcome), where)))
-                elif outcome.duplicate:
-                    result.duplicates += 1
-                else:
-                    result.recorded += 1
-                    result.derived += len(outcome.derived)
-                    result.last_seq = outcome.event["seq"]
-                if isinstance(outcome, Outcome):
-                    result.deliveries.extend(d["id"] for d in outcome.deliveries)
-                if progress is not None and count % 500 == 0:
-                    progress(count)
-        return count
+        return import_events(
+            self.store, self.ruleset, lines, skip_invalid=skip_invalid, progress=progress,
+            chunk=chunk,
+        )  # fmt: skip
 
     def ingest(
         self, items: Sequence[tuple[str, Event | InvalidEvent]]

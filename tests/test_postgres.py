@@ -231,8 +231,8 @@ def test_two_stores_on_different_schemas_are_independent(server: None) -> None:
             sorted([a_name, b_name]),
         ).fetchall()
         # evflow_meta, events, deliveries, snapshots, checkpoints, schedule_ticks, rule_errors,
-        # timers
-        assert [int(n) for _, n in rows] == [8, 8]
+        # timers, snapshot_marks, snapshot_history
+        assert [int(n) for _, n in rows] == [10, 10]
         a.close()
         b.close()
 

@@ -60,6 +60,10 @@ BATCH_SIZE = 10000  # events per transaction: fewer commits, memory still bounde
 # when it passed 50,000 rows made a rebuild re-read 313,000 rows at 1,000,000 events: issue 16.)
 CACHE_ROWS = 50_000
 CACHE_TEXT_ROWS = 1_000_000
+# A copy of each projection's snapshot is kept every COPY_EVERY events of the log (at the end of
+# the batch that crosses the multiple), for `query --as-of`, which folds forward from the nearest
+# copy: its cost follows the distance to a copy, not the position (issue 16).
+COPY_EVERY = 50_000
 ASIDE = "~rebuild"  # projection names cannot hold '~', so NAME~rebuild never clashes
 MAX_EXAMPLES = 3
 
@@ -346,8 +350,20 @@ def _fold_batch(
                 continue
             snapshots.write_rows(store, t.table, upserts, deletes)
             snapshots.save_checkpoint(store, t.table, batch_end, t.hash)
+            if batch_end // COPY_EVERY > t.expected // COPY_EVERY:
+                _keep_copy(store, t, batch_end)
             t.expected = batch_end
             _trim(cache, dirty, upserts)
+
+
+def _keep_copy(store: Store, t: _Target, position: int) -> None:
+    name = t.compiled.name
+    previous = snapshots.nearest_mark(store, name, t.hash, seq=position - 1)
+    since = previous.position if previous is not None else 0
+    latest = snapshots.max_time(store, since, position, _types([t]))
+    if previous is not None and previous.max_time > latest:
+        latest = previous.max_time
+    snapshots.keep_copy(store, t.table, name, position, t.hash, latest)
 
 
 def _trim(

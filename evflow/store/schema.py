@@ -5,7 +5,7 @@ Statements are idempotent, so a migration runs them all and records the new vers
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 3  # 2: rule_errors; 3: timers
+SCHEMA_VERSION = 4  # 2: rule_errors; 3: timers; 4: snapshot copies, due-delivery indexes
 
 # The tables, once for every backend; each fills in its types. Statements are idempotent, so a
 # migration runs them all and records the new version.
@@ -97,6 +97,29 @@ SCHEMA_TEMPLATE = [
     "CREATE INDEX IF NOT EXISTS timers_due ON timers (status, due, id)",
     "CREATE INDEX IF NOT EXISTS timers_key ON timers (rule, action, key, status)",
     "CREATE INDEX IF NOT EXISTS timers_cancelled_by ON timers (cancelled_by)",
+    # v4: periodic copies of each projection's snapshot, so that `query --as-of` folds from the
+    # nearest one instead of from seq 1. A mark says where a copy is: the checkpoint position,
+    # the definition it was folded with, and the latest event time among the events of the
+    # types it folds up to there (a copy serves --as-of TIME only when that is at or before it).
+    """CREATE TABLE IF NOT EXISTS snapshot_marks (
+        projection TEXT NOT NULL,
+        position {bigint} NOT NULL,
+        definition TEXT NOT NULL,
+        max_time TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        PRIMARY KEY (projection, position)
+    )""",
+    """CREATE TABLE IF NOT EXISTS snapshot_history (
+        projection TEXT NOT NULL,
+        position {bigint} NOT NULL,
+        key TEXT NOT NULL,
+        state TEXT NOT NULL,
+        seq {bigint} NOT NULL,
+        PRIMARY KEY (projection, position, key)
+    )""",
+    # v4: the worker's due query reads these as index range scans, whatever the backlog
+    "CREATE INDEX IF NOT EXISTS deliveries_waiting ON deliveries (status, next_attempt_at, id)",
+    "CREATE INDEX IF NOT EXISTS deliveries_leases ON deliveries (status, lease_until)",
 ]
 
 

@@ -134,3 +134,100 @@ def rows(
             yield k, state, int(seq)
     finally:
         store.end_read()
+
+
+# -- periodic copies (schema v3), for `query --as-of` ----------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Mark:
+    """Where a copy of a projection's snapshot is kept (see the schema's snapshot_marks)."""
+
+    projection: str
+    position: int
+    definition: str
+    max_time: str  # '' when no event of the folded types came before
+
+
+def nearest_mark(
+    store: Store,
+    projection: str,
+    definition: str,
+    *,
+    seq: int,
+    time: str | None = None,
+) -> Mark | None:
+    """The latest copy at or before ``seq`` (and, with ``time``, made of events none later than
+    ``time``) folded with ``definition``; None when there is none."""
+    sql = (
+        "SELECT projection, position, definition, max_time FROM snapshot_marks"
+        " WHERE projection = ? AND definition = ? AND position <= ?"
+    )
+    params: list[object] = [projection, definition, seq]
+    if time is not None:
+        sql += " AND max_time <= ?"
+        params.append(time)
+    return _mark(store, sql + " ORDER BY position DESC LIMIT 1", params)
+
+
+def _mark(store: Store, sql: str, params: Sequence[object]) -> Mark | None:
+    row = store.execute(sql, params).fetchone()
+    store.end_read()
+    return None if row is None else Mark(row[0], int(row[1]), row[2], row[3])
+
+
+def max_time(store: Store, after: int, until: int, types: Sequence[str]) -> str:
+    """The latest event ``time`` among the events in ``(after, until]`` of ``types`` (all types
+    when empty); '' when there is none. A range of the primary key: cheap for a short range."""
+    sql = "SELECT MAX(time) FROM events WHERE seq > ? AND seq <= ?"
+    params: list[object] = [after, until]
+    if types:
+        sql += f" AND type IN ({', '.join('?' for _ in types)})"
+        params.extend(types)
+    row = store.execute(sql, params).fetchone()
+    return row[0] if row is not None and row[0] is not None else ""
+
+
+def keep_copy(
+    store: Store, table: str, projection: str, position: int, definition: str, latest: str
+) -> None:
+    """Copy the rows of ``table`` (the projection, or its rebuild aside) as ``projection`` at
+    ``position``; drop the copies of other definitions. Inside the write that saved the
+    checkpoint at ``position``."""
+    store.execute(
+        "DELETE FROM snapshot_history WHERE projection = ? AND position IN"
+        " (SELECT position FROM snapshot_marks WHERE projection = ? AND definition <> ?)",
+        (projection, projection, definition),
+    )
+    store.execute(
+        "DELETE FROM snapshot_marks WHERE projection = ? AND definition <> ?",
+        (projection, definition),
+    )
+    store.execute(
+        "DELETE FROM snapshot_history WHERE projection = ? AND position = ?",
+        (projection, position),
+    )
+    store.execute(
+        "INSERT INTO snapshot_history (projection, position, key, state, seq)"
+        " SELECT ?, ?, key, state, seq FROM snapshots WHERE projection = ?",
+        (projection, position, table),
+    )
+    store.execute(
+        "INSERT INTO snapshot_marks (projection, position, definition, max_time, created_at)"
+        " VALUES (?, ?, ?, ?, ?) ON CONFLICT (projection, position) DO UPDATE SET"
+        " definition = excluded.definition, max_time = excluded.max_time,"
+        " created_at = excluded.created_at",
+        (projection, position, definition, latest, store.clock()),
+    )
+
+
+def copy_rows(store: Store, mark: Mark) -> Iterator[tuple[str, str, int]]:
+    """``(key, state JSON, seq)`` of a kept copy, streamed."""
+    try:
+        for k, state, seq in store.iterate(
+            "SELECT key, state, seq FROM snapshot_history WHERE projection = ? AND position = ?",
+            (mark.projection, mark.position),
+        ):
+            yield k, state, int(seq)
+    finally:
+        store.end_read()

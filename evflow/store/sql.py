@@ -360,12 +360,13 @@ class SqlStore:
         return rows
 
     def scan_until(
-        self, seq: int, time: str | None = None
+        self, seq: int, time: str | None = None, after: int = 0
     ) -> Iterator[tuple[int, str, str, str]]:
-        """``(seq, recordedtime, type, body)`` of every event up to ``seq`` (inclusive) whose own
-        time is at or before ``time`` when given, in ``seq`` order, streamed."""
-        sql = "SELECT seq, recordedtime, type, body FROM events WHERE seq <= ?"
-        params: list[Any] = [seq]
+        """``(seq, recordedtime, type, body)`` of every event after ``after`` up to ``seq``
+        (inclusive) whose own time is at or before ``time`` when given, in ``seq`` order,
+        streamed."""
+        sql = "SELECT seq, recordedtime, type, body FROM events WHERE seq > ? AND seq <= ?"
+        params: list[Any] = [after, seq]
         if time is not None:
             sql += " AND time <= ?"
             params.append(time)
