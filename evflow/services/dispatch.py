@@ -145,6 +145,10 @@ class Dispatcher:
         self.base_dir = base_dir or project_dir(ruleset.directory)
         self.stop = stop or threading.Event()
         self.rng = rng or random.Random()
+        # drain() hands the next delivery of its list to the transaction that records the one
+        # before (one commit per delivery instead of two); whether that claim was won
+        self._then_claim: Delivery | None = None
+        self._next_claimed = False
 
     def now(self, fixed: datetime | None) -> datetime:
         return fixed if fixed is not None else parse_time(self.store.clock())
@@ -180,10 +184,19 @@ class Dispatcher:
                 break
             claimed = 0
             queue = deque(batch)  # oldest first
+            ours = False  # queue[0] was claimed by the transaction that recorded the last one
             while queue:
                 if self.stop.is_set():
+                    if ours:
+                        outbox.release(self.store, queue[0].id, self.worker_id)
                     break
-                result = self.attempt(queue.popleft(), fixed)
+                delivery = queue.popleft()
+                self._then_claim = queue[0] if queue else None
+                try:
+                    result = self.attempt(delivery, fixed, claimed=ours)
+                finally:
+                    ours, self._next_claimed = self._next_claimed, False
+                    self._then_claim = None
                 if result is None:
                     # another worker took it: likely it is working down this same list, so
                     # go on from elsewhere rather than race it for every next row
@@ -199,21 +212,16 @@ class Dispatcher:
 
     # -- one delivery -------------------------------------------------------------------------
 
-    def attempt(self, delivery: Delivery, fixed: datetime | None = None) -> Result | None:
-        """Claim and run one delivery; None when it is not due or another worker has it."""
+    def attempt(
+        self, delivery: Delivery, fixed: datetime | None = None, *, claimed: bool = False
+    ) -> Result | None:
+        """Claim and run one delivery; None when it is not due or another worker has it.
+        ``claimed``: this worker holds it already (see drain)."""
         rule = self.ruleset.rule(delivery.rule)
-        action: RunAction | HttpAction | None = None
-        if rule is not None and 0 <= delivery.action < len(rule.actions):
-            candidate = rule.actions[delivery.action]
-            if isinstance(candidate, RunAction | HttpAction) and candidate.kind == delivery.kind:
-                action = candidate
-        lease = max(self.lease, (action.timeout if action else 0.0) + LEASE_MARGIN)
-        start = self.now(fixed)
-        start_text = format_time(start)
-        lease_until = format_time(start + timedelta(seconds=lease))
-        if not outbox.claim(self.store, delivery.id, self.worker_id, start_text, lease_until):
+        action = self._action(delivery)
+        if not claimed and not self._claim(delivery, action, fixed):
             return None
-        claimed = outbox.get(self.store, delivery.id) or delivery
+        held = outbox.get(self.store, delivery.id) or delivery
         retry = rule.retry if rule is not None else Retry()
         if rule is None or action is None:
             problem = (
@@ -222,16 +230,34 @@ class Dispatcher:
                 else f"rule {delivery.rule} has no {delivery.kind} action {delivery.action} now"
             )
             # not permanent: the rule may come back (a worker reloads changed rule files)
-            return self._record(claimed, retry, fixed, False, problem)
+            return self._record(held, retry, fixed, False, problem)
         event = self.store.get(delivery.event_seq)
         if event is None or event["id"] != delivery.event_id:
             problem = f"event seq {delivery.event_seq} ({delivery.event_id}) is not in the log"
-            return self._record(claimed, retry, fixed, False, problem, permanent=True)
-        outcome = actions.execute(action, event, claimed, self.base_dir)
+            return self._record(held, retry, fixed, False, problem, permanent=True)
+        outcome = actions.execute(action, event, held, self.base_dir)
         if outcome.ok and outcome.output is not None and isinstance(action, RunAction):
-            return self._record_result_event(claimed, retry, fixed, action, event, outcome.output)
+            return self._record_result_event(held, retry, fixed, action, event, outcome.output)
         return self._record(
-            claimed, retry, fixed, outcome.ok, outcome.error, permanent=outcome.permanent
+            held, retry, fixed, outcome.ok, outcome.error, permanent=outcome.permanent
+        )
+
+    def _action(self, delivery: Delivery) -> RunAction | HttpAction | None:
+        rule = self.ruleset.rule(delivery.rule)
+        if rule is not None and 0 <= delivery.action < len(rule.actions):
+            candidate = rule.actions[delivery.action]
+            if isinstance(candidate, RunAction | HttpAction) and candidate.kind == delivery.kind:
+                return candidate
+        return None
+
+    def _claim(
+        self, delivery: Delivery, action: RunAction | HttpAction | None, fixed: datetime | None
+    ) -> bool:
+        lease = max(self.lease, (action.timeout if action else 0.0) + LEASE_MARGIN)
+        start = self.now(fixed)
+        lease_until = format_time(start + timedelta(seconds=lease))
+        return outbox.claim(
+            self.store, delivery.id, self.worker_id, format_time(start), lease_until
         )
 
     def _record(
@@ -256,7 +282,16 @@ class Dispatcher:
             next_at = format_time(
                 now + timedelta(seconds=backoff_delay(retry, d.attempts, self.rng))
             )
-        won = outbox.finish(self.store, d.id, self.worker_id, now_text, status, error, next_at)
+        following = self._then_claim
+        if following is None:
+            won = outbox.finish(self.store, d.id, self.worker_id, now_text, status, error, next_at)
+        else:
+            # one transaction, one commit: this outcome, and the claim of drain's next delivery
+            with self.store.write():
+                won = outbox.finish(
+                    self.store, d.id, self.worker_id, now_text, status, error, next_at
+                )
+                self._next_claimed = self._claim(following, self._action(following), fixed)
         return self._result(d, retry, status if won else "lost", error, next_at)
 
     def _record_result_event(

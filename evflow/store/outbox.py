@@ -21,7 +21,7 @@ from evflow.store.rows import DELIVERY_COLUMNS, delivery_from_row
 if TYPE_CHECKING:
     from evflow.store.interface import Store, WriteTransaction
 
-_DUE = (
+_DUE = (  # the claim's test; due() reads the same rows through the indexes
     "((status IN ('pending', 'failed') AND next_attempt_at <= ?)"
     " OR (status = 'running' AND lease_until < ?))"
 )
@@ -30,14 +30,31 @@ MAX_ERROR = 2000
 
 
 def due(store: Store, now: str, limit: int = 100) -> list[Delivery]:
-    """Deliveries claimable at ``now``: pending or failed and due, or with a lapsed lease."""
-    rows = store.execute(
-        f"SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE {_DUE} ORDER BY next_attempt_at, id"
-        f" LIMIT {int(limit)}",
-        (now, now),
+    """Deliveries claimable at ``now``: pending or failed and due, or with a lapsed lease; the
+    ``limit`` first by ``(next_attempt_at, id)``.
+
+    Three queries, each a range of an index (``deliveries_waiting`` for each waiting status,
+    ``deliveries_leases`` for lapsed leases) that stops after ``limit`` rows, merged here: one
+    query with an ``OR`` across statuses sorted every due row for each batch, so a worker slowed
+    down as its backlog grew (issue 16)."""
+    n = int(limit)
+    rows: list[Any] = []
+    for status in ("pending", "failed"):
+        rows += store.execute(
+            f"SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE status = ? AND next_attempt_at <= ?"
+            f" ORDER BY status, next_attempt_at, id LIMIT {n}",
+            (status, now),
+        ).fetchall()
+    rows += store.execute(
+        f"SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE status = 'running' AND lease_until < ?"
+        f" ORDER BY status, lease_until LIMIT {n}",
+        (now,),
     ).fetchall()
     store.end_read()
-    return [delivery_from_row(row) for row in rows]
+    found = [delivery_from_row(row) for row in rows]
+    # a due row has a next_attempt_at (set when it is created, failed or requeued)
+    found.sort(key=lambda d: (d.next_attempt_at or "", d.id))
+    return found[:n]
 
 
 def get(store: Store, delivery_id: int) -> Delivery | None:
@@ -58,6 +75,16 @@ def claim(store: Store, delivery_id: int, worker: str, now: str, lease_until: st
         "UPDATE deliveries SET status = 'running', lease_owner = ?, lease_until = ?,"
         f" attempts = attempts + 1, updated_at = ? WHERE id = ? AND {_DUE}",
         (worker, lease_until, now, delivery_id, now, now),
+    )
+    return int(cur.rowcount) == 1
+
+
+def release(store: Store, delivery_id: int, worker: str) -> bool:
+    """Give back a claim this worker has not started on: pending again, the attempt uncounted."""
+    cur = store.execute(
+        "UPDATE deliveries SET status = 'pending', attempts = attempts - 1, lease_owner = NULL,"
+        " lease_until = NULL WHERE id = ? AND status = 'running' AND lease_owner = ?",
+        (delivery_id, worker),
     )
     return int(cur.rowcount) == 1
 
