@@ -10,13 +10,13 @@ the machine that appends them, so a back-filled log gets the same timers as the 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
 from evflow.core.events import Event, format_time, parse_time
 from evflow.core.expressions import Bindings, EvaluationError, Template
 from evflow.core.records import TIMER_STATUSES
+from evflow.core.structs import dataclass
 from evflow.errors import EvflowError
 
 __all__ = [
