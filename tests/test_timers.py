@@ -566,6 +566,24 @@ rules:
     assert timer["status"] == "fired" and timer["delivery_id"] == delivery["id"]
 
 
+def test_redeliver_leaves_timed_actions_to_their_timers(project: Path) -> None:
+    write_rules(
+        project,
+        """
+rules:
+  - name: nudge
+    on: account.created
+    then:
+      - run: [/bin/true]
+        after: 2h
+""",
+    )
+    emit("account.created", {"accountId": "r1"}, T0)
+    result = run_cli(["redeliver", "--rule", "nudge"])
+    assert result.exit_code == 2 and "timed actions" in result.stderr
+    assert ok(["deliveries", "--format", "json"]) == []
+
+
 # -- listing, cancelling by hand, counting -------------------------------------------------------
 
 

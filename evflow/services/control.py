@@ -75,7 +75,8 @@ def redeliver(
 
     An event with no delivery for an action gets one; a pending, failed or dead one is due again
     with fresh attempts; one that succeeded is skipped, and so is one a worker is running. Emit
-    actions are not redone: the events they appended are already in the log.
+    actions are not redone: the events they appended are already in the log. Timed actions are
+    left out: they are owed through timers, which redelivering does not set.
     """
     from evflow.core.records import EventFilter
     from evflow.errors import NotFound, UsageError
@@ -83,9 +84,17 @@ def redeliver(
     rule = ruleset.rule(rule_name)
     if rule is None:
         raise NotFound(f"--rule: no rule named {rule_name!r}", hint="see 'evflow rules list'")
-    indexes = [i for i, a in enumerate(rule.actions) if isinstance(a, RunAction | HttpAction)]
+    # a timed action is owed through its timer, never as a delivery right away
+    indexes = [
+        i
+        for i, a in enumerate(rule.actions)
+        if isinstance(a, RunAction | HttpAction) and a.timing is None
+    ]
     if not indexes:
-        raise UsageError(f"--rule: rule {rule_name} has no run or http action to redeliver")
+        raise UsageError(
+            f"--rule: rule {rule_name} has no run or http action to redeliver"
+            " (timed actions, with after or at, are not redelivered)"
+        )
     flt = EventFilter(
         since_seq=since_seq, until_seq=until_seq, since_time=since_time, until_time=until_time,
         types=rule.on,
