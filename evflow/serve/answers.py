@@ -82,7 +82,12 @@ def problem_for(exc: BaseException, log: JsonLines) -> Response:
         return problem(400, "Bad Request", exc.message)
     if isinstance(exc, EvflowError):
         return problem(422, "Unprocessable Content", exc.message)
-    log.write({"level": "error", "message": f"{type(exc).__name__}: {redact_text(str(exc))}"})
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    where = f"{tb.tb_frame.f_code.co_filename}:{tb.tb_lineno}" if tb is not None else None
+    message = f"{type(exc).__name__}: {redact_text(str(exc))}"
+    log.write({"level": "error", "message": message, "where": where})
     return problem(500, "Internal Server Error", "unexpected error (see the server log)")
 
 
@@ -99,13 +104,21 @@ def endpoint(handler: Handler, ctx: Context) -> Callable[[Request], Awaitable[Re
     return endpoint
 
 
+def _number(text: str) -> int | None:
+    """Digits as a number that a database column can hold, else None."""
+    if not text.isdigit() or len(text) > 18:
+        return None
+    return int(text)
+
+
 def limit_param(request: Request, default: int | None) -> int | None:
     text = request.query_params.get("limit")
     if text is None:
         return default
-    if not text.isdigit() or int(text) < 1:
+    number = _number(text)
+    if number is None or number < 1:
         raise UsageError(f"limit: expected a positive number (got {text!r})")
-    return min(int(text), MAX_LIMIT)
+    return min(number, MAX_LIMIT)
 
 
 def position_param(value: str | None, name: str) -> tuple[int | None, str | None]:
@@ -113,7 +126,10 @@ def position_param(value: str | None, name: str) -> tuple[int | None, str | None
     if value is None:
         return None, None
     if value.isdigit():
-        return int(value), None
+        number = _number(value)
+        if number is None:
+            raise UsageError(f"{name}: {value[:30]!r} is not a position in the log")
+        return number, None
     try:
         return None, format_time(parse_time(value))
     except ValueError as exc:

@@ -43,7 +43,7 @@ def _event_filter(request: Request) -> EventFilter:
     until_seq, until_time = position_param(q.get("until"), "until")
     cursor = q.get("cursor")
     if cursor is not None:
-        if not cursor.isdigit():
+        if not cursor.isdigit() or len(cursor) > 18:
             raise UsageError("cursor: not a cursor this server gave")
         since_seq = max(since_seq or 0, int(cursor))
     return EventFilter(
@@ -105,7 +105,7 @@ def _sse(request: Request, ctx: Context, flt: EventFilter) -> Response:
     given = "since" in request.query_params or "cursor" in request.query_params
 
     async def stream() -> AsyncIterator[bytes]:
-        if resume is not None and resume.isdigit():
+        if resume is not None and resume.isdigit() and len(resume) <= 18:
             position = int(resume)
         elif given:
             position = flt.since_seq

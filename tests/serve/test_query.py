@@ -211,3 +211,17 @@ def test_events_as_server_sent_events(server: Server) -> None:
                     if len(ids) == 2:
                         break
         assert ids == ["sse-0", "sse-1"]
+
+
+def test_numbers_no_database_can_hold_are_a_400(server: Server) -> None:
+    with server.client() as c:
+        for params in (
+            {"limit": "9" * 5000},
+            {"since": "9" * 20},
+            {"until": "9" * 5000},
+            {"cursor": "9" * 25},
+        ):
+            r = c.get("/events", params=params)
+            assert r.status_code == 400, (params, r.text)
+            assert r.headers["content-type"].startswith("application/problem+json")
+        assert c.get("/projections/orders", params={"as_of": "9" * 30}).status_code == 400
