@@ -507,10 +507,10 @@ class _Builder:
 
     def due_at(self, node: Node) -> Template | None:
         """``at``: a template giving a time, or a time written out (checked now)."""
-        text = self.text(node, "at") if node.kind == "scalar" else ""
-        if node.kind != "scalar" or not text:
+        if node.kind != "scalar" or node.value is None or node.value == "":
             self.error(node, f"at must be an RFC 3339 time or a template, got {_describe(node)}")
             return None
+        text = self.text(node, "at")
         if "${{" not in text:
             try:
                 text = format_time(parse_time(text))
