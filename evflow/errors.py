@@ -180,3 +180,24 @@ class ReplayFailed(EvflowError):
         super().__init__(first.message + more, hint=first.hint)
         self.results = results
         self.errors = errors
+
+
+class TableUnavailable(StorageUnavailable):
+    """The database of a projection's SQL table cannot be reached; the rest of a replay went on."""
+
+
+class TableFailed(EvflowError):
+    """A projection's SQL table could not be kept (a foreign table in its way, a bad query)."""
+
+
+class TablesNotKept(EvflowError):
+    """A replay kept its snapshots but not every SQL table; exit 4 when all were unreachable."""
+
+    def __init__(self, errors: list[EvflowError], results: list[Any]) -> None:
+        first = errors[0]
+        more = f" (and {len(errors) - 1} more table(s) not kept)" if len(errors) > 1 else ""
+        super().__init__(first.message + more, hint=first.hint)
+        self.errors = errors
+        self.results = results
+        down = all(isinstance(e, StorageUnavailable) for e in errors)
+        self.exit_code = StorageUnavailable.exit_code if down else first.exit_code

@@ -766,7 +766,8 @@ def test_emit_import_and_log_never_import_sqlalchemy(project: Path) -> None:
     steps = [
         ["import", "events.jsonl"],
         ["emit", "order.placed", "--data", '{"userid":"u1","orderAmt":3,"productId":"p"}'],
-        ["emit", "order.placed", "--data", '{"userid":"u2","orderAmt":3}', "--no-dispatch"],
+        ["emit", "order.placed", "-f", "userid=u2", "-f", "productId=p", "-f", "orderAmt=3",
+         "--no-dispatch"],
         ["log", "--format", "jsonl"],
         ["log", "--type", "order.*", "--limit", "2"],
         ["replay", "members"],  # a projection without a table
@@ -819,7 +820,9 @@ def _position(project: Path, needle: str) -> tuple[int, int]:
         ({"columns": {"orders": "integer"}, "state_column": "orders"}, "orders", ["orders"]),
         ({"columns": {"orders": "integer"}, "indexes": [["amount"]]}, "amount", ["amount"]),
         ({"columns": {"orders": "integer"}, "name": "bad name;"}, "bad name;", ["name"]),
-        ({"columns": {"orders": "integer"}, "database": "nope://::"}, "nope://", ["database"]),
+        ({"columns": {"orders": "integer"}, "database": "not a url"}, "not a url", ["database"]),
+        ({"columns": {"orders": "integer"}, "database": "postgresql://h:port/db"}, "postgresql:",
+         ["port"]),
         ({"columns": {"orders": "integer"}, "colums": {}}, "colums", ["colums"]),
         ({"columns": {}}, "{}", ["columns"]),
     ],

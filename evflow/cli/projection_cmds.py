@@ -34,7 +34,7 @@ def replay(
 ) -> None:
     """Bring projections up to date from the log (incremental from each checkpoint)."""
     g: Globals = ctx.obj
-    from evflow.errors import ReplayFailed
+    from evflow.errors import ReplayFailed, TablesNotKept
 
     flow = g.flow()
     notice = lambda text: g.out.warn(f"evflow: {text}")  # noqa: E731
@@ -52,7 +52,7 @@ def replay(
                 )
         else:
             results = flow.replay(names, rebuild=rebuild, notice=notice)
-    except ReplayFailed as exc:
+    except (ReplayFailed, TablesNotKept) as exc:
         _report(g, exc.results)
         raise
     _report(g, results)

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from evflow.core.events import Event, parse_time
 from evflow.core.expressions import Bindings, EvaluationError, Expression, Template
 from evflow.core.structs import dataclass, field
+from evflow.core.tables import TableSpec
 from evflow.core.windows import Window
 
 if TYPE_CHECKING:
@@ -198,9 +199,10 @@ class Projection:
     name: str
     key: Expression
     handlers: tuple[tuple[str, Handler], ...]  # (type or glob, handler), in file order
-    definition_hash: str  # changes whenever the definition does: a stale checkpoint is rebuilt
+    definition_hash: str  # changes with the fold (not with the table): a stale checkpoint rebuilds
     description: str = ""
     location: Location | None = None
+    table: TableSpec | None = None  # also kept as a typed SQL table
 
     def handler_for(self, etype: str) -> Handler | None:
         for pattern, handler in self.handlers:

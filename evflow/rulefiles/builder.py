@@ -56,6 +56,7 @@ from evflow.core.windows import (
     parse_duration,
 )
 from evflow.errors import Problem
+from evflow.rulefiles.tables import build_table
 from evflow.rulefiles.yamltree import Document, Node
 
 NAME = re.compile(r"[a-z0-9][a-z0-9._-]*")
@@ -84,7 +85,7 @@ SCHEDULE_KEYS: tuple[str, ...] = (
     "subject",
 )
 SCHEDULE_KEYS += ("catchup", "max_catchup")
-PROJECTION_KEYS = ("name", "description", "key", "on")
+PROJECTION_KEYS = ("name", "description", "key", "on", "table")
 HANDLER_KEYS = ("set", "inc", "append", "unset", "if", "python")
 HANDLER_NAMES = ("upsert", "merge", "delete")
 CATCHUP = ("latest", "all", "none")
@@ -626,13 +627,18 @@ class _Builder:
                 self.event_type(type_node, "on", glob=True)
                 handlers.append((pattern, self.handler(handler_node, pattern)))
         description = self.text(fields.get("description"), "description")
+        table = build_table(self, fields["table"], name) if "table" in fields else None
         if len(self.problems) == before and key is not None:
+            # the table has its own hash (TableSpec.digest): changing it rebuilds the table only
+            folded = {k: v for k, v in plain(node).items() if k != "table"}
             canonical = json.dumps(
-                plain(node), sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str
+                folded, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str
             )
             digest = hashlib.sha256(canonical.encode()).hexdigest()
             done = tuple((p, h) for p, h in handlers if h is not None)
-            self.projections.append(Projection(name, key, done, digest, description, self.at(node)))
+            self.projections.append(
+                Projection(name, key, done, digest, description, self.at(node), table)
+            )
 
     def handler(self, node: Node, pattern: str) -> Handler | None:
         where = self.at(node)

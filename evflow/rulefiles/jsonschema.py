@@ -215,6 +215,39 @@ _SCHEDULE = _obj(
     ("name", "cron", "emit"),
 )
 
+_COLUMN = "^[a-z_][a-z0-9_]{0,62}$"
+_TABLE = _obj(
+    {
+        "name": _text(
+            "Table name (default: the projection's name, '.' and '-' as '_').",
+            pattern="^[A-Za-z_][A-Za-z0-9_]{0,47}$",
+        ),
+        "database": _text(
+            "Database URL (default: the evflow database): postgresql://…[?schema=S], mysql://…,"
+            " mariadb://…, sqlite:///path, a path, or any SQLAlchemy URL; ${NAME} is replaced by"
+            " the environment variable NAME when replay runs."
+        ),
+        "columns": {
+            "type": "object",
+            "description": "State fields kept as typed columns (besides key and seq).",
+            "propertyNames": {"pattern": _COLUMN, "not": {"enum": ["key", "seq"]}},
+            "additionalProperties": {
+                "enum": ["text", "integer", "bigint", "numeric", "float", "boolean",
+                         "timestamp", "date", "json"],
+            },
+        },
+        "state_column": _text(
+            "A column holding the whole state as JSON too (JSONB on PostgreSQL).", pattern=_COLUMN
+        ),
+        "indexes": {
+            "type": "array",
+            "description": "Indexes, each a list of columns, e.g. [[amount], [last_order_time]].",
+            "items": {"type": "array", "items": {"type": "string"}, "minItems": 1},
+        },
+    },
+    description="Keep this projection as a typed SQL table too (exactly once, rebuilt aside).",
+)
+
 _PROJECTION = _obj(
     {
         "name": _text("Unique name.", pattern=NAME_PATTERN),
@@ -227,6 +260,7 @@ _PROJECTION = _obj(
             "additionalProperties": {"$ref": "#/$defs/handler"},
             "minProperties": 1,
         },
+        "table": _TABLE,
     },
     ("name", "key", "on"),
 )

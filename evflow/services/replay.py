@@ -45,11 +45,13 @@ from itertools import islice
 from typing import TYPE_CHECKING, Any
 
 from evflow.core.projections import SKIP, CompiledProjection, Fold, HandlerError, Vars
-from evflow.errors import ReplayFailed, UnknownProjection
+from evflow.core.tables import ColumnMismatch, row_values
+from evflow.errors import EvflowError, ReplayFailed, TablesNotKept, UnknownProjection
 from evflow.store import rows, snapshots
 
 if TYPE_CHECKING:
     from evflow.core.rules import Projection, RuleSet
+    from evflow.services.tables import TableSink
     from evflow.store.interface import Store
 
 BATCH_SIZE = 10000  # events per transaction: fewer commits, memory still bounded
@@ -105,6 +107,7 @@ class ReplayResult:
     skip_examples: list[str] = field(default_factory=list)
     rebuilt: str | None = None  # why it was rebuilt from scratch, if it was
     error: HandlerError | None = None
+    table_error: EvflowError | None = None  # its SQL table was not kept (the snapshot was)
 
 
 def select(ruleset: RuleSet, names: Sequence[str] | None) -> list[Projection]:
@@ -133,8 +136,10 @@ class _Target:
         "failed",
         "hash",
         "result",
+        "sink",
         "table",
         "to_swap",
+        "values",
     )
 
     def __init__(self, compiled: CompiledProjection, table: str, expected: int) -> None:
@@ -147,6 +152,8 @@ class _Target:
         self.to_swap = table != compiled.name
         self.cache: dict[str, list[Any]] = {}
         self.dirty: set[str] | None = None
+        self.sink: TableSink | None = None  # the projection's SQL table, if it has one
+        self.values: dict[str, dict[str, Any] | None] = {}  # this batch's rows as table values
 
 
 def _plan(
@@ -210,7 +217,10 @@ def replay(
     called after each batch; ``notice(text)`` receives rebuild notices. Raises
     :class:`ReplayFailed` after the others are done when a handler failed.
     """
-    targets = _plan(store, select(ruleset, names), rebuild, notice or (lambda _: None), project_dir)
+    notice = notice or (lambda _: None)
+    targets = _plan(store, select(ruleset, names), rebuild, notice, project_dir)
+    if any(t.compiled.projection.table is not None for t in targets):
+        _open_tables(store, targets, notice, project_dir)
     last = store.last_seq()
     end = last if until_seq is None else min(until_seq, last)
     first = min((t.expected for t in targets), default=end)
@@ -235,14 +245,34 @@ def replay(
         if collecting:
             gc.enable()
     for target in targets:
-        if target.to_swap and not target.failed and target.expected >= end:
+        done = not target.failed and target.expected >= end
+        if target.to_swap and done:
             with store.write():
                 snapshots.swap(store, target.table, target.compiled.name)
+        if target.sink is not None:
+            target.sink.finish(swap=done)
+            target.result.table_error = target.sink.error
         target.result.position = target.expected
     results = [t.result for t in targets]
     if any(r.error is not None for r in results):
         raise ReplayFailed(results)
+    failed = [r.table_error for r in results if r.table_error is not None]
+    if failed:
+        raise TablesNotKept(failed, results)
     return results
+
+
+def _open_tables(
+    store: Store, targets: list[_Target], notice: Notice, project_dir: str | None
+) -> None:
+    """Open the SQL tables (SQLAlchemy is imported only here, for projections that have one)."""
+    from evflow.services.tables import open_sink
+
+    for t in targets:
+        if t.compiled.projection.table is None:
+            continue
+        fresh = t.to_swap and t.expected == 0
+        t.sink = open_sink(store, t.compiled, t.table, t.expected, fresh, notice, project_dir)
 
 
 _Work = tuple[_Target, str, Vars, Fold, int, str]
@@ -286,6 +316,7 @@ def _fold_batch(
     # Phase 2, in one write: check each checkpoint, load the rows not cached, fold, write.
     # ``t.cache`` maps key -> [state or None, seq] as committed (kept between batches while this
     # process is the one moving the checkpoint); ``dirty`` holds the keys this batch changed.
+    tables: list[tuple[TableSink, dict[str, dict[str, Any] | None]]] = []
     with store.write():
         live: list[_Target] = []
         for t in active:
@@ -314,11 +345,14 @@ def _fold_batch(
             v.set_state(state)
             try:
                 new = t.compiled.step(fold, state, v, seq, etype)
+                if new is not SKIP and t.sink is not None:
+                    t.values[key] = _table_values(t, key, new, seq, etype)
             except HandlerError as exc:
                 t.failed = True
                 t.result.error = exc
                 t.cache = {}  # holds part of the failed batch
                 t.dirty = None
+                t.values = {}
                 continue
             if new is SKIP:
                 continue
@@ -353,7 +387,31 @@ def _fold_batch(
             if batch_end // COPY_EVERY > t.expected // COPY_EVERY:
                 _keep_copy(store, t, batch_end)
             t.expected = batch_end
+            if t.sink is not None:
+                tables.append((t.sink, {k: t.values[k] for k in dirty}))
+                t.values = {}
             _trim(cache, dirty, upserts)
+    # The snapshot committed first, then each table (in its own database, outside evflow's
+    # write lock: it may be the same SQLite file): a crash in between leaves the table behind,
+    # which the next replay catches up from the snapshot (services/tables.py).
+    for sink, changed in tables:
+        sink.write(changed, batch_end)
+
+
+def _table_values(
+    t: _Target, key: str, state: dict[str, Any] | None, seq: int, etype: str
+) -> dict[str, Any] | None:
+    """The row as the table's columns take it; a value that does not fit is a handler error."""
+    if state is None:
+        return None
+    spec = t.compiled.projection.table
+    assert spec is not None
+    try:
+        values = row_values(spec, key, state)
+    except ColumnMismatch as exc:
+        raise HandlerError(t.compiled.name, seq, etype, str(exc)) from None
+    values["seq"] = seq
+    return values
 
 
 def _keep_copy(store: Store, t: _Target, position: int) -> None:
@@ -391,6 +449,7 @@ class Staleness:
     behind: int = 0  # events recorded after the snapshot's position
     error: HandlerError | None = None
     outdated: list[str] = field(default_factory=list)  # built from an older definition
+    table_error: EvflowError | None = None  # its SQL table was not brought up to date
 
 
 def catch_up(
@@ -416,4 +475,6 @@ def catch_up(
             and stored[n].definition != p.definition_hash
         ]
         return Staleness(behind, exc.errors[0], outdated)
+    except TablesNotKept as exc:  # the snapshot is up to date; only its table is not
+        return Staleness(table_error=exc.errors[0])
     return Staleness()

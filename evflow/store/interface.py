@@ -55,6 +55,7 @@ class Store(Protocol):
     """An event log: ordered appends, streamed reads, deliveries, and the store's clock."""
 
     display_url: str
+    tables_url: str  # the URL of this database for SQL read-model tables (not to be printed)
 
     def write(self) -> AbstractContextManager[Any]: ...
 

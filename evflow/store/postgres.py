@@ -120,6 +120,8 @@ class PostgresStore(SqlStore):
         self._psycopg = psycopg
         self.display_url = display_url(url)
         self._conninfo, self.schema = split_url(url)
+        sep = "&" if urlsplit(self._conninfo).query else "?"
+        self.tables_url = f"{self._conninfo}{sep}schema={quote(self.schema, safe='')}"
         self._password = urlsplit(url).password or ""
         self._append_key = _lock_key("append", self.schema)
         self._reader: psycopg.Connection[Any] | None = None

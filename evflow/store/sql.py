@@ -195,6 +195,7 @@ class SqlStore:
 
     paramstyle_format = False
     display_url = ""
+    tables_url = ""  # where SQL read-model tables go by default (password and schema kept)
 
     # -- hooks for backends -------------------------------------------------------------------
 

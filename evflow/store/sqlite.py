@@ -33,6 +33,7 @@ class SqliteStore(SqlStore):
     def __init__(self, path: str) -> None:
         self.path = path
         self.display_url = f"sqlite:///{path}"
+        self.tables_url = self.display_url
         try:
             if path != ":memory:":
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
