@@ -442,6 +442,15 @@ class Evflow:
 
         return query(self.store, self.ruleset, name, key, where=where)
 
+    def sql(self, name: str, statement: str) -> tuple[list[str], list[list[Any]]]:
+        """Run one read statement (read-only) against projection ``name``'s SQL table: column
+        names and rows of JSON-ready values. See :meth:`catch_up` for freshness."""
+        from evflow.services.replay import select
+        from evflow.services.tables import read_only
+
+        projection = select(self.ruleset, [name])[0]
+        return read_only(self.store, projection, statement, str(self.project_dir))
+
     def as_of(
         self,
         name: str,

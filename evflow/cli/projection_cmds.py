@@ -11,6 +11,7 @@ import typer
 
 from evflow.cli.context import Globals
 from evflow.cli.parsing import parse_position
+from evflow.errors import UsageError
 
 QUERY_FORMATS = ("table", "json", "jsonl", "csv")
 
@@ -81,32 +82,72 @@ def query(
             "--format", help="table, json, jsonl or csv (default: table on a terminal, else jsonl)."
         ),
     ] = None,
+    sql: Annotated[
+        str | None,
+        typer.Option(
+            "--sql",
+            help="Run this read-only SELECT on the projection's SQL table (its table: section)"
+            " and print its rows, e.g. --sql 'SELECT key, orders WHERE ...'.",
+            metavar="STATEMENT",
+        ),
+    ] = None,
 ) -> None:
-    """Read a projection's rows: a list of {key, state, seq} (seq: the last event applied)."""
+    """Read a projection's rows: a list of {key, state, seq} (seq: the last event applied).
+
+    With --sql, the rows of a read-only SQL statement on the projection's table instead:
+    a list of {column: value}.
+    """
     g: Globals = ctx.obj
     fmt = g.out.resolve(format, piped="jsonl", choices=QUERY_FORMATS)
     flow = g.flow()
     flow.check_projection(name)
+    if sql is not None:
+        if key is not None or where is not None or as_of is not None:
+            raise UsageError("--sql reads the table as it is: no KEY, --where or --as-of with it")
+        _warn_stale(g, name, flow.catch_up([name]))
+        columns, found = flow.sql(name, sql)
+        _render_sql(g, fmt, columns, found)
+        return
     rows: Iterable[Any]
     if as_of is not None:
         seq, time = _parse_as_of(as_of)
         rows = flow.as_of(name, seq=seq, time=time, key=key, where=where)
     else:
-        stale = flow.catch_up([name])
-        if stale.error is not None:
-            g.out.warn(f"evflow: warning: {stale.error.message}")
-            if stale.outdated:
-                g.out.warn(
-                    f"evflow: warning: projection {name} was built from an older definition"
-                    " and rebuilding it failed; showing the snapshot of the old definition"
-                )
-            else:
-                g.out.warn(
-                    f"evflow: warning: projection {name} is behind the log by {stale.behind}"
-                    " event(s); showing the stored snapshot"
-                )
+        _warn_stale(g, name, flow.catch_up([name]))
         rows = flow.query(name, key, where=where)
     _render(g, fmt, rows)
+
+
+def _warn_stale(g: Globals, name: str, stale: Any) -> None:
+    """Say on stderr what a failed catch-up left stale (the read goes on)."""
+    if stale.table_error is not None:
+        g.out.warn(f"evflow: warning: {stale.table_error.message}")
+    if stale.error is None:
+        return
+    g.out.warn(f"evflow: warning: {stale.error.message}")
+    if stale.outdated:
+        g.out.warn(
+            f"evflow: warning: projection {name} was built from an older definition"
+            " and rebuilding it failed; showing the snapshot of the old definition"
+        )
+    else:
+        g.out.warn(
+            f"evflow: warning: projection {name} is behind the log by {stale.behind}"
+            " event(s); showing the stored snapshot"
+        )
+
+
+def _render_sql(g: Globals, fmt: str, columns: list[str], found: list[list[Any]]) -> None:
+    if fmt == "json":
+        g.out.json([dict(zip(columns, row, strict=True)) for row in found])
+    elif fmt == "jsonl":
+        g.out.jsonl(dict(zip(columns, row, strict=True)) for row in found)
+    elif fmt == "csv":
+        writer = csv.writer(g.out.stdout, lineterminator="\n")
+        writer.writerow(columns)
+        writer.writerows([_cell(v) for v in row] for row in found)
+    else:
+        g.out.table(columns, ([_cell(v) for v in row] for row in found))
 
 
 def _parse_as_of(value: str) -> tuple[int | None, str | None]:

@@ -30,11 +30,13 @@ from typing import TYPE_CHECKING, Any
 
 from evflow.core.projections import CompiledProjection, Vars
 from evflow.core.tables import ColumnMismatch, MissingVariable, expand, row_values
-from evflow.errors import EvflowError, TableFailed
+from evflow.errors import EvflowError, TableFailed, UsageError
 from evflow.store import rows, snapshots
 from evflow.store.sqltables import SqlTable
+from evflow.store.sqltargets import json_value
 
 if TYPE_CHECKING:
+    from evflow.core.rules import Projection
     from evflow.store.interface import Store
 
 SCAN = 10_000  # events per read while finding the keys a catch-up copies
@@ -120,8 +122,8 @@ class TableSink:
                 self._copy(store, self.name, table.live, position)
         elif found.definition != self.definition:
             notice(
-                f"projection {self.name}: the definition of its table {table.live} changed;"
-                " building it aside from the snapshot"
+                f"projection {self.name}: table {table.live}: its definition changed;"
+                " rebuilding it aside from the snapshot"
             )
             table.create(table.aside, self.definition)
             self._copy(store, self.name, table.aside, position)
@@ -230,20 +232,25 @@ def open_sink(
 
 
 def read_only(
-    store: Store, compiled: CompiledProjection, sql: str, project_dir: str | None
-) -> tuple[list[str], list[tuple[Any, ...]]]:
-    """Run one read statement against the projection's table: (column names, rows)."""
-    spec = compiled.projection.table
-    assert spec is not None
+    store: Store, projection: Projection, sql: str, project_dir: str | None
+) -> tuple[list[str], list[list[Any]]]:
+    """Run one read statement against the projection's table: column names, and rows of
+    JSON-ready values (numbers, text, times as RFC 3339)."""
+    spec = projection.table
+    if spec is None:
+        raise UsageError(
+            f"projection {projection.name} has no table: --sql reads a projection's SQL table",
+            hint="give the projection a table: section (see docs/rules.md), or drop --sql",
+        )
     try:
         url = expand(spec.database) if spec.database else store.tables_url
     except MissingVariable as exc:
-        raise TableFailed(f"projection {compiled.name}: table {spec.name}: {exc}") from None
+        raise TableFailed(f"projection {projection.name}: table {spec.name}: {exc}") from None
     display = None if spec.database else store.display_url
-    table = SqlTable.open(
-        compiled.name, spec, url, Path(project_dir) if project_dir else None, display
-    )
+    where = Path(project_dir) if project_dir else None
+    table = SqlTable.open(projection.name, spec, url, where, display)
     try:
-        return table.read_only(sql)
+        columns, found = table.read_only(sql)
     finally:
         table.close()
+    return columns, [[json_value(v) for v in row] for row in found]

@@ -23,30 +23,32 @@ replay service (:mod:`evflow.services.tables`) and by ``query --sql``.
 from __future__ import annotations
 
 import datetime as dt
-import re
 import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import mysql, postgresql
 
 from evflow.core.tables import TableSpec
-from evflow.core.text import redact, redact_text
-from evflow.errors import MissingExtra, TableFailed, TableUnavailable, UsageError
-from evflow.store import sqlite_path
+from evflow.errors import TableFailed, TableUnavailable
+from evflow.store.sqltargets import (
+    MYSQL,
+    Target,
+    check_read,
+    column_type,
+    create_engine,
+    first_line,
+    json_type,
+    resolve,
+    unreachable,
+)
 
 CHECKPOINTS = "evflow_checkpoints"
 ASIDE, OLD = "__evflow_new", "__evflow_old"
 CHUNK = 500  # keys per DELETE ... IN (...)
-BUSY_TIMEOUT_S = 120
-CONNECT_TIMEOUT_S = 10
-MYSQL = ("mysql", "mariadb")
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,140 +56,6 @@ class TableCheckpoint:
     table: str
     position: int  # seq of the last event the table reflects
     definition: str  # the table's definition hash (TableSpec.digest)
-
-
-# --------------------------------------------------------------------------------------------
-# URLs and engines
-
-
-@dataclass(frozen=True, slots=True)
-class Target:
-    """Where a table lives: the SQLAlchemy URL, the PostgreSQL schema, the URL as printed."""
-
-    url: str
-    shown: str
-    schema: str | None = None
-
-
-def shown(url: str) -> str:
-    """``url`` as it may be printed: no password in the user part nor as a parameter."""
-    parts = urlsplit(redact(url))
-    if not parts.query:
-        return urlunsplit(parts)
-    query = [(k, "***" if k == "password" else v) for k, v in parse_qsl(parts.query, True)]
-    return urlunsplit(parts._replace(query=urlencode(query, quote_via=quote, safe="*")))
-
-
-def resolve(url: str, project_dir: Path | None = None) -> Target:
-    """evflow's URL forms (a SQLite path relative to the project, ``postgresql://…?schema=S``,
-    ``mysql://``/``mariadb://``) as SQLAlchemy URLs with the drivers evflow's extras install
-    (psycopg, PyMySQL); an explicit ``dialect+driver`` is kept."""
-    if "://" not in url or url.startswith("sqlite:"):
-        path = sqlite_path(url, project_dir)
-        return Target(f"sqlite:///{path}", shown(url))
-    parts = urlsplit(url)
-    dialect, _, driver = parts.scheme.lower().partition("+")
-    params = parse_qsl(parts.query, keep_blank_values=True)
-    schema = None
-    if dialect in ("postgresql", "postgres"):
-        dialect, driver = "postgresql", driver or "psycopg"
-        schema = next((v for k, v in params if k == "schema"), None) or None
-        params = [(k, v) for k, v in params if k != "schema"]
-    elif dialect in MYSQL:
-        driver = driver or "pymysql"
-        if driver == "pymysql" and not any(k == "charset" for k, _ in params):
-            params.append(("charset", "utf8mb4"))
-    scheme = f"{dialect}+{driver}" if driver else dialect
-    query = urlencode(params, quote_via=quote)
-    return Target(urlunsplit(parts._replace(scheme=scheme, query=query)), shown(url), schema)
-
-
-def _sqlite_events(engine: sa.Engine) -> None:
-    @sa.event.listens_for(engine, "connect")
-    def connect(dbapi: Any, _record: Any) -> None:
-        dbapi.isolation_level = None  # SQLAlchemy emits BEGIN below: DDL is transactional too
-        dbapi.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_S * 1000}")
-        if dbapi.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
-            dbapi.execute("PRAGMA journal_mode = WAL")
-
-    @sa.event.listens_for(engine, "begin")
-    def begin(conn: sa.Connection) -> None:
-        # IMMEDIATE takes the write lock at once instead of upgrading a read lock later, which
-        # could deadlock against evflow's own writes to the same file
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
-
-
-def create_engine(target: Target) -> sa.Engine:
-    args: dict[str, Any] = {}
-    if target.url.startswith("sqlite"):
-        args["timeout"] = BUSY_TIMEOUT_S
-    elif target.url.startswith("postgresql"):
-        args["connect_timeout"] = CONNECT_TIMEOUT_S
-        if target.schema:
-            args["options"] = f"-c search_path={target.schema}"
-    elif target.url.startswith(MYSQL):
-        args["connect_timeout"] = CONNECT_TIMEOUT_S
-    try:
-        # no pool: a replay opens a few connections, and none outlives the command
-        engine = sa.create_engine(target.url, connect_args=args, poolclass=sa.pool.NullPool)
-    except ModuleNotFoundError as exc:
-        extra = "mysql" if target.url.startswith(MYSQL) else "postgres"
-        raise MissingExtra(exc.name or "the database driver", extra) from None
-    except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError) as exc:
-        raise UsageError(f"table database {target.shown}: {exc}") from None
-    if engine.dialect.name == "sqlite":
-        _sqlite_events(engine)
-    return engine
-
-
-def _first_line(exc: BaseException) -> str:
-    orig = getattr(exc, "orig", None) or exc
-    return redact_text(" ".join(str(orig).split()) or type(orig).__name__)
-
-
-_GONE = re.compile(
-    r"connect|connection|unable to open database|timeout|timed out|server closed|"
-    r"name or service|no route|network|gone away|lost",
-    re.I,
-)
-
-
-def _unreachable(exc: sa.exc.DBAPIError) -> bool:
-    if exc.connection_invalidated:
-        return True
-    orig = exc.orig
-    code = orig.args[0] if orig is not None and orig.args else None
-    if isinstance(code, int) and 2000 <= code < 2100:  # MySQL client errors (can't connect, ...)
-        return True
-    return bool(_GONE.search(str(orig)))
-
-
-# --------------------------------------------------------------------------------------------
-# types
-
-
-def column_type(kind: str) -> sa.types.TypeEngine[Any]:
-    if kind == "text":
-        return sa.Text()
-    if kind == "integer":
-        return sa.Integer()
-    if kind == "bigint":
-        return sa.BigInteger()
-    if kind == "numeric":
-        return sa.Numeric().with_variant(mysql.DECIMAL(65, 30), *MYSQL)
-    if kind == "float":
-        return sa.Double()
-    if kind == "boolean":
-        return sa.Boolean()
-    if kind == "timestamp":
-        return sa.DateTime(timezone=True).with_variant(mysql.DATETIME(fsp=6), *MYSQL)
-    if kind == "date":
-        return sa.Date()
-    return json_type()
-
-
-def json_type() -> sa.types.TypeEngine[Any]:
-    return sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
 
 
 def _checkpoints(metadata: sa.MetaData) -> sa.Table:
@@ -262,14 +130,14 @@ class SqlTable:
         try:
             yield
         except sa.exc.DBAPIError as exc:
-            if _unreachable(exc):
+            if unreachable(exc):
                 raise TableUnavailable(
-                    f"{where}: database {self.target.shown} is unavailable: {_first_line(exc)}",
+                    f"{where}: database {self.target.shown} is unavailable: {first_line(exc)}",
                     hint=f"the snapshot went on; when it is back: evflow replay {self.projection}",
                 ) from None
-            raise TableFailed(f"{where} ({doing}): {_first_line(exc)}") from None
+            raise TableFailed(f"{where} ({doing}): {first_line(exc)}") from None
         except sa.exc.SQLAlchemyError as exc:
-            raise TableFailed(f"{where} ({doing}): {_first_line(exc)}") from None
+            raise TableFailed(f"{where} ({doing}): {first_line(exc)}") from None
 
     def _q(self, name: str) -> str:
         return self.engine.dialect.identifier_preparer.quote_identifier(name)
@@ -301,12 +169,15 @@ class SqlTable:
     # -- state
 
     def checkpoint(self, which: str) -> TableCheckpoint | None:
+        """The checkpoint of the table ``which``; None when there is no such table."""
         cp = self.checkpoints
         with self._errors("read its checkpoint"), self.engine.connect() as conn:
             row = conn.execute(
                 sa.select(cp.c.position, cp.c.definition).where(cp.c.table_name == which)
             ).first()
-        return None if row is None else TableCheckpoint(which, int(row[0]), row[1])
+            if row is None or not self._has(conn, which):
+                return None
+        return TableCheckpoint(which, int(row[0]), row[1])
 
     def exists(self, which: str) -> bool:
         with self._errors("look it up"), self.engine.connect() as conn:
@@ -341,12 +212,24 @@ class SqlTable:
         return table
 
     def create(self, which: str, definition: str) -> None:
-        """A new, empty table under ``which`` (replacing what held that name), at position 0."""
-        with self._errors("create it"), self.engine.begin() as conn:
-            conn.exec_driver_sql(f"DROP TABLE IF EXISTS {self._q(which)}")
-            self._table(which, fresh=True).create(conn)
-            conn.execute(self._forget(which))
-            self._insert_checkpoint(conn, which, 0, definition)
+        """A new, empty table under ``which`` (replacing what held that name), at position 0.
+
+        The checkpoint row comes first: where DDL commits by itself (MariaDB/MySQL), a crash
+        then leaves a checkpoint without its table (which :meth:`checkpoint` treats as no
+        table), never a table that looks like someone else's."""
+        with self._errors("create it"):
+            with self.engine.begin() as conn:
+                conn.execute(self._forget(which))
+                self._insert_checkpoint(conn, which, 0, definition)
+                if self.dialect not in MYSQL:  # transactional DDL: one transaction
+                    self._create(conn, which)
+                    return
+            with self.engine.begin() as conn:
+                self._create(conn, which)
+
+    def _create(self, conn: sa.Connection, which: str) -> None:
+        conn.exec_driver_sql(f"DROP TABLE IF EXISTS {self._q(which)}")
+        self._table(which, fresh=True).create(conn)
 
     def foreign(self) -> bool:
         """Is there a table under the live name that evflow does not keep?"""
@@ -511,37 +394,3 @@ class SqlTable:
 
 def _now() -> str:
     return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-_MORE = re.compile(r";\s*\S")
-_READS = ("select", "with", "values", "table", "show", "describe", "desc")
-
-
-def check_read(sql: str) -> str:
-    """One read statement, or UsageError. (The read-only transaction is the real guard; this
-    gives a clear message for the obvious cases.)"""
-    text = sql.strip().rstrip(";").strip()
-    first = text.split(None, 1)[0].lower().lstrip("(") if text else ""
-    if first not in _READS:
-        raise UsageError(
-            f"--sql: only a read (SELECT, WITH, VALUES), got {first.upper() or 'nothing'}",
-            hint="evflow replay keeps the table; it is read-only for --sql",
-        )
-    if _MORE.search(text):
-        raise UsageError("--sql: one statement at a time")
-    return text
-
-
-def json_value(value: Any) -> Any:
-    """A column value as JSON output shows it."""
-    if isinstance(value, Decimal):
-        return int(value) if value == value.to_integral_value() else float(value)
-    if isinstance(value, dt.datetime):
-        if value.tzinfo is None:
-            value = value.replace(tzinfo=dt.UTC)
-        return value.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-    if isinstance(value, dt.date):
-        return value.isoformat()
-    if isinstance(value, bytes | memoryview):
-        return bytes(value).hex()
-    return value
