@@ -737,3 +737,38 @@ def test_query_sql_reads_the_table_read_only(target: Target) -> None:
         assert r.exit_code != 0
     assert target.rows(orders)[1] == before
     assert target.tables() >= {orders}
+
+
+def test_a_mariadb_swap_cut_short_after_its_rename_is_completed(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """MariaDB commits DDL by itself: a crash after the RENAME TABLE of a swap and before the
+    checkpoint's move leaves the new table live, the old one renamed and two checkpoint rows.
+    The next replay completes the swap (and drops the old table)."""
+    engine = sa.create_engine(MYSQL_URL)
+    monkeypatch.setenv("READ_DB", MYSQL_URL)
+    t = Target("mariadb", project, "${READ_DB}", engine, url=MYSQL_URL)
+    orders = t.name("member_orders")
+    try:
+        write_rules(project, table_section(t, orders, ORDER_COLUMNS))
+        import_file(REPO / "sample_events.jsonl")
+        ok(["replay"])
+        aside, old = f"{orders}__evflow_new", f"{orders}__evflow_old"
+        with engine.begin() as conn:  # what a swap had done when the crash came
+            conn.exec_driver_sql(f"CREATE TABLE `{aside}` LIKE `{orders}`")
+            conn.exec_driver_sql(f"INSERT INTO `{aside}` SELECT * FROM `{orders}`")
+            conn.exec_driver_sql(
+                "INSERT INTO evflow_checkpoints (table_name, projection, position, definition,"
+                " updated_at) SELECT %s, projection, position, definition, updated_at"
+                " FROM evflow_checkpoints WHERE table_name = %s",
+                (aside, orders),
+            )
+            conn.exec_driver_sql(f"RENAME TABLE `{orders}` TO `{old}`, `{aside}` TO `{orders}`")
+        ok(["emit", "order.placed", "--data", '{"userid":"u2","orderAmt":7,"productId":"p-1"}'])
+        ok(["replay"])
+        assert t.mine() == {orders}
+        assert t.checkpoint(orders) == last_seq() and t.checkpoint(aside) is None
+        assert_table_equals_query(t, orders, "member_orders", ORDER_COLUMNS)
+    finally:
+        _drop_mysql(engine, t.names)
+        engine.dispose()
