@@ -27,7 +27,7 @@ def fast_replay(args: list[str], db: str | None, rules: str | None, traceback: b
         return None  # the typer command shows a progress bar
     from evflow.app import Evflow
     from evflow.cli.projection_report import report_results
-    from evflow.errors import ReplayFailed
+    from evflow.errors import ReplayFailed, TablesNotKept
 
     try:
         with Evflow(db=db, rules=rules) as flow:
@@ -35,7 +35,7 @@ def fast_replay(args: list[str], db: str | None, rules: str | None, traceback: b
                 results = flow.replay(
                     names or None, rebuild=rebuild, notice=lambda text: out.warn(f"evflow: {text}")
                 )
-            except ReplayFailed as exc:
+            except (ReplayFailed, TablesNotKept) as exc:
                 report_results(out, exc.results)
                 raise
             report_results(out, results)
