@@ -245,6 +245,20 @@ def test_an_outside_event_cannot_claim_an_evflow_source(server: Server) -> None:
         _problem(r, 400, "source")
 
 
+def test_a_batch_cannot_claim_an_evflow_source_either(server: Server) -> None:
+    forged = make("order.placed", {}, id="forged-2", source="evflow:rule/ship-on-order")
+    require_library_refuses(json.loads(FORMAT.write(forged)), "source")
+    good = make("order.placed", {"orderId": "fine"}, id="fine-1")
+    with server.client() as c:
+        r = post_batch(c, [good, forged])
+        assert r.status_code == 400, (
+            "Evflow.emit_batch must refuse evflow: sources as Evflow.emit does"
+        )
+        problem = _problem(r, 400, "source")
+        assert problem["index"] == 1
+        assert c.get("/events", params={"type": "order.placed"}).json() == []
+
+
 def test_malformed_json_is_a_400_problem(server: Server) -> None:
     with server.client() as c:
         r = c.post(
