@@ -173,8 +173,10 @@ class Evflow:
         ``dry_run`` does all of it and rolls back: what it reports is exactly what a real emit
         would have done, and nothing is recorded. ``at`` judges windows as of that time.
         """
+        from evflow.core.events import check_outside_source
         from evflow.services.append import Appender
 
+        check_outside_source(event)
         normalized = normalize(event, default_source=default_source)
         appender = Appender(self.ruleset, at=at)
         try:
@@ -226,6 +228,7 @@ class Evflow:
         lines: Iterable[tuple[str, Any]] | Callable[[], Iterable[tuple[str, Any]]],
         *,
         skip_invalid: bool = False,
+        reroute: bool = False,
         progress: Callable[[int], None] | None = None,
         chunk: int | None = None,
     ) -> ImportResult:
@@ -235,8 +238,8 @@ class Evflow:
         from evflow.services.importing import import_events
 
         return import_events(
-            self.store, self.ruleset, lines, skip_invalid=skip_invalid, progress=progress,
-            chunk=chunk,
+            self.store, self.ruleset, lines, skip_invalid=skip_invalid, reroute=reroute,
+            progress=progress, chunk=chunk,
         )  # fmt: skip
 
     def ingest(
@@ -244,11 +247,9 @@ class Evflow:
     ) -> list[tuple[str, Outcome | EvflowError]]:
         """Append a batch of events from another system in one transaction, each on its own: one
         that fails is undone alone and returned as its error (for bridges)."""
-        from evflow.services.append import Appender
+        from evflow.services.importing import ingest
 
-        appender = Appender(self.ruleset)
-        with self.store.write() as tx:
-            return list(appender.append_each(tx, items, isolate=True))
+        return ingest(self.store, self.ruleset, items)
 
     def dispatch(self, ids: list[int]) -> list[str]:
         """Run these deliveries now (after their commit); one line per failed delivery."""
@@ -304,9 +305,13 @@ class Evflow:
         if self._ticker is None:
             self._ticker = Ticker()
         self._ticker.tick(self.store, self.ruleset, now, warn=warn)
-        for error in self.fire_timers(now).errors:
+        fired = self.fire_timers(now)
+        for error in fired.errors:
             if warn is not None:
                 warn(f"evflow: error: {error}")
+        for warning in fired.warnings:
+            if warn is not None:
+                warn(f"evflow: warning: {warning}")
 
     def fire_timers(
         self,
@@ -375,7 +380,7 @@ class Evflow:
         return out
 
     def rule_errors(self, event_seq: int) -> list[tuple[str, str]]:
-        """(rule, message) for each rule whose filter failed on this event."""
+        """(rule, message) for each rule that failed on this event (filter, emit action)."""
         return self.store.rule_errors(event_seq)
 
     def deliveries(

@@ -29,7 +29,7 @@ class UsageError(EvflowError):
 class InvalidEvent(EvflowError):
     """An event that does not satisfy the envelope rules (SPEC §1); names the field."""
 
-    exit_code = 1
+    exit_code = 2  # bad input (SPEC §5): exit 2, one line naming the field
 
     def __init__(self, field: str, problem: str, where: str | None = None) -> None:
         prefix = f"{where}: " if where else ""

@@ -38,9 +38,9 @@ def test_emit_dispatches_and_reports_failures(project: Path) -> None:
     assert strict.exit_code == 1
     listed = run_cli(["deliveries", "--format", "json"])
     assert json.loads(listed.stdout) == [
-        {"id": 1, "event_id": "j1", "rule": "flaky", "action": 0, "status": "dead",
+        {"id": 1, "event_id": "j1", "rule": "flaky", "action": 0, "kind": "run", "status": "dead",
          "attempts": 1, "last_error": json.loads(listed.stdout)[0]["last_error"]},
-        {"id": 2, "event_id": "j2", "rule": "flaky", "action": 0, "status": "dead",
+        {"id": 2, "event_id": "j2", "rule": "flaky", "action": 0, "kind": "run", "status": "dead",
          "attempts": 1, "last_error": json.loads(listed.stdout)[1]["last_error"]},
     ]  # fmt: skip
     assert "exit 4" in json.loads(listed.stdout)[0]["last_error"]

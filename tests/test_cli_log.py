@@ -97,7 +97,7 @@ def test_import_is_atomic_and_names_the_bad_line(project: Path) -> None:
         project / "ev.jsonl", [{"type": "a"}, {"type": "b", "data": [1]}, {"type": "c"}]
     )
     r = run_cli(["import", str(f)])
-    assert r.exit_code == 1
+    assert r.exit_code == 2  # bad input (issue 13)
     assert f"{f}:2: data: must be a JSON object" in r.stderr
     assert run_cli(["log", "--format", "jsonl"]).stdout == ""
 

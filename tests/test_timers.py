@@ -506,7 +506,8 @@ def test_back_filled_import_fires_long_due_timers_in_due_order(project: Path) ->
     assert "old-0" not in {e["data"]["accountId"] for e in ended}
 
 
-def test_a_timer_whose_event_a_rule_cannot_handle_stays_pending_alone(project: Path) -> None:
+def test_a_timer_whose_event_a_rule_cannot_handle_fires_with_the_failure(project: Path) -> None:
+    """Issue 13: a rule's failure never blocks its cause, a fired timer's event included."""
     write_rules(
         project,
         TRIAL
@@ -522,12 +523,17 @@ def test_a_timer_whose_event_a_rule_cannot_handle_stays_pending_alone(project: P
     for account in ("good1", "bad", "good2"):
         emit("account.created", {"accountId": account}, T0)
     result = run_cli(["tick", "--now", "2026-02-01T00:00:00Z", "--format", "jsonl"])
-    assert result.exit_code == 1
-    assert "2 timer(s) fired" in result.stderr and "broken-follow-up" in result.stderr
+    assert result.exit_code == 0
+    assert "3 timer(s) fired" in result.stderr and "warning" in result.stderr
+    assert "broken-follow-up" in result.stderr
     assert {t["key"]: t["status"] for t in timers()} == {
-        "good1": "fired", "bad": "pending", "good2": "fired"
+        "good1": "fired", "bad": "fired", "good2": "fired"
     }  # fmt: skip
-    assert sorted(e["data"]["accountId"] for e in log("trial.ended")) == ["good1", "good2"]
+    ended = log("trial.ended")
+    assert sorted(e["data"]["accountId"] for e in ended) == ["bad", "good1", "good2"]
+    [bad] = [e for e in ended if e["data"]["accountId"] == "bad"]
+    shown = json.loads(run_cli(["show", str(bad["seq"]), "--format", "json"]).stdout)
+    assert [e["rule"] for e in shown["rule_errors"]] == ["broken-follow-up"]
 
 
 def test_the_worker_fires_due_timers(project: Path) -> None:

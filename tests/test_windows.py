@@ -165,7 +165,10 @@ def test_check_cron() -> None:
     assert check_cron(BUSINESS) is None
     assert check_cron("* 9-17 * * mon-fri") is None
     assert check_cron("0 2 * * *") is None
-    assert check_cron("* * * * * 15") is None
+    # a 6th field (seconds) is refused: the docs say 5 fields (issue 13)
+    assert check_cron("* * * * * 15") == (
+        "expected 5 fields (minute hour day-of-month month day-of-week), got 6"
+    )
     assert check_cron("@daily") is None
     assert check_cron("* * *") == (
         "expected 5 fields (minute hour day-of-month month day-of-week), got 3"

@@ -27,7 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from evflow.core.events import Event, format_time, normalize, to_json
+from evflow.core.events import Event, format_time, normalize, parse_json, to_json
 from evflow.core.records import EventFilter
 from evflow.core.text import redact
 from evflow.errors import EvflowError, InvalidEvent, MissingExtra, UsageError
@@ -150,8 +150,11 @@ def event_from_message(
     """
     headers = headers or {}
     try:
-        body = json.loads(payload) if payload.strip() else {}
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        # strict JSON (no NaN), deep nesting and huge integers refused like any malformed JSON
+        body = parse_json(payload.decode("utf-8")) if payload.strip() else {}
+    except UnicodeDecodeError as exc:
+        raise InvalidEvent("message", f"not UTF-8 text (byte {exc.start + 1})") from None
+    except json.JSONDecodeError as exc:
         raise InvalidEvent("message", f"malformed JSON: {exc}") from None
     ce_headers = {k.lower(): v for k, v in headers.items() if k.lower().startswith("ce-")}
     if isinstance(body, dict) and "specversion" in body:

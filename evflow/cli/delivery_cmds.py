@@ -64,6 +64,10 @@ def retry(
     g: Globals = ctx.obj
     if not ids and not dead:
         raise UsageError("retry: name delivery ids or use --dead", hint="see 'evflow deliveries'")
+    from evflow.cli.parsing import check_position
+
+    for delivery_id in ids or []:
+        check_position(delivery_id, "ID")
 
     report = g.flow().retry(ids or [], dead=dead)
     for delivery_id, why in report.skipped:

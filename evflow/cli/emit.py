@@ -41,7 +41,12 @@ def read_data(spec: str | None, fields: list[str], stdin: Any = None) -> dict[st
     data: dict[str, Any] = {}
     if spec is not None:
         if spec == "-":
-            text = (stdin or sys.stdin).read()
+            try:
+                text = (stdin or sys.stdin).read()
+            except UnicodeDecodeError as exc:
+                raise InvalidEvent(
+                    "--data (stdin)", f"not UTF-8 text (byte {exc.start + 1})"
+                ) from None
             data = parse_json_object(text, "--data (stdin)")
         elif spec.startswith("@"):
             path = Path(spec[1:])
@@ -49,6 +54,10 @@ def read_data(spec: str | None, fields: list[str], stdin: Any = None) -> dict[st
                 text = path.read_text(encoding="utf-8")
             except OSError as exc:
                 raise UsageError(f"--data: cannot read {path}: {exc.strerror}") from None
+            except UnicodeDecodeError as exc:
+                raise InvalidEvent(
+                    f"--data ({path})", f"not UTF-8 text (byte {exc.start + 1})"
+                ) from None
             data = parse_json_object(text, f"--data ({path})")
         else:
             data = parse_json_object(spec, "--data")
@@ -76,11 +85,12 @@ def build_event(opts: EmitOptions, stdin: Any = None) -> dict[str, Any]:
 def run_emit(opts: EmitOptions, db: str | None, rules: str | None, out: Output) -> int:
     from evflow.app import Evflow
     from evflow.cli.parsing import parse_time_option
-    from evflow.core.events import normalize
+    from evflow.core.events import check_outside_source, normalize
 
     fmt = out.resolve(opts.format, piped="table")
     try:
         raw = build_event(opts)
+        check_outside_source(raw)
         normalize(raw)  # validate before opening anything: bad input records nothing
     except InvalidEvent as exc:
         raise UsageError(str(exc)) from None
@@ -142,13 +152,12 @@ def run_emit(opts: EmitOptions, db: str | None, rules: str | None, out: Output) 
                 f"  -> cancelled timer {t['id']} of rule {t['rule']} (key {t['key']},"
                 f" set by seq {t['cause_seq']})"
             )
-    for m in outcome.filter_errors:
-        out.warn(f"evflow: warning: rule {m.rule.name}: {m.reason}")
-    for rule, message in outcome.rule_errors:
-        out.warn(f"evflow: warning: rule {rule}: {message}")
+    for warning in outcome.warnings():
+        out.warn(f"evflow: warning: {warning}")
     for failure in failures:
         out.warn(f"evflow: delivery failed: {failure}")
-    return 1 if (failures and opts.strict) else 0
+    # the event is recorded whatever failed; --strict makes a failure the script's concern
+    return 1 if ((failures or outcome.failures) and opts.strict) else 0
 
 
 _VALUED = {

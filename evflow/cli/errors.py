@@ -30,7 +30,10 @@ def report(exc: BaseException, stderr: TextIO | None = None) -> int:
             print(f"hint: {exc.hint}", file=err)
         return int(ExitStatus.INVALID_RULES)
     if isinstance(exc, EvflowError):
-        print(f"evflow: error: {exc.message}", file=err)
+        from evflow.core.text import redact_text
+
+        # a message may quote a database URL or a driver's words: never a password
+        print(f"evflow: error: {redact_text(exc.message)}", file=err)
         if exc.hint:
             print(f"hint: {exc.hint}", file=err)
         return int(exc.exit_code)

@@ -76,7 +76,9 @@ def emit(
     no_dispatch: Annotated[
         bool, typer.Option("--no-dispatch", help="Record deliveries; leave them to 'evflow run'.")
     ] = False,
-    strict: Annotated[bool, typer.Option("--strict", help="Exit 1 when a delivery fails.")] = False,
+    strict: Annotated[
+        bool, typer.Option("--strict", help="Exit 1 when a rule or a delivery fails.")
+    ] = False,
     format: SummaryFormatOpt = None,
 ) -> None:
     """Append one event, run what its rules trigger, and print its seq and id."""
@@ -160,7 +162,16 @@ def import_(
     no_dispatch: Annotated[
         bool, typer.Option("--no-dispatch", help="Record deliveries without running them.")
     ] = False,
-    strict: Annotated[bool, typer.Option("--strict", help="Exit 1 when a delivery fails.")] = False,
+    strict: Annotated[
+        bool, typer.Option("--strict", help="Exit 1 when a rule or a delivery fails.")
+    ] = False,
+    reroute: Annotated[
+        bool,
+        typer.Option(
+            "--reroute",
+            help="Run the rules on lines of an evflow log's export too (default: history).",
+        ),
+    ] = False,
     atomic: Annotated[
         bool,
         typer.Option(
@@ -174,7 +185,9 @@ def import_(
 
     Every line is checked first (a bad one records nothing), then the events are written
     10,000 to a transaction, so other writers get their turn; if it stops part way, run it
-    again to complete it. --atomic: all in one transaction."""
+    again to complete it. --atomic: all in one transaction. Lines carrying seq/recordedtime
+    (an 'evflow log' export) are history: recorded as they are, no rule runs on them, unless
+    --reroute. A line without id gets one derived from its content."""
     g: Globals = ctx.obj
     flow = g.flow()
     total = None
@@ -193,21 +206,27 @@ def import_(
                 result = flow.import_events(
                     lines,
                     skip_invalid=skip_invalid,
+                    reroute=reroute,
                     progress=lambda n: bar.update(task, completed=n),
                     chunk=chunk,
                 )
         else:
-            result = flow.import_events(lines, skip_invalid=skip_invalid, chunk=chunk)
+            result = flow.import_events(
+                lines, skip_invalid=skip_invalid, reroute=reroute, chunk=chunk
+            )
     failures: list[str] = []
     if result.deliveries and not no_dispatch:
         failures = flow.dispatch(result.deliveries)
     elapsed = time.perf_counter() - started
     for problem in result.invalid:
         g.out.warn(f"evflow: skipped {problem}")
+    for warning in result.rule_failures:
+        g.out.warn(f"evflow: warning: {warning}")
     for failure in failures:
         g.out.warn(f"evflow: delivery failed: {failure}")
     summary = {
         "recorded": result.recorded,
+        "history": result.history,
         "duplicates": result.duplicates,
         "derived": result.derived,
         "deliveries": len(result.deliveries),
@@ -222,11 +241,17 @@ def import_(
             f" {result.derived} derived, {len(result.deliveries)} deliveries,"
             f" {len(result.invalid)} invalid, in {elapsed:.2f}s"
         )
+        if result.history or result.history_seen:
+            g.out.line(
+                f"{result.history + result.history_seen} line(s) were history (an evflow log's"
+                " export): recorded as they are, no rule ran (--reroute to run them)"
+            )
     elif fmt == "json":
         g.out.json(summary)
     else:
         g.out.jsonl([summary])
-    status = 1 if (failures and strict) or (result.invalid and not result.recorded) else 0
+    failed = failures or result.rule_failures
+    status = 1 if (failed and strict) or (result.invalid and not result.recorded) else 0
     raise typer.Exit(status)
 
 

@@ -68,7 +68,7 @@ def show(
             )
     if rule_errors:
         out.line("")
-        out.line("rules whose filter failed on it (they did not match):")
+        out.line("rules that failed on it (a filter or an action; the event is recorded):")
         for rule, message in rule_errors:
             out.line(f"  {rule}: {message}")
     if timers:

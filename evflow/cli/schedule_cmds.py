@@ -56,6 +56,12 @@ def tick(
     g: Globals = ctx.obj
 
     when = _time(now, "--now")
+    if when.year < 1000 or when.year > 9998:
+        # schedules need room around the tick for their cron maths; a tick recorded that far
+        # out would break every later tick
+        from evflow.errors import UsageError
+
+        raise UsageError(f"--now: {now} is out of range (years 1000 to 9998)")
     fmt = g.out.resolve(format, piped="jsonl")
     flow = g.flow()
     report = flow.tick_report(when)
@@ -88,6 +94,8 @@ def tick(
         f"{len(report.outcomes)} occurrence(s) emitted, {fired.fired} timer(s) fired"
         f" at {_iso(when)}"
     )
+    for warning in report.warnings + fired.warnings:
+        g.out.warn(f"evflow: warning: {warning}")
     errors = [str(e) for e in report.errors] + fired.errors
     for error in errors:
         g.out.warn(f"evflow: error: {error}")

@@ -91,6 +91,11 @@ class Bindings:
         self._values = variables
         self._activation: Any = None
 
+    def use_cel_safe_values(self) -> None:
+        """Bind the values again with integers beyond 64 bits made doubles (see ``cel_safe``)."""
+        self._values = cel_safe(dict(self._values))
+        self._activation = None
+
     @property
     def activation(self) -> Any:
         # Built on first use: field paths are read without CEL, and often nothing else is.
@@ -188,7 +193,7 @@ class Expression:
             shown = shown[:37] + "..."
         raise EvaluationError(f"expected a bool, got {json_type(result)} {shown}")
 
-    def _eval(self, variables: Mapping[str, Any] | Bindings) -> Any:
+    def _eval(self, variables: Mapping[str, Any] | Bindings, retried: bool = False) -> Any:
         fast = self._fast
         if fast is _UNSET:
             fast = self._fast = compile_fast(self.source, self._variables or _ALL_VARIABLES)
@@ -205,17 +210,53 @@ class Expression:
             )
             if found is not _MISSING:
                 return found
-        if isinstance(variables, Bindings):
-            value = self.compiled.eval(variables.activation)
-        else:
-            # For a single evaluation, passing the mapping directly is faster than an activation.
-            value = self.compiled.eval(data=variables)
+        try:
+            if isinstance(variables, Bindings):
+                value = self.compiled.eval(variables.activation)
+            else:
+                # For a single evaluation, passing the mapping directly is faster than an
+                # activation.
+                value = self.compiled.eval(data=variables)
+        except (RuntimeError, ValueError, TypeError, OverflowError) as exc:
+            # "Iteration budget exceeded" and CEL's other internal errors: an evaluation error
+            # like any other (a filter that does not match), never a crash
+            raise EvaluationError(_runtime_message(str(exc))) from None
         plain = value.plain_value()
         # A CEL error's plain value is its message, a str: only a str result can be an error,
         # so the common bool/number results skip asking for the type.
         if type(plain) is str and value.type() == _error_type():
+            if not retried and "out of range for" in plain:
+                # An integer beyond 64 bits somewhere in the values: CEL has no such numbers,
+                # and converting the values fails whatever the expression reads. They reach CEL
+                # as doubles (documented in the rules reference); evaluate again with those.
+                if isinstance(variables, Bindings):
+                    variables.use_cel_safe_values()
+                    return self._eval(variables, retried=True)
+                return self._eval(cel_safe(variables), retried=True)
             raise EvaluationError(_runtime_message(plain))
         return plain
+
+
+_INT64_MIN = -(2**63)
+_UINT64_MAX = 2**64 - 1
+
+
+def cel_safe(value: Any) -> Any:
+    """``value`` with every integer outside CEL's 64-bit range as a double (or, beyond a
+    double's range, as its decimal text)."""
+    kind = type(value)
+    if kind is int:
+        if _INT64_MIN <= value <= _UINT64_MAX:
+            return value
+        try:
+            return float(value)
+        except OverflowError:
+            return str(value)
+    if kind is dict:
+        return {k: cel_safe(v) for k, v in value.items()}
+    if kind is list:
+        return [cel_safe(v) for v in value]
+    return value
 
 
 _MISSING = object()
@@ -367,6 +408,26 @@ class Template:
         if len(self.expressions) > 1 and not isinstance(variables, Bindings):
             variables = Bindings(variables)  # convert the variables once, not per expression
         return _render(self._node, variables)
+
+    def render_url(self, variables: Mapping[str, Any] | Bindings) -> Any:
+        """Render a URL: a value put into the path, query or fragment (after the authority) is
+        percent-encoded, so ``a/b?c`` stays one path segment or one query value. A URL that is one
+        whole expression is taken as it is (the rule author chose to let data name it)."""
+        if self._node[0] != _PARTS:
+            return self.render(variables)
+        from urllib.parse import quote
+
+        out: list[str] = []
+        for part in self._node[1]:
+            if isinstance(part, str):
+                out.append(part)
+                continue
+            text = _text(part.evaluate(variables))
+            so_far = "".join(out)
+            scheme_end = so_far.find("://")
+            in_path = scheme_end >= 0 and any(c in so_far[scheme_end + 3 :] for c in "/?#")
+            out.append(quote(text, safe="") if in_path else text)
+        return "".join(out)
 
 
 # Nodes are plain tuples tagged by their first item, to keep rendering a cheap recursive walk.

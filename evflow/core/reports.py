@@ -70,7 +70,7 @@ def delivery_json(d: Delivery) -> dict[str, Any]:
     """``deliveries``: one delivery as listed."""
     return {
         "id": d.id, "event_id": d.event_id, "rule": d.rule, "action": d.action,
-        "status": d.status, "attempts": d.attempts, "last_error": d.last_error,
+        "kind": d.kind, "status": d.status, "attempts": d.attempts, "last_error": d.last_error,
     }  # fmt: skip
 
 

@@ -36,7 +36,10 @@ class Outcome:
     matches: list[Match] = field(default_factory=list)  # every judged rule, for dry runs
     timers: list[dict[str, Any]] = field(default_factory=list)  # set: {id, rule, action, due, key}
     cancelled: list[dict[str, Any]] = field(default_factory=list)  # timers its events cancelled
-    rule_errors: list[tuple[str, str]] = field(default_factory=list)  # (rule, why no timer)
+    # (rule, message) for each rule that failed on an event of this append (filter, template,
+    # CEL budget, chain depth): recorded with the event, never a reason to lose it
+    failures: list[tuple[str, str]] = field(default_factory=list)
+    history: bool = False  # recorded as history (from another evflow log): no rule ran
 
     def triggered_json(self) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = [
@@ -50,6 +53,10 @@ class Outcome:
     @property
     def filter_errors(self) -> list[Match]:
         return [m for m in self.matches if m.filter_error is not None]
+
+    def warnings(self) -> list[str]:
+        """One line per rule that failed on this append (for stderr)."""
+        return [f"rule {rule}: {message}" for rule, message in self.failures]
 
 
 def derived_id(cause: Event, rule: str, index: int) -> str:

@@ -4,6 +4,7 @@ and GitHub workflow-command escaping."""
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 
@@ -17,25 +18,84 @@ def as_text(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
+def split_credentials(url: str) -> tuple[str, str, str, str] | None:
+    """``(scheme, user, password as written, the rest after '@')`` of a URL with a password.
+
+    The user-info ends at the *last* ``@`` (a password may hold ``@``, ``/``, ``#``, ``?``, ``%``
+    or spaces, written raw or percent-encoded); None when the URL names no password."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or "@" not in rest:
+        return None
+    # the first '@' after which no '@' comes before the host ends (first '/') nor before the
+    # query (first '?'): a '@' in a password is followed by another; one in a query is not
+    at = -1
+    while (at := rest.find("@", at + 1)) >= 0:
+        after = rest[at + 1 :]
+        if "@" not in after.split("/", 1)[0] and "@" not in after.split("?", 1)[0]:
+            break
+    if at < 0:
+        return None
+    creds, host = rest[:at], rest[at + 1 :]
+    user, colon, password = creds.partition(":")
+    if not colon or "/" in user or "?" in user or "#" in user:
+        return None
+    if re.match(r"\d{1,5}[/?#]", password):
+        return None  # "host:8080/path?q=a@b": a port and a path, the '@' in the query
+    return scheme, user, password, host
+
+
+def password_of(url: str) -> str | None:
+    """The password of a URL, decoded when it is validly percent-encoded, else as written."""
+    found = split_credentials(url)
+    if found is None or not found[2]:
+        return None
+    written = found[2]
+    if "%" in written and not re.search(r"%(?![0-9A-Fa-f]{2})", written):
+        from urllib.parse import unquote
+
+        return unquote(written)
+    return written
+
+
 def redact(url: str) -> str:
     """A URL with the password of its user-info replaced by ``***`` (never print a password)."""
-    scheme, sep, rest = url.partition("://")
-    if not sep:
+    found = split_credentials(url)
+    if found is None:
         return url
-    end = min((i for i in (rest.find(c) for c in "/?#") if i >= 0), default=len(rest))
-    authority, tail = rest[:end], rest[end:]
-    if "@" not in authority:
-        return url
-    creds, _, host = authority.rpartition("@")
-    if ":" not in creds:
-        return url
-    user = creds.split(":", 1)[0]
-    return f"{scheme}://{user}:***@{host}{tail}"
+    scheme, user, _, host = found
+    return f"{scheme}://{user}:***@{host}"
+
+
+# Passwords of the database URLs this process opened: a driver may quote one in its message in
+# any form (decoded, encoded, cut at a space), so every message printed goes through these.
+_SECRETS: set[str] = set()
+
+
+def remember_secret(url: str) -> None:
+    """Note the password of ``url`` (every form of it) so that :func:`redact_text` hides it."""
+    found = split_credentials(url)
+    if found is None or not found[2]:
+        return
+    from urllib.parse import quote, unquote
+
+    written = found[2]
+    for form in (written, password_of(url) or "", unquote(written), quote(written, safe="")):
+        if len(form) >= 3:
+            _SECRETS.add(form)
+    # a message may break the URL at a space or a quote: hide each longer piece too
+    for piece in re.split(r"[\s'\"#/?@:]+", written):
+        if len(piece) >= 3:
+            _SECRETS.add(piece)
 
 
 def redact_text(text: str) -> str:
-    """``text`` with the password of every URL in it replaced (for messages from drivers)."""
-    return " ".join(redact(word) if "://" in word else word for word in text.split(" "))
+    """``text`` with the password of every URL in it, and every remembered password, replaced
+    (for messages from drivers and errors)."""
+    out = " ".join(redact(word) if "://" in word else word for word in text.split(" "))
+    for secret in sorted(_SECRETS, key=len, reverse=True):
+        if secret in out:
+            out = out.replace(secret, "***")
+    return out
 
 
 def github_escape(text: str) -> str:

@@ -61,7 +61,9 @@ def check_cron(expr: str) -> str | None:
     fields = expr.split()
     if not fields:
         return "empty cron expression"
-    if not fields[0].startswith("@") and len(fields) not in (5, 6):
+    if not fields[0].startswith("@") and len(fields) != 5:
+        # croniter would also take a 6th field (seconds, or a year): the docs say 5, and a
+        # seconds field would fire 60 times a minute
         return f"expected 5 fields (minute hour day-of-month month day-of-week), got {len(fields)}"
     from croniter import croniter  # lazily: see the module docstring
 

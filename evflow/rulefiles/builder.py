@@ -85,6 +85,8 @@ SCHEDULE_KEYS: tuple[str, ...] = (
     "subject",
 )
 SCHEDULE_KEYS += ("catchup", "max_catchup")
+MAX_CATCHUP = 10_000
+MAX_ATTEMPTS = 1_000
 PROJECTION_KEYS = ("name", "description", "key", "on", "table")
 HANDLER_KEYS = ("set", "inc", "append", "unset", "if", "python")
 HANDLER_NAMES = ("upsert", "merge", "delete")
@@ -220,7 +222,9 @@ class _Builder:
             self.error(node, f"{what} needs at least one event type")
         return tuple(self.event_type(n, what, glob=True) for n in nodes)
 
-    def integer(self, node: Node | None, what: str, minimum: int, default: int) -> int:
+    def integer(
+        self, node: Node | None, what: str, minimum: int, default: int, maximum: int = 2**31 - 1
+    ) -> int:
         if node is None:
             return default
         value = node.value
@@ -228,6 +232,8 @@ class _Builder:
             self.error(node, f"{what} must be a whole number, got {_describe(node)}")
         elif value < minimum:
             self.error(node, f"{what} must be at least {minimum}, got {value}")
+        elif value > maximum:
+            self.error(node, f"{what} must be at most {maximum}, got {value}")
         else:
             return value
         return default
@@ -443,7 +449,9 @@ class _Builder:
         fields = self.fields(node, "retry", RETRY_KEYS) if node is not None else None
         if fields is None:
             return default
-        attempts = self.integer(fields.get("attempts"), "retry.attempts", 1, default.attempts)
+        attempts = self.integer(
+            fields.get("attempts"), "retry.attempts", 1, default.attempts, MAX_ATTEMPTS
+        )
         backoff = self.duration(fields.get("backoff"), "retry.backoff", default.backoff, False)
         most = self.duration(
             fields.get("max_backoff"), "retry.max_backoff", max(default.max_backoff, backoff), False
@@ -589,7 +597,8 @@ class _Builder:
         data = self.template(fields.get("data"), "data", VARIABLES_SCHEDULE)
         subject = self.template(fields.get("subject"), "subject", VARIABLES_SCHEDULE)
         catchup = self.choice(fields.get("catchup"), "catchup", CATCHUP, "latest")
-        most = self.integer(fields.get("max_catchup"), "max_catchup", 1, 100)
+        # bounded: one tick emits at most this many occurrences in one transaction
+        most = self.integer(fields.get("max_catchup"), "max_catchup", 1, 100, MAX_CATCHUP)
         description = self.text(fields.get("description"), "description")
         if len(self.problems) == before and cron and zone:
             self.schedules.append(

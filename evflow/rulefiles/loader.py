@@ -93,6 +93,10 @@ def _cache_key(files: list[tuple[Path, bytes]]) -> str:
     return digest.hexdigest()
 
 
+#: the largest rule file evflow parses (1 MiB: thousands of rules)
+MAX_RULE_FILE_BYTES = 1024 * 1024
+
+
 def _write_cache(cache_dir: Path, target: Path, content: bytes) -> None:
     """Atomically replace the cache and remove older ones; a cache that cannot be written is
     skipped silently, because it only saves time."""
@@ -116,6 +120,16 @@ def _load(paths: Sequence[Path], cache_dir: Path | None) -> tuple[RuleSet, list[
     failed: list[Document] = []
     for path in paths:
         try:
+            size = path.stat().st_size
+            if size > MAX_RULE_FILE_BYTES:
+                # refused before parsing: YAML of this size takes minutes and gigabytes
+                problem = Problem(
+                    str(path), 1, 1,
+                    f"file too large: {size:,} bytes (the limit is {MAX_RULE_FILE_BYTES:,});"
+                    " split it into several files",
+                )  # fmt: skip
+                failed.append(Document(str(path), None, [problem]))
+                continue
             contents.append((path, path.read_bytes()))
         except OSError as exc:
             problem = Problem(str(path), 1, 1, f"cannot read: {exc.strerror or exc}")

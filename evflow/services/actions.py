@@ -27,7 +27,8 @@ from evflow.core.rules import HttpAction, RunAction, event_variables
 from evflow.core.text import as_text, redact, redact_text
 
 STDERR_TAIL = 1000
-BODY_START = 300
+BODY_START = 300  # characters of an answer's body kept in last_error
+MAX_BODY = 64 * 1024  # bytes of an answer's body read at most; the rest is never downloaded
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,10 +141,9 @@ def _signal_name(number: int) -> str:
 
 def call_webhook(action: HttpAction, event: Event, delivery: Delivery) -> ActionResult:
     """Send the request; a 2xx answer is success, anything else keeps status and body start."""
-    import httpx
 
     variables = event_variables(event)
-    url = as_text(action.url.render(variables))
+    url = as_text(action.url.render_url(variables))
     shown = redact(url)  # what messages and last_error say: never a password
     headers: dict[str, str] = {"User-Agent": "evflow"}
     if action.headers is not None:
@@ -165,19 +165,56 @@ def call_webhook(action: HttpAction, event: Event, delivery: Delivery) -> Action
             content_type = "application/json"
     if "content-type" not in lower:
         headers["Content-Type"] = content_type
-    try:
-        response = httpx.request(
-            action.method, url, content=content, headers=headers, timeout=action.timeout
-        )
-    except httpx.TimeoutException:
-        return ActionResult(False, f"{action.method} {shown}: timed out after {action.timeout:g}s")
-    except (httpx.HTTPError, httpx.InvalidURL) as exc:
-        reason = f"{type(exc).__name__}: {redact_text(str(exc))}"
-        return ActionResult(False, f"{action.method} {shown}: {reason}")
-    if 200 <= response.status_code < 300:
+    answer = _request(action.method, url, content, headers, action.timeout)
+    if isinstance(answer, str):
+        return ActionResult(False, f"{action.method} {shown}: {answer}")
+    status, start = answer
+    if 200 <= status < 300:
         return ActionResult(True)
-    start = response.text[:BODY_START].strip()
     return ActionResult(
-        False,
-        f"{action.method} {shown}: HTTP {response.status_code}" + (f": {start}" if start else ""),
+        False, f"{action.method} {shown}: HTTP {status}" + (f": {start}" if start else "")
     )
+
+
+def _request(
+    method: str, url: str, content: bytes, headers: dict[str, str], timeout: float
+) -> tuple[int, str] | str:
+    """One request under a total deadline of ``timeout`` seconds (connect, headers and body
+    together: a server dribbling a byte at a time cannot hold it longer), reading at most
+    :data:`MAX_BODY` bytes of the answer. ``(status, start of the body)``, or why it failed.
+
+    The request runs in a thread that is abandoned at the deadline (its socket is closed):
+    httpx's own timeouts are per operation, so a slow but steady server would never trip them.
+    """
+    import threading
+
+    import httpx
+
+    client = httpx.Client(timeout=timeout, follow_redirects=False)
+    outcome: list[tuple[int, str] | str] = []
+
+    def work() -> None:
+        try:
+            with client.stream(method, url, content=content, headers=headers) as response:
+                body = bytearray()
+                for chunk in response.iter_bytes():
+                    body += chunk
+                    if len(body) >= MAX_BODY:
+                        break  # the rest is never read: leaving the block closes the connection
+            text = bytes(body[:MAX_BODY]).decode("utf-8", "replace")
+            outcome.append((response.status_code, text[:BODY_START].strip()))
+        except httpx.TimeoutException:
+            outcome.append(f"timed out after {timeout:g}s")
+        except (httpx.HTTPError, httpx.InvalidURL) as exc:
+            outcome.append(f"{type(exc).__name__}: {redact_text(str(exc))}")
+        except Exception as exc:  # noqa: BLE001 - a header that is not ASCII, …: this delivery's
+            outcome.append(f"{type(exc).__name__}: {redact_text(str(exc))}")
+
+    thread = threading.Thread(target=work, name="evflow-http", daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if thread.is_alive():
+        client.close()
+        return f"timed out after {timeout:g}s (total deadline)"
+    client.close()
+    return outcome[0] if outcome else "no answer"

@@ -16,7 +16,16 @@ from collections.abc import Iterable, Iterator
 from datetime import datetime
 from typing import Any
 
-from evflow.core.events import Event, normalize
+from evflow.core.events import (
+    Event,
+    check_json,
+    check_outside_source,
+    content_id,
+    format_time,
+    is_history,
+    normalize,
+    parse_time,
+)
 from evflow.core.expressions import Bindings, bind
 from evflow.core.routing import Outcome, derive
 from evflow.core.rules import MAX_CHAIN_DEPTH, Action, EmitAction, Rule, RuleSet, event_variables
@@ -34,9 +43,27 @@ class Appender:
         self.ruleset = ruleset
         self.at = at  # judge windows as of this time instead of each event's own
 
-    def append(self, tx: WriteTransaction, event: Event) -> Outcome:
-        """Append ``event`` (normalized) and everything it triggers; raises, rolling back all."""
-        outcome = Outcome(event)
+    def append(
+        self, tx: WriteTransaction, event: Event, *, history: bool = False
+    ) -> Outcome:
+        """Append ``event`` (normalized) and everything it triggers.
+
+        A rule that fails on an event (its filter, a template, CEL's budget, a chain deeper than
+        the limit) never loses the event: the failure is recorded with it (``rule_errors``), a
+        failed ``emit`` becomes a dead delivery of kind ``emit`` that ``evflow retry`` re-runs,
+        and every other rule's effects are kept. ``history``: an event from another evflow log
+        (an export), recorded as it is, with its ``recordedtime``, and no rule runs on it.
+        """
+        outcome = Outcome(event, history=history)
+        if history:
+            recordedtime = event.pop("recordedtime", None)
+            appended = tx.append(event, recordedtime=recordedtime)
+            event["seq"] = appended.seq
+            event["recordedtime"] = appended.recordedtime
+            if appended.duplicate:
+                outcome.duplicate = True
+                outcome.event = tx.recorded(appended.seq)
+            return outcome
         self._append(tx, event, outcome, depth=0)
         return outcome
 
@@ -67,20 +94,32 @@ class Appender:
             if not match.matched:
                 if match.filter_error is not None:
                     tx.add_rule_error(appended.seq, rule.name, match.reason)
+                    outcome.failures.append((rule.name, match.reason))
                 continue
             for index, action in enumerate(rule.actions):
                 if action.timing is not None:
-                    self._set_timer(tx, event, rule.name, index, action, variables, outcome)
+                    try:
+                        self._set_timer(tx, event, rule.name, index, action, variables, outcome)
+                    except EvflowError as exc:  # the timed emit's event cannot be rendered
+                        message = f"{action.kind} action {index}: {exc}"
+                        message = message.replace(f"rule {rule.name}: ", "", 1)
+                        tx.add_rule_error(appended.seq, rule.name, message)
+                        outcome.failures.append((rule.name, message))
                 elif isinstance(action, EmitAction):
-                    if depth + 1 > MAX_CHAIN_DEPTH:
-                        raise ChainTooDeep(
-                            f"rule {rule.name}: chain of emitted events deeper than"
-                            f" {MAX_CHAIN_DEPTH} (started by {outcome.event['type']}"
-                            f" {outcome.event['id']}); nothing was recorded",
-                            hint="look for rules that emit each other's trigger"
-                            " ('evflow rules validate' warns about cycles)",
-                        )
-                    child = derive(event, rule.name, index, action, variables)
+                    try:
+                        if depth + 1 > MAX_CHAIN_DEPTH:
+                            raise ChainTooDeep(
+                                f"emit {action.type}: chain of emitted events deeper than"
+                                f" {MAX_CHAIN_DEPTH} (started by {outcome.event['type']}"
+                                f" {outcome.event['id']}); stopped here",
+                                hint="look for rules that emit each other's trigger"
+                                " ('evflow rules validate' warns about cycles)",
+                            )
+                        child = derive(event, rule.name, index, action, variables)
+                        check_json(child["data"], "data")
+                    except EvflowError as exc:
+                        self._failed_emit(tx, event, appended.seq, rule.name, index, exc, outcome)
+                        continue
                     self._append(tx, child, outcome, depth + 1)
                 else:
                     delivery_id = tx.add_delivery(
@@ -117,7 +156,7 @@ class Appender:
         except TimerError as exc:
             message = f"{action.kind} action {index}: {exc.message}"
             tx.add_rule_error(cause["seq"], rule, message)
-            outcome.rule_errors.append((rule, message))
+            outcome.failures.append((rule, message))
             return
         body = None
         if isinstance(action, EmitAction):
@@ -149,7 +188,7 @@ class Appender:
             except TimerError as exc:
                 message = f"cancel_on of action {index}: {exc.message}"
                 tx.add_rule_error(event["seq"], rule.name, message)
-                outcome.rule_errors.append((rule.name, message))
+                outcome.failures.append((rule.name, message))
                 continue
             if key is None:
                 continue
@@ -160,6 +199,24 @@ class Appender:
                     {"id": timer.id, "rule": rule.name, "action": index, "key": key,
                      "cause_seq": timer.cause_seq, "by_seq": event["seq"]}
                 )  # fmt: skip
+
+    @staticmethod
+    def _failed_emit(
+        tx: WriteTransaction,
+        event: Event,
+        seq: int,
+        rule: str,
+        index: int,
+        exc: EvflowError,
+        outcome: Outcome,
+    ) -> None:
+        """Record an emit action that failed on ``event``: a rule error shown by ``evflow
+        show``, and a dead ``emit`` delivery that ``evflow retry`` re-runs once the rule is
+        fixed (the derived event then gets the id, time and lineage it would have had)."""
+        message = str(exc).removeprefix(f"rule {rule}: ")
+        tx.add_rule_error(seq, rule, message)
+        tx.add_delivery(seq, event["id"], rule, index, "emit", failed=message)
+        outcome.failures.append((rule, message))
 
     def append_each(
         self,
@@ -184,12 +241,20 @@ class Appender:
             if isolate:
                 tx.savepoint()
             try:
-                outcome = self.append(tx, event)
-            except EvflowError as exc:
+                # a line of an evflow log's export carries its recordedtime: history
+                outcome = self.append(tx, event, history="recordedtime" in event)
+            except (EvflowError, ValueError, RecursionError) as exc:
+                error = (
+                    exc
+                    if isinstance(exc, EvflowError)
+                    else InvalidEvent("event", f"cannot be recorded: {exc}", where)
+                )
                 if not isolate:
-                    raise EvflowError(f"{where}: {exc}") from None
+                    if isinstance(error, InvalidEvent):
+                        raise error from None
+                    raise EvflowError(f"{where}: {error}") from None
                 tx.rollback_to_savepoint()
-                yield where, exc
+                yield where, error
                 continue
             if isolate:
                 tx.release()
@@ -197,10 +262,21 @@ class Appender:
 
 
 def normalized_chunks(
-    tx: WriteTransaction, lines: Iterable[tuple[str, Any]], chunk: int = 500
+    tx: WriteTransaction,
+    lines: Iterable[tuple[str, Any]],
+    chunk: int = 500,
+    *,
+    reroute: bool = False,
 ) -> Iterator[tuple[str, Event | InvalidEvent]]:
     """Raw lines normalized (or their :class:`InvalidEvent`), a chunk at a time, with one lookup
-    per chunk of which identities the log already holds (instead of one per event)."""
+    per chunk of which identities the log already holds (instead of one per event).
+
+    A line that carries ``seq``/``recordedtime`` is history (an export of an evflow log): it keeps
+    its ``recordedtime`` (which tells :meth:`Appender.append_each` to record it as it is) and may
+    carry evflow's own sources; ``reroute`` treats it as a new event instead. Any other line may
+    not claim an ``evflow:`` source. A line without ``id`` gets one derived from its content
+    (:func:`~evflow.core.events.content_id`), so importing a file twice records it once.
+    """
     pending: list[tuple[str, Event | InvalidEvent]] = []
 
     def flush() -> Iterator[tuple[str, Event | InvalidEvent]]:
@@ -213,12 +289,35 @@ def normalized_chunks(
             pending.append((where, raw))
         else:
             try:
-                pending.append((where, normalize(raw, where=where)))
+                pending.append((where, normalize_line(raw, where, reroute)))
             except InvalidEvent as exc:
                 pending.append((where, exc))
         if len(pending) >= chunk:
             yield from flush()
     yield from flush()
+
+
+def normalize_line(raw: Any, where: str, reroute: bool) -> Event:
+    if isinstance(raw, dict) and raw.get("id") is None and "type" in raw:
+        raw = {**raw, "id": content_id(raw)}
+    exported = isinstance(raw, dict) and is_history(raw)
+    history = exported and not reroute
+    if not exported:
+        check_outside_source(raw, where)
+    event = normalize(raw, where=where)
+    if history:
+        recorded = raw.get("recordedtime")
+        if recorded is None:
+            recorded = event["time"]  # seq without recordedtime: the best the line tells
+        elif not isinstance(recorded, str):
+            raise InvalidEvent("recordedtime", "must be an RFC 3339 string", where)
+        else:
+            try:
+                recorded = format_time(parse_time(recorded))
+            except ValueError as exc:
+                raise InvalidEvent("recordedtime", str(exc), where) from None
+        event["recordedtime"] = recorded
+    return event
 
 
 __all__ = ["Appender", "Outcome", "normalized_chunks"]

@@ -33,9 +33,10 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from evflow.core.events import Event, format_time, normalize, parse_time
+from evflow.core.events import Event, check_json, format_time, normalize, parse_time
 from evflow.core.records import Delivery
-from evflow.core.rules import HttpAction, Retry, RuleSet, RunAction
+from evflow.core.rules import EmitAction, HttpAction, Retry, RuleSet, RunAction
+from evflow.core.text import redact_text
 from evflow.errors import EvflowError
 from evflow.rulefiles.loader import project_dir
 from evflow.services import actions
@@ -235,27 +236,54 @@ class Dispatcher:
         if event is None or event["id"] != delivery.event_id:
             problem = f"event seq {delivery.event_seq} ({delivery.event_id}) is not in the log"
             return self._record(held, retry, fixed, False, problem, permanent=True)
-        outcome = actions.execute(action, event, held, self.base_dir)
+        if isinstance(action, EmitAction):
+            return self._record_derivation(held, retry, fixed, action, event)
+        try:
+            outcome = actions.execute(action, event, held, self.base_dir)
+        except Exception as exc:  # noqa: BLE001 - one bad delivery never stops the worker
+            # what the action could not survive (a NUL in an argv, a header that is not ASCII,
+            # …) is this delivery's failure, recorded with its reason; the worker goes on
+            reason = f"{type(exc).__name__}: {redact_text(' '.join(str(exc).split()))}"
+            outcome = actions.ActionResult(
+                False, reason, permanent=isinstance(exc, ValueError | TypeError)
+            )
         if outcome.ok and outcome.output is not None and isinstance(action, RunAction):
             return self._record_result_event(held, retry, fixed, action, event, outcome.output)
         return self._record(
             held, retry, fixed, outcome.ok, outcome.error, permanent=outcome.permanent
         )
 
-    def _action(self, delivery: Delivery) -> RunAction | HttpAction | None:
+    def _action(self, delivery: Delivery) -> RunAction | HttpAction | EmitAction | None:
         rule = self.ruleset.rule(delivery.rule)
         if rule is not None and 0 <= delivery.action < len(rule.actions):
             candidate = rule.actions[delivery.action]
-            if isinstance(candidate, RunAction | HttpAction) and candidate.kind == delivery.kind:
+            if candidate.kind == delivery.kind:
                 return candidate
         return None
 
     def _claim(
-        self, delivery: Delivery, action: RunAction | HttpAction | None, fixed: datetime | None
+        self,
+        delivery: Delivery,
+        action: RunAction | HttpAction | EmitAction | None,
+        fixed: datetime | None,
     ) -> bool:
-        lease = max(self.lease, (action.timeout if action else 0.0) + LEASE_MARGIN)
+        timeout = action.timeout if isinstance(action, RunAction | HttpAction) else 0.0
+        # longer than the action can take (an http timeout is a total deadline): two workers
+        # never run one delivery at once
+        lease = max(self.lease, timeout + LEASE_MARGIN)
         start = self.now(fixed)
         lease_until = format_time(start + timedelta(seconds=lease))
+        rule = self.ruleset.rule(delivery.rule)
+        limit = (rule.retry if rule is not None else Retry()).attempts
+        if delivery.status == "running" and delivery.attempts >= limit:
+            # its worker died during the last allowed attempt: dead, never attempted past the
+            # limit (False: nothing for this worker to run)
+            outbox.give_up(
+                self.store, delivery.id, format_time(start),
+                f"{delivery.last_error or 'no result'}; the worker running attempt"
+                f" {delivery.attempts} of {limit} stopped before it finished",
+            )  # fmt: skip
+            return False
         return outbox.claim(
             self.store, delivery.id, self.worker_id, format_time(start), lease_until
         )
@@ -325,10 +353,40 @@ class Dispatcher:
                 appended = Appender(self.ruleset).append(tx, event)
                 now_text = format_time(self.now(fixed))
                 won = outbox.finish(tx, d.id, self.worker_id, now_text, "done")
-        except EvflowError as exc:
+        except (EvflowError, ValueError, RecursionError) as exc:
+            # output evflow cannot record (lone surrogates, huge integers…) fails the delivery
             return self._record(d, retry, fixed, False, f"emit_result {action.emit_result}: {exc}")
         follow = tuple(int(x["id"]) for x in appended.deliveries)
         return self._result(d, retry, "done" if won else "lost", None, None, (event["id"],), follow)
+
+    def _record_derivation(
+        self,
+        d: Delivery,
+        retry: Retry,
+        fixed: datetime | None,
+        action: EmitAction,
+        cause: Event,
+    ) -> Result:
+        """Re-run an ``emit`` action that failed when its cause was appended (brought back by
+        ``evflow retry`` once the rule is fixed): the derived event gets the id, time, causation
+        and correlation it would have had, and is routed in turn."""
+        from evflow.core.expressions import bind
+        from evflow.core.routing import derive
+        from evflow.core.rules import event_variables
+        from evflow.services.append import Appender
+
+        try:
+            child = derive(cause, d.rule, d.action, action, bind(event_variables(cause)))
+            check_json(child["data"], "data")
+            with self.store.write() as tx:
+                appended = Appender(self.ruleset).append(tx, child)
+                now_text = format_time(self.now(fixed))
+                won = outbox.finish(tx, d.id, self.worker_id, now_text, "done")
+        except (EvflowError, ValueError, RecursionError) as exc:
+            message = str(exc).removeprefix(f"rule {d.rule}: ")
+            return self._record(d, retry, fixed, False, message, permanent=True)
+        follow = tuple(int(x["id"]) for x in appended.deliveries)
+        return self._result(d, retry, "done" if won else "lost", None, None, (child["id"],), follow)
 
     @staticmethod
     def _result(

@@ -11,20 +11,26 @@ one still records nothing; then the events are written ``chunk`` at a time, each
 transaction, and other writers get their turn between chunks. What is not atomic any more: a
 failure found only while writing (a rule's derived event that is invalid, the database going
 away) leaves the chunks before it recorded; importing the same input again completes it (known
-ids are skipped; a line without an ``id`` gets a new one each time, so give events ids when that
-matters).
+ids are skipped; a line without an ``id`` gets one derived from its content, the same each time).
+
+**History** (issue 13). A line that carries ``seq``/``recordedtime`` is a line of an evflow log's
+export: recorded as it is, no rule runs on it, unless ``reroute`` (see
+:func:`evflow.services.append.normalized_chunks`).
+
+:func:`ingest` is the same for other systems (bridges): each event in its own savepoint.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from evflow.core.events import normalize
+from evflow.core.events import Event, check_outside_source
 from evflow.core.structs import dataclass, field
 from evflow.errors import EvflowError, InvalidEvent
 
 if TYPE_CHECKING:
+    from evflow.core.routing import Outcome
     from evflow.core.rules import RuleSet
     from evflow.store.interface import Store
 
@@ -40,6 +46,9 @@ class ImportResult:
     deliveries: list[int] = field(default_factory=list)
     invalid: list[str] = field(default_factory=list)  # "FILE:LINE: problem", with --skip-invalid
     last_seq: int = 0
+    history: int = 0  # lines of an evflow log's export, recorded as they are (no rule ran)
+    history_seen: int = 0  # history lines already in the log
+    rule_failures: list[str] = field(default_factory=list)  # "FILE:LINE: rule R: problem"
 
 
 def import_events(
@@ -48,6 +57,7 @@ def import_events(
     lines: Lines | Callable[[], Lines],
     *,
     skip_invalid: bool = False,
+    reroute: bool = False,
     progress: Callable[[int], None] | None = None,
     chunk: int | None = None,
 ) -> ImportResult:
@@ -56,7 +66,7 @@ def import_events(
     store.prepare_bulk_write()
     if chunk is None:
         assert not callable(lines), "one transaction reads the lines once: pass them"
-        _write(store, ruleset, result, lines, skip_invalid, progress, 0)
+        _write(store, ruleset, result, lines, skip_invalid, reroute, progress, 0)
         return result
     import time
     from itertools import islice
@@ -64,10 +74,12 @@ def import_events(
     if not callable(lines):
         raise TypeError("a chunked import reads its lines twice: pass a function giving them")
     if not skip_invalid:
+        from evflow.services.append import normalize_line
+
         for where, raw in lines():  # every line checked before anything is written
             if isinstance(raw, InvalidEvent):
                 raise raw
-            normalize(raw, where=where)
+            normalize_line(raw, where, reroute)
     source = iter(lines())
     done = 0
     while True:
@@ -76,7 +88,7 @@ def import_events(
             return result
         if done:
             time.sleep(PAUSE)
-        done = _write(store, ruleset, result, block, skip_invalid, progress, done)
+        done = _write(store, ruleset, result, block, skip_invalid, reroute, progress, done)
 
 
 def _write(
@@ -85,6 +97,7 @@ def _write(
     result: ImportResult,
     lines: Lines,
     skip_invalid: bool,
+    reroute: bool,
     progress: Callable[[int], None] | None,
     before: int,
 ) -> int:
@@ -95,7 +108,7 @@ def _write(
     appender = Appender(ruleset)
     count = before
     with store.write() as tx:
-        items = normalized_chunks(tx, lines)
+        items = normalized_chunks(tx, lines, reroute=reroute)
         done = appender.append_each(tx, items, isolate=skip_invalid)
         for count, (where, outcome) in enumerate(done, before + 1):
             if isinstance(outcome, InvalidEvent):
@@ -104,12 +117,35 @@ def _write(
                 result.invalid.append(str(InvalidEvent("event", str(outcome), where)))
             elif outcome.duplicate:
                 result.duplicates += 1
+                result.history_seen += outcome.history
             else:
                 result.recorded += 1
                 result.derived += len(outcome.derived)
                 result.last_seq = outcome.event["seq"]
+                result.history += outcome.history
             if isinstance(outcome, Outcome):
                 result.deliveries.extend(d["id"] for d in outcome.deliveries)
+                result.rule_failures.extend(f"{where}: {w}" for w in outcome.warnings())
             if progress is not None and count % 500 == 0:
                 progress(count)
     return count
+
+
+def ingest(
+    store: Store, ruleset: RuleSet, items: Sequence[tuple[str, Event | InvalidEvent]]
+) -> list[tuple[str, Outcome | EvflowError]]:
+    """Append a batch from another system in one transaction, each event on its own: one that
+    fails (invalid, claiming an ``evflow:`` source, not storable) is undone alone and returned as
+    its error, the others are recorded."""
+    from evflow.services.append import Appender
+
+    checked: list[tuple[str, Event | InvalidEvent]] = []
+    for where, event in items:
+        if isinstance(event, dict):
+            try:
+                check_outside_source(event, where)
+            except InvalidEvent as exc:
+                event = exc
+        checked.append((where, event))
+    with store.write() as tx:
+        return list(Appender(ruleset).append_each(tx, checked, isolate=True))

@@ -34,6 +34,8 @@ class TickReport:
 
     outcomes: list[Outcome] = field(default_factory=list)
     errors: list[ScheduleFailed] = field(default_factory=list)
+    # rules that failed on an occurrence: recorded with it (evflow show), the tick goes on
+    warnings: list[str] = field(default_factory=list)
     next_due: datetime | None = None  # the earliest next occurrence of any schedule
 
     @property
@@ -66,7 +68,11 @@ def tick_report(store: Store, ruleset: RuleSet, now: datetime | None = None) -> 
     appender = Appender(ruleset)
     for schedule in ruleset.schedules:
         try:
-            report.outcomes.extend(tick_schedule(store, schedule, now, appender))
+            outcomes = tick_schedule(store, schedule, now, appender)
+            report.outcomes.extend(outcomes)
+            report.warnings.extend(
+                f"schedule {schedule.name}: {w}" for o in outcomes for w in o.warnings()
+            )
         except ScheduleFailed as exc:
             report.errors.append(exc)
         except EvflowError as exc:
@@ -117,6 +123,9 @@ class Ticker:
         for error in report.errors:
             if warn is not None:
                 warn(f"evflow: error: {error}")
+        for warning in report.warnings:
+            if warn is not None:
+                warn(f"evflow: warning: {warning}")
         # after an error, retried on the next turn
         self._next_due = None if report.errors else (id(ruleset), report.next_due)
         return report.events

@@ -37,6 +37,8 @@ class FireReport:
     fired: int = 0
     deliveries: list[int] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    # rules that failed on a fired event: recorded with it (evflow show), the timer is fired
+    warnings: list[str] = field(default_factory=list)
 
 
 def fire_due(
@@ -69,6 +71,7 @@ def fire_due(
         report.fired += done.fired
         report.deliveries += done.deliveries
         report.errors += done.errors
+        report.warnings += done.warnings
         if timers:
             position = (timers[-1].due, timers[-1].id)
         if on_batch is not None and done.outcomes:
@@ -83,6 +86,7 @@ class _Batch:
     outcomes: list[Outcome] = field(default_factory=list)
     deliveries: list[int] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
 
 class _BatchFailed(Exception):
@@ -119,6 +123,7 @@ def _fire_batch(
                 if not outcome.duplicate:  # a log that already held it: nothing new to show
                     done.outcomes.append(outcome)
                     done.deliveries += [d["id"] for d in outcome.deliveries]
+                    done.warnings += [f"timer {timer.id}: {w}" for w in outcome.warnings()]
         except EvflowError as exc:
             if not careful:
                 raise _BatchFailed from exc

@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from evflow.core.text import redact
+from evflow.core.text import redact, remember_secret
 from evflow.errors import UsageError
 
 if TYPE_CHECKING:
@@ -39,6 +39,7 @@ def open_store(url: str) -> SqlStore:
     """Open (creating and migrating as needed) the log at ``url``: a path, ``sqlite:///path`` or
     ``postgresql://…``."""
     scheme = url.split("://", 1)[0].lower() if "://" in url else ""
+    remember_secret(url)  # whatever a driver says about this URL later, its password is hidden
     if scheme in ("postgresql", "postgres") or scheme.startswith("postgresql+"):
         from evflow.store.postgres import PostgresStore
 

@@ -26,7 +26,7 @@ class WriteTransaction(Protocol):
 
     def now(self) -> str: ...
 
-    def append(self, event: Event) -> Appended: ...
+    def append(self, event: Event, recordedtime: str | None = None) -> Appended: ...
 
     def recorded(self, seq: int) -> Event: ...
 
@@ -47,7 +47,13 @@ class WriteTransaction(Protocol):
     def add_rule_error(self, event_seq: int, rule: str, message: str) -> None: ...
 
     def add_delivery(
-        self, event_seq: int, event_id: str, rule: str, action: int, kind: str
+        self,
+        event_seq: int,
+        event_id: str,
+        rule: str,
+        action: int,
+        kind: str,
+        failed: str | None = None,
     ) -> int: ...
 
 

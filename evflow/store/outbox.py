@@ -89,6 +89,18 @@ def release(store: Store, delivery_id: int, worker: str) -> bool:
     return int(cur.rowcount) == 1
 
 
+def give_up(store: Store, delivery_id: int, now: str, error: str) -> bool:
+    """A delivery whose lease lapsed after its last allowed attempt (its worker died in the
+    action): dead, without another attempt. False when it is not in that state any more."""
+    cur = store.execute(
+        "UPDATE deliveries SET status = 'dead', last_error = ?, next_attempt_at = NULL,"
+        " updated_at = ?, lease_owner = NULL, lease_until = NULL"
+        " WHERE id = ? AND status = 'running' AND lease_until <= ?",
+        (_clip(error), now, delivery_id, now),
+    )
+    return int(cur.rowcount) == 1
+
+
 def finish(
     store: Store | WriteTransaction,
     delivery_id: int,
@@ -152,6 +164,10 @@ def for_events(store: Store, rule: str, seqs: Sequence[int]) -> dict[tuple[int, 
 
 
 def _clip(error: str | None) -> str | None:
-    if error is None or len(error) <= MAX_ERROR:
+    if error is None:
+        return None
+    # a message may quote event data: PostgreSQL's text cannot hold NUL
+    error = error.replace("\x00", "\\0")
+    if len(error) <= MAX_ERROR:
         return error
     return "…" + error[-(MAX_ERROR - 1) :]

@@ -41,9 +41,9 @@ import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
 
-from evflow.core.text import redact
+from evflow.core.text import password_of, redact, split_credentials
 from evflow.errors import MissingExtra, StorageUnavailable, UsageError
 from evflow.store.schema import SCHEMA_VERSION, schema_statements
 from evflow.store.sql import SqlStore, _to_format
@@ -78,6 +78,18 @@ def display_url(url: str) -> str:
         for k, v in parse_qsl(parts.query, keep_blank_values=True)
     ]
     return urlunsplit(parts._replace(query=urlencode(query, quote_via=quote, safe="*")))
+
+
+def _encode_password(url: str) -> str:
+    """The URL with its password percent-encoded, however it was written: a raw ``#``, ``/``,
+    ``?`` or ``@`` in a password would otherwise end the user-info (and libpq would quote the
+    mangled URL, password included, in its error)."""
+    found = split_credentials(url)
+    password = password_of(url)
+    if found is None or password is None:
+        return url
+    scheme, user, _, rest = found
+    return f"{scheme}://{user}:{quote(password, safe='')}@{rest}"
 
 
 def split_url(url: str) -> tuple[str, str]:
@@ -118,11 +130,12 @@ class PostgresStore(SqlStore):
         except ImportError:
             raise MissingExtra("psycopg", "postgres") from None
         self._psycopg = psycopg
+        url = _encode_password(url)
         self.display_url = display_url(url)
         self._conninfo, self.schema = split_url(url)
         sep = "&" if urlsplit(self._conninfo).query else "?"
         self.tables_url = f"{self._conninfo}{sep}schema={quote(self.schema, safe='')}"
-        self._password = urlsplit(url).password or ""
+        self._password = unquote(urlsplit(url).password or "")
         self._append_key = _lock_key("append", self.schema)
         self._reader: psycopg.Connection[Any] | None = None
         self._streams = 0

@@ -40,6 +40,15 @@ def _glob_to_like(pattern: str) -> str | None:
     return pattern.replace("*", "%")
 
 
+def _text(message: str | None) -> str | None:
+    """A message for a text column: it may quote event data, and PostgreSQL's text cannot hold
+    NUL; kept to a few thousand characters."""
+    if message is None:
+        return None
+    message = message.replace("\x00", "\\0")
+    return message if len(message) <= 4000 else message[:3999] + "…"
+
+
 class Transaction:
     """A write transaction: appends and outbox rows that commit together or not at all.
 
@@ -67,11 +76,14 @@ class Transaction:
     def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
         return self.store.execute(sql, params)
 
-    def append(self, event: Event) -> Appended:
-        """Append one normalized event; a known ``source``+``id`` appends nothing."""
+    def append(self, event: Event, recordedtime: str | None = None) -> Appended:
+        """Append one normalized event; a known ``source``+``id`` appends nothing.
+
+        ``recordedtime``: keep this one (history imported from another log) instead of the
+        store's clock."""
         store = self.store
         identity = (event["source"], event["id"])
-        recorded = self.now()
+        recorded = recordedtime or self.now()
         known = self._buffered.get(identity)
         if known is not None:
             return Appended(known, recorded, True)
@@ -160,26 +172,38 @@ class Transaction:
         return self.store.raw_execute(sql, params)
 
     def add_rule_error(self, event_seq: int, rule: str, message: str) -> None:
-        """Keep why a rule's filter failed on an event (the rule did not match it)."""
+        """Keep why a rule failed on an event (its filter, or an emit action); the first only."""
         self.store.raw_execute(
             "INSERT INTO rule_errors (event_seq, rule, message) VALUES (?, ?, ?)"
             " ON CONFLICT (event_seq, rule) DO NOTHING",
-            (event_seq, rule, message),
+            (event_seq, rule, _text(message)),
         )
 
-    def add_delivery(self, event_seq: int, event_id: str, rule: str, action: int, kind: str) -> int:
+    def add_delivery(
+        self,
+        event_seq: int,
+        event_id: str,
+        rule: str,
+        action: int,
+        kind: str,
+        failed: str | None = None,
+    ) -> int:
         """Record that an action is owed (status pending); returns the delivery id.
 
+        ``failed``: the action already failed in the append (an ``emit`` whose template failed):
+        recorded ``dead`` after one attempt with this error, for ``evflow retry`` to bring back.
         Run without writing the buffered appends first: the row refers to its event by position,
         which is already decided.
         """
         now = self.now()
+        status, attempts, due = ("pending", 0, now) if failed is None else ("dead", 1, None)
         row = self.store.raw_execute(
             "INSERT INTO deliveries (event_seq, event_id, rule, action, kind, status, attempts,"
-            " next_attempt_at, created_at, updated_at)"
-            " VALUES (?, ?, ?, ?, ?, 'pending', 0, ?, ?, ?)"
+            " next_attempt_at, last_error, created_at, updated_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
             " ON CONFLICT (event_seq, rule, action) DO NOTHING RETURNING id",
-            (event_seq, event_id, rule, action, kind, now, now, now),
+            (event_seq, event_id, rule, action, kind, status, attempts, due, _text(failed), now,
+             now),  # fmt: skip
         ).fetchone()
         if row is not None:
             return int(row[0])
@@ -379,9 +403,13 @@ class SqlStore:
     def get(self, ref: str | int) -> Event | None:
         """An event by ``seq`` (an int or digits) or by ``id`` (also an id made of digits)."""
         row = None
-        if isinstance(ref, int) or (isinstance(ref, str) and ref.isdigit()):
+        if isinstance(ref, int):
+            as_seq = ref
+        else:
+            as_seq = int(ref) if ref.isascii() and ref.isdigit() and len(ref) <= 19 else -1
+        if 0 <= as_seq < 2**63:  # digits beyond any position can only be an id
             row = self.execute(
-                f"SELECT {EVENT_COLUMNS} FROM events WHERE seq = ?", (int(ref),)
+                f"SELECT {EVENT_COLUMNS} FROM events WHERE seq = ?", (as_seq,)
             ).fetchone()
         if row is None and isinstance(ref, str):
             row = self.execute(
@@ -399,7 +427,7 @@ class SqlStore:
         return [event_from_row(*r) for r in rows]
 
     def rule_errors(self, event_seq: int) -> list[tuple[str, str]]:
-        """(rule, message) for each rule whose filter failed on this event."""
+        """(rule, message) for each rule that failed on this event (filter, emit action)."""
         rows = self.execute(
             "SELECT rule, message FROM rule_errors WHERE event_seq = ? ORDER BY rule", (event_seq,)
         ).fetchall()

@@ -29,11 +29,25 @@ CACHE_KIB = 256 * 1024
 SCHEMA = schema_statements(bigint="INTEGER", serial="INTEGER PRIMARY KEY AUTOINCREMENT", binary="")
 
 
+def _read_only(path: Path) -> bool:
+    """An existing database that this process cannot write (or whose folder it cannot write:
+    SQLite needs to create its WAL files there)."""
+    import os
+
+    return path.exists() and not (
+        os.access(path, os.W_OK) and os.access(path.parent, os.W_OK)
+    )
+
+
 class SqliteStore(SqlStore):
     def __init__(self, path: str) -> None:
         self.path = path
         self.display_url = f"sqlite:///{path}"
         self.tables_url = self.display_url
+        self.read_only = path != ":memory:" and _read_only(Path(path))
+        if self.read_only:
+            self._open_read_only(path)
+            return
         try:
             if path != ":memory:":
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -48,6 +62,32 @@ class SqliteStore(SqlStore):
             raise StorageUnavailable(f"cannot open SQLite database {path}: {reason}") from None
         super().__init__(conn)
         self._migrate()
+
+    def _open_read_only(self, path: str) -> None:
+        """A database this process may read but not write (a read-only folder or file): opened
+        immutable, so reading needs no lock file and no WAL index beside it. Reads work; a write
+        fails with SQLite's "attempt to write a readonly database"."""
+        from urllib.parse import quote
+
+        try:
+            conn = sqlite3.connect(
+                f"file:{quote(path)}?mode=ro&immutable=1", uri=True, isolation_level=None
+            )
+            row = conn.execute(
+                "SELECT value FROM evflow_meta WHERE key = 'schema_version'"
+            ).fetchone()
+        except sqlite3.Error as exc:
+            raise StorageUnavailable(
+                f"cannot open SQLite database {path} (read-only): {exc}"
+            ) from None
+        if row is None or int(row[0]) != SCHEMA_VERSION:
+            found = "no evflow schema" if row is None else f"schema version {row[0]}"
+            raise StorageUnavailable(
+                f"{path}: {found} and the database is read-only (this evflow needs version"
+                f" {SCHEMA_VERSION})",
+                hint="open it once where it can be written, or upgrade evflow",
+            )
+        super().__init__(conn)
 
     def _migrate(self) -> None:
         try:
