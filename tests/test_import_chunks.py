@@ -31,14 +31,14 @@ def test_a_bad_line_past_the_first_chunk_records_nothing(project: Path, atomic: 
     f = project / "in.jsonl"
     f.write_text("\n".join([*_lines(N), '{"type": "t.x", "data": 1}']) + "\n")
     r = run_cli(["import", str(f), *(["--atomic"] if atomic else [])])
-    assert r.exit_code == 1
+    assert r.exit_code == 2  # bad input (issue 13)
     assert f"in.jsonl:{N + 1}:" in r.stderr
     assert _count() == 0
 
 
 def test_a_bad_line_on_stdin_past_the_first_chunk_records_nothing(project: Path) -> None:
     r = run_cli(["import", "-"], stdin="\n".join([*_lines(N), "not json"]) + "\n")
-    assert r.exit_code == 1 and f"{N + 1}:" in r.stderr
+    assert r.exit_code == 2 and f"{N + 1}:" in r.stderr
     assert _count() == 0
 
 
