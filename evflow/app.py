@@ -193,11 +193,13 @@ class Evflow:
         them, or none when one is invalid (:class:`InvalidBatchItem` names its position). An
         event already recorded (or repeated within the batch) is a duplicate, as for :meth:`emit`.
         """
+        from evflow.core.events import check_outside_source
         from evflow.services.append import Appender
 
         normalized = []
         for index, raw in enumerate(events):
             try:
+                check_outside_source(raw)  # as for emit: evflow's own sources are not for outside
                 normalized.append(normalize(raw))
             except InvalidEvent as exc:
                 raise InvalidBatchItem(index, exc) from None
@@ -215,9 +217,12 @@ class Evflow:
         """Append events in one transaction, each on its own (a savepoint each): one that is
         invalid or fails is undone alone and returned as its error, in its place. For servers
         that commit the events of concurrent requests together (one sync to disk for all)."""
+        from evflow.core.events import check_outside_source
+
         items: list[tuple[str, Event | InvalidEvent]] = []
         for index, raw in enumerate(events):
             try:
+                check_outside_source(raw)
                 items.append((str(index), normalize(raw)))
             except InvalidEvent as exc:
                 items.append((str(index), exc))
