@@ -19,6 +19,8 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from evflow.core.celfast import Fallback, compile_fast
+from evflow.core.celvalues import holds_nul
+from evflow.core.expressions import _NUL_REFUSED
 
 MAP = cel.Type.Map(cel.Type.STRING, cel.Type.DYN)
 VARS = frozenset({"data", "event", "state", "key"})
@@ -223,7 +225,32 @@ def test_expressions_evaluate_as_before_the_shortcut(
     without = compile_expression(source, VARS)
     without._fast = None  # the closure is made on first use; None: there is none
     variables = {"data": data, "event": event, "state": state, "key": key}
+    if holds_nul(variables):
+        # cel-expr-python cuts strings at U+0000, so CEL refuses such values (fails closed)
+        # while the closures, which read Python's strings, answer for the real value
+        assert _outcome(without, variables) == ("error", _NUL_REFUSED)
+        return
     assert _outcome(with_shortcut, variables) == _outcome(without, variables)
+
+
+@pytest.mark.parametrize(
+    ("source", "data"),
+    [
+        ('data.s == "a"', {"s": "a\x00b"}),  # would be True: CEL sees "a"
+        ("size(data.s) == 1", {"s": "a\x00b"}),
+        ('data.m.k == "x"', {"m": {"k": "x"}, "other": ["\x00"]}),
+        ('"a" in data', {"a\x00z": 1}),
+    ],
+)
+def test_cel_refuses_strings_it_would_cut_at_a_nul(source: str, data: dict) -> None:
+    from evflow.core.expressions import EvaluationError, bind, compile_expression
+
+    expression = compile_expression(source, VARS)
+    expression._fast = None
+    variables = {"data": data, "event": {}, "state": None, "key": None}
+    for bound in (variables, bind(variables)):
+        with pytest.raises(EvaluationError, match="U\\+0000"):
+            expression.evaluate_bool(bound)
 
 
 def test_a_pickled_expression_evaluates_the_same_without_compiling() -> None:

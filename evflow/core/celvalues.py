@@ -4,6 +4,9 @@
   as a float, bytes base64 text, CEL types their name, non-string map keys their JSON text.
 - :func:`cel_safe`: integers beyond CEL's 64 bits (JSON allows them, evflow keeps them exactly)
   become doubles, so one such field does not make every expression on its event fail.
+- :func:`holds_nul`: whether a value holds a string with U+0000, which cel-expr-python cuts at
+  the NUL on the way in (``"a\\u0000b"`` would be ``"a"`` to CEL, so ``data.s == "a"`` would
+  match); such values are refused by CEL evaluation rather than evaluated wrongly.
 """
 
 from __future__ import annotations
@@ -38,6 +41,18 @@ def cel_safe(value: Any) -> Any:
     if kind is list:
         return [cel_safe(v) for v in value]
     return value
+
+
+def holds_nul(value: Any) -> bool:
+    """Whether ``value`` (JSON-like) holds U+0000 in a string, a map key or bytes."""
+    kind = type(value)
+    if kind is str or kind is bytes:
+        return "\x00" in value if kind is str else b"\x00" in value
+    if kind is dict:
+        return any(holds_nul(k) or holds_nul(v) for k, v in value.items())
+    if kind is list or kind is tuple:
+        return any(holds_nul(v) for v in value)
+    return False
 
 
 def to_json(value: Any) -> Any:

@@ -19,7 +19,7 @@ from functools import cache
 from typing import Any
 
 from evflow.core.celfast import Fallback, compile_fast
-from evflow.core.celvalues import _SCALARS, cel_safe, json_type, to_json
+from evflow.core.celvalues import _SCALARS, cel_safe, holds_nul, json_type, to_json
 from evflow.core.text import LazyPattern
 from evflow.core.text import as_text as _text
 from evflow.errors import EvflowError
@@ -82,11 +82,18 @@ class Bindings:
     mapping after binding it.
     """
 
-    __slots__ = ("_activation", "_values")
+    __slots__ = ("_activation", "_nul", "_values")
 
     def __init__(self, variables: Mapping[str, Any]) -> None:
         self._values = variables
         self._activation: Any = None
+        self._nul: bool | None = None  # whether a string holds U+0000 (asked on CEL's first use)
+
+    @property
+    def holds_nul(self) -> bool:
+        if self._nul is None:
+            self._nul = holds_nul(dict(self._values))
+        return self._nul
 
     def use_cel_safe_values(self) -> None:
         """Bind the values again with integers beyond 64 bits made doubles (see ``cel_safe``)."""
@@ -207,6 +214,10 @@ class Expression:
             )
             if found is not _MISSING:
                 return found
+        if variables.holds_nul if isinstance(variables, Bindings) else holds_nul(dict(variables)):
+            # cel-expr-python cuts strings at a NUL on the way in: evaluating would answer
+            # for other values than the event's (a bypassed filter); refuse, as for any error
+            raise EvaluationError(_NUL_REFUSED)
         try:
             if isinstance(variables, Bindings):
                 value = self.compiled.eval(variables.activation)
@@ -235,6 +246,10 @@ class Expression:
 
 
 _MISSING = object()
+_NUL_REFUSED = (
+    "a string holding U+0000 (NUL) cannot be evaluated by CEL; "
+    "read it with a plain field path (data.field) or remove the NUL"
+)
 _FIELD_PATH = LazyPattern(r"\s*([a-z_]+)((?:\.[A-Za-z_][A-Za-z0-9_]*)+)\s*")
 _PLAIN = (str, int, float, bool, type(None))
 
