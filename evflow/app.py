@@ -61,8 +61,11 @@ class Evflow:
         *,
         ruleset: RuleSet | None = None,
         settings: Settings | None = None,
+        create: bool = True,
     ) -> None:
         self.settings = settings or resolve(db, rules)
+        #: whether opening the store may create the log (commands that only read pass False)
+        self.create = create
         self._store: SqlStore | None = None
         self._ruleset = ruleset
         self._fingerprint: tuple[tuple[str, int, int], ...] = ()
@@ -93,7 +96,7 @@ class Evflow:
         if self._store is None:
             from evflow.store import open_store
 
-            self._store = open_store(self.db_url)
+            self._store = open_store(self.db_url, create=self.create)
         return self._store
 
     @property
@@ -274,6 +277,7 @@ class Evflow:
         on_result: Callable[[Result], None] | None = None,
         warn: Callable[[str], None] | None = None,
         on_invalid_rules: Callable[[Exception], None] | None = None,
+        on_start: Callable[[int | None], None] | None = None,
     ) -> int:
         """``evflow run``: tick schedules and dispatch due deliveries until ``stop`` is set
         (``once``: one round). Changed rule files are reloaded between rounds; invalid ones are
@@ -292,7 +296,7 @@ class Evflow:
         return run_worker(
             self.store, self.ruleset, once=once, interval=interval, lease=lease,
             worker_id=worker_id, base_dir=self.project_dir, stop=stop, on_result=on_result,
-            tick=lambda: self.tick(warn=warn), refresh=refresh,
+            tick=lambda: self.tick(warn=warn), refresh=refresh, on_start=on_start,
         )  # fmt: skip
 
     @staticmethod
@@ -383,6 +387,42 @@ class Evflow:
             if depth + 1 < 64:
                 out.extend(self.caused_tree(child, depth + 1))
         return out
+
+    def caused(
+        self, event: Event, *, depth: int, limit: int
+    ) -> tuple[list[tuple[int, Event]], int]:
+        """Events caused by ``event``, depth-first with their depth (1 = direct), at most
+        ``depth`` levels and ``limit`` events; and how many more there are just past those
+        bounds (counted one level down, so a huge tree is never read whole)."""
+        out: list[tuple[int, Event]] = []
+        hidden = 0
+
+        def walk(parent: Event, level: int) -> None:
+            nonlocal hidden
+            children = self.store.caused_by(parent["id"])
+            if level > depth:
+                hidden += len(children)
+                return
+            for child in children:
+                if len(out) >= limit:
+                    hidden += 1
+                    continue
+                out.append((level, child))
+                walk(child, level + 1)
+
+        walk(event, 1)
+        return out, hidden
+
+    def stream_deliveries(
+        self,
+        *,
+        status: str | None = None,
+        rule: str | None = None,
+        limit: int | None = None,
+        reverse: bool = False,
+    ) -> Iterator[Delivery]:
+        """Deliveries in id order (``reverse``: newest first), streamed."""
+        return self.store.stream_deliveries(status=status, rule=rule, limit=limit, reverse=reverse)
 
     def rule_errors(self, event_seq: int) -> list[tuple[str, str]]:
         """(rule, message) for each rule that failed on this event (filter, emit action)."""
@@ -510,6 +550,61 @@ class Evflow:
         from evflow.rulefiles.example import install_example
 
         return install_example(self.rules_dir)
+
+    # -- the installation -------------------------------------------------------------------
+
+    def config(self) -> dict[str, Any]:
+        """What ``evflow config`` reports: version, database (password masked) and whether it is
+        reachable, the rules folder and how each was chosen, the definitions, the cache, the
+        optional extras. Never creates the database."""
+        import importlib.util
+        from importlib.metadata import PackageNotFoundError, version
+
+        from evflow.store import display_url, is_sqlite, sqlite_path
+
+        s = self.settings
+        try:
+            evflow_version = version("evflow")
+        except PackageNotFoundError:  # pragma: no cover - a source tree without metadata
+            evflow_version = "0+unknown"
+        database: dict[str, Any] = {
+            "url": sqlite_path(s.db_url) if is_sqlite(s.db_url) else display_url(s.db_url),
+            "source": s.db_from,
+        }
+        try:
+            with Evflow(settings=s, create=False) as probe:
+                database["reachable"] = True
+                database["events"] = probe.last_seq()
+                database["status"] = "yes"
+        except EvflowError as exc:
+            database["reachable"] = False
+            database["status"] = f"no: {exc.message}"
+        rules: dict[str, Any] = {"path": str(s.rules_dir.absolute()), "source": s.rules_from}
+        try:
+            from evflow.rulefiles.loader import load_rules
+
+            # read without writing the compiled-rules cache: config creates nothing
+            ruleset = self._ruleset or load_rules(self.rules_dir, cache_dir=None)
+            rules.update(
+                rules=len(ruleset.rules),
+                schedules=len(ruleset.schedules),
+                projections=len(ruleset.projections),
+                files=len(ruleset.files),
+                valid=True,
+            )
+        except EvflowError as exc:
+            rules.update(valid=False, problem=exc.message)
+        return {
+            "version": evflow_version,
+            "project": str(s.project) if s.project else None,
+            "database": database,
+            "rules": rules,
+            "cache": str(s.cache_dir.absolute()) if s.cache_dir else None,
+            "extras": {
+                "postgres": importlib.util.find_spec("psycopg") is not None,
+                "nats": importlib.util.find_spec("nats") is not None,
+            },
+        }
 
     # -- bridges ------------------------------------------------------------------------------
 

@@ -145,6 +145,13 @@ class StorageUnavailable(EvflowError):
     exit_code = 4
 
 
+class NoDatabase(StorageUnavailable):
+    """A command that only reads found no database (it never creates one)."""
+
+    def __init__(self, where: str) -> None:
+        super().__init__(f"no evflow database at {where}; run `evflow init`, or pass --db")
+
+
 class MissingExtra(EvflowError):
     """An optional dependency is not installed; names the extra that brings it."""
 

@@ -6,6 +6,7 @@ import io
 import os
 import subprocess
 import sys
+import tempfile
 import uuid
 from collections.abc import Iterator
 from contextlib import redirect_stderr, redirect_stdout
@@ -15,6 +16,9 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
+# project discovery walks up from the working folder: never into a stray .evflow/ or rules/ in
+# the shared temporary folder that holds every test's own folder
+os.environ.setdefault("EVFLOW_CEILING_DIRECTORIES", tempfile.gettempdir())
 BACKENDS = ["sqlite"]
 if os.environ.get("EVFLOW_TEST_PG"):
     BACKENDS.append("postgres")

@@ -8,6 +8,7 @@ import typer
 
 from evflow.cli import (
     bridge_cmds,
+    config_cmds,
     delivery_cmds,
     log_cmds,
     projection_cmds,
@@ -21,6 +22,10 @@ from evflow.cli.context import Globals
 
 HELP = """evflow: an ordered event log with rules and projections, for the shell.
 
+The project is found as git finds a repository: from the current folder up to the
+first folder with .evflow/ or rules/. Global options (--db, --rules, --traceback,
+--no-pager, --format) go before or after the command name.
+
 Exit status: 0 success, 1 error, 2 usage, 3 invalid rules or failed rule tests,
 4 storage unavailable.
 """
@@ -29,7 +34,7 @@ app = typer.Typer(
     name="evflow",
     help=HELP,
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
     context_settings={"help_option_names": ["-h", "--help"]},
@@ -57,8 +62,16 @@ def main(
     traceback: Annotated[
         bool, typer.Option("--traceback", help="Show a full traceback on errors.")
     ] = False,
+    no_pager: Annotated[
+        bool,
+        typer.Option("--no-pager", help="Print listings directly, not through $PAGER (less -FRX)."),
+    ] = False,
+    version: Annotated[
+        bool, typer.Option("--version", help="Print the version and exit.", is_eager=True)
+    ] = False,
 ) -> None:
     ctx.obj = Globals(db=db, rules=rules, traceback=traceback)
+    ctx.obj.out.no_pager = no_pager
 
 
 # the command groups, in the order --help lists them
@@ -71,14 +84,23 @@ schedule_cmds.register(app)
 timer_cmds.register(app)
 bridge_cmds.register(app)
 serve_cmds.register(app)
+config_cmds.register(app)
 
 
 def run(args: list[str]) -> int:
     """Run the CLI on ``args``; turn any error into one line and an exit status."""
+    import typer.main
+
+    from evflow.cli.help import polish
+
     try:
-        app(args=args, prog_name="evflow")
+        command = typer.main.get_command(app)
+        polish(command)
+        command.main(args=args, prog_name="evflow")
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    except BrokenPipeError:
+        raise  # the reader went away: entry.main ends quietly
     except BaseException as exc:  # noqa: BLE001 - the one place errors become exit codes
         if "--traceback" in args:
             raise

@@ -23,7 +23,8 @@ def nats(
         str, typer.Option("--stream", help="JetStream stream (created when missing).")
     ] = "EVFLOW",
     subject_prefix: Annotated[
-        str, typer.Option("--subject-prefix", help="Events go to <prefix>.<type>.")
+        str,
+        typer.Option("--subject-prefix", help="Events go to PREFIX.TYPE (evflow.order.placed)."),
     ] = "evflow",
     once: Annotated[
         bool, typer.Option("--once", help="Handle what is there now, then exit (CI, cron).")

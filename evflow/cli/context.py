@@ -16,7 +16,8 @@ class Globals:
     out: Output = field(default_factory=Output)
     _flow: Evflow | None = None
 
-    def flow(self) -> Evflow:
+    def flow(self, read_only: bool = False) -> Evflow:
+        """The log; ``read_only`` commands never create one (a missing log is exit 4)."""
         if self._flow is None:
-            self._flow = Evflow(db=self.db, rules=self.rules)
+            self._flow = Evflow(db=self.db, rules=self.rules, create=not read_only)
         return self._flow

@@ -8,6 +8,7 @@ import typer
 
 from evflow.cli.context import Globals
 from evflow.cli.options import FormatOpt, SinceOpt, SummaryFormatOpt, UntilOpt
+from evflow.cli.output import Column
 from evflow.cli.parsing import parse_position
 from evflow.core.records import DELIVERY_STATUSES
 from evflow.core.reports import delivery_json
@@ -27,6 +28,8 @@ def deliveries(
         str | None, typer.Option(help="pending, running, done, failed or dead.")
     ] = None,
     rule: Annotated[str | None, typer.Option(help="Only this rule's deliveries.")] = None,
+    limit: Annotated[int | None, typer.Option(min=0, help="At most N deliveries.")] = None,
+    reverse: Annotated[bool, typer.Option("--reverse", help="Newest first.")] = False,
     format: FormatOpt = None,
 ) -> None:
     """List deliveries (run/http actions owed to events) with status, attempts and last error."""
@@ -36,21 +39,26 @@ def deliveries(
             f"--status: expected one of {', '.join(DELIVERY_STATUSES)} (got {status!r})"
         )
     fmt = g.out.resolve(format)
-    rows = g.flow().deliveries(status=status, rule=rule)
-    shaped = [delivery_json(d) for d in rows]
-    if fmt == "json":
-        g.out.json(shaped)
-    elif fmt == "jsonl":
-        g.out.jsonl(shaped)
-    else:
-        g.out.table(
-            ["id", "event", "rule", "action", "status", "attempts", "next attempt", "last error"],
-            [
-                (d.id, d.event_seq, d.rule, f"{d.action} {d.kind}", d.status, d.attempts,
-                 d.next_attempt_at if d.status in ("pending", "failed") else "", d.last_error)
-                for d in rows
-            ],
-        )  # fmt: skip
+    rows = g.flow(read_only=True).stream_deliveries(
+        status=status, rule=rule, limit=limit, reverse=reverse
+    )
+    shaped = (delivery_json(d) for d in rows)
+    with g.out.paged():
+        if fmt == "json":
+            g.out.json_stream(shaped)
+        elif fmt == "jsonl":
+            g.out.jsonl(shaped)
+        else:
+            g.out.table(
+                [Column("id", key=True), Column("event", key=True), Column("rule", key=True),
+                 "action", Column("status", key=True, status=True), "attempts", "next attempt",
+                 "last error"],
+                (
+                    (d.id, d.event_seq, d.rule, f"{d.action} {d.kind}", d.status, d.attempts,
+                     d.next_attempt_at if d.status in ("pending", "failed") else "", d.last_error)
+                    for d in rows
+                ),
+            )  # fmt: skip
 
 
 def retry(
@@ -135,6 +143,9 @@ def run(
     worker_id: Annotated[
         str | None, typer.Option("--worker-id", help="Name in the lease (default host:pid:random).")
     ] = None,
+    strict: Annotated[
+        bool, typer.Option("--strict", help="Exit 1 when a delivery failed or went dead.")
+    ] = False,
     format: Annotated[
         str | None, typer.Option("--format", help="line (default) or jsonl: one per attempt.")
     ] = None,
@@ -149,7 +160,15 @@ def run(
 
     flow = g.flow()
 
+    failed: list[int] = []
+    in_hand: list[int] = []
+
+    def started(delivery_id: int | None) -> None:
+        in_hand[:] = [] if delivery_id is None else [delivery_id]
+
     def report(result: Any) -> None:
+        if result.status in ("failed", "dead"):
+            failed.append(result.id)
         if fmt == "jsonl":
             g.out.jsonl([result.to_json()])
         else:
@@ -161,15 +180,30 @@ def run(
             g.out.warn(str(problem))
         g.out.warn("evflow run: the changed rules are invalid; keeping the rules loaded before")
 
+    def first_stop() -> None:
+        if in_hand:
+            g.out.warn(f"evflow run: finishing delivery {in_hand[0]}, Ctrl-C again to abort")
+        else:
+            g.out.warn("evflow run: stopping")
+        g.out.stderr.flush()
+
     worker_id = worker_id or flow.new_worker_id()
-    with stop_on_signals(threading.Event()) as stop:
+    with stop_on_signals(threading.Event(), on_first=first_stop) as stop:
         if not once:
             g.out.warn(
                 f"evflow run: worker {worker_id} polling every {interval:g}s"
                 " (Ctrl-C stops after the action in hand)"
             )
             g.out.stderr.flush()
-        flow.run_worker(
-            once=once, interval=interval, lease=lease, worker_id=worker_id, stop=stop,
-            on_result=report, warn=g.out.warn, on_invalid_rules=invalid_rules,
-        )  # fmt: skip
+        try:
+            flow.run_worker(
+                once=once, interval=interval, lease=lease, worker_id=worker_id, stop=stop,
+                on_result=report, warn=g.out.warn, on_invalid_rules=invalid_rules,
+                on_start=started,
+            )  # fmt: skip
+        except KeyboardInterrupt:
+            what = f"delivery {in_hand[0]} released (pending again)" if in_hand else "stopped"
+            g.out.warn(f"evflow run: aborted; {what}")
+            raise typer.Exit(130) from None
+    if strict and failed:
+        raise typer.Exit(1)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Annotated, Any, BinaryIO
@@ -22,7 +22,9 @@ from evflow.cli.options import (
     UntilOpt,
 )
 from evflow.cli.parsing import parse_position
+from evflow.core.events import Event
 from evflow.core.records import EventFilter
+from evflow.core.structs import replace
 from evflow.errors import InvalidEvent, NotFound, UsageError
 
 
@@ -35,17 +37,30 @@ def register(app: typer.Typer) -> None:
     app.command("stats")(stats)
 
 
-def init(ctx: typer.Context) -> None:
+def init(
+    ctx: typer.Context,
+    example: Annotated[
+        bool,
+        typer.Option("--example", help="Write the example rules even where rule files exist."),
+    ] = False,
+) -> None:
     """Create the database, and the rules/ folder with the example rules, their tests and the
-    script they run (safe to run twice: existing files are kept)."""
+    script they run (safe to run twice: existing files are kept; a rules folder that already
+    holds rule files gets no example unless --example)."""
     g: Globals = ctx.obj
     flow = g.flow()
     flow.last_seq()  # creates the database
-    written = flow.install_example()
+    existing = flow.rule_files() if flow.rules_dir.is_dir() else []
+    written = flow.install_example() if example or not existing else []
     g.out.line(f"database: {flow.display_url}")
     g.out.line(f"rules:    {flow.rules_dir}/")
     for path in written:
         g.out.line(f"wrote     {path}")
+    if existing and not example:
+        g.out.line(
+            f"kept      {len(existing)} rule file(s) already there; no example added"
+            " (evflow init --example adds it)"
+        )
 
 
 def emit(
@@ -264,6 +279,10 @@ def log(
     since: SinceOpt = None,
     until: UntilOpt = None,
     limit: Annotated[int | None, typer.Option(min=0, help="At most N events.")] = None,
+    tail: Annotated[
+        int | None, typer.Option(min=0, help="Only the last N events (still in seq order).")
+    ] = None,
+    reverse: Annotated[bool, typer.Option("--reverse", help="Newest first.")] = False,
     follow: Annotated[
         bool, typer.Option("--follow", help="Keep waiting for new events until Ctrl-C.")
     ] = False,
@@ -272,6 +291,10 @@ def log(
     """List events in seq order; --format jsonl output is valid 'evflow import' input."""
     g: Globals = ctx.obj
     fmt = g.out.resolve(format)
+    if tail is not None and (reverse or limit is not None):
+        raise UsageError("--tail: not with --reverse or --limit (--reverse --limit N is the same)")
+    if follow and reverse:
+        raise UsageError("--follow: not with --reverse")
     since_seq, since_time = parse_position(since, "--since")
     until_seq, until_time = parse_position(until, "--until")
     flt = EventFilter(
@@ -281,17 +304,26 @@ def log(
         until_time=until_time,
         types=tuple(type or ()),
         subject=subject,
-        limit=limit,
+        limit=tail if tail is not None else limit,
+        reverse=reverse or tail is not None,
     )
-    flow = g.flow()
+    flow = g.flow(read_only=True)
     from evflow.cli import render
 
+    events: Iterable[Event] = flow.events(flt)
+    if tail is not None:
+        events = reversed(list(events))  # the last N, read newest first: N in memory at most
     if not follow:
-        events = list(flow.events(flt)) if fmt != "jsonl" else flow.events(flt)
-        render.events(g.out, events, fmt)
+        with g.out.paged():
+            render.events(g.out, events, fmt)
         return
     position = flt.since_seq
     shown = 0
+    if tail is not None:
+        for event in events:
+            render.events(g.out, [event], "jsonl" if fmt != "table" else "line")
+            position = event["seq"]
+        flt = replace(flt, limit=None, reverse=False)
     try:
         while True:
             batch = list(flow.events(_after(flt, position)))
@@ -309,39 +341,46 @@ def log(
 
 
 def _after(flt: EventFilter, position: int) -> EventFilter:
-    from evflow.core.structs import replace
-
-    return replace(flt, since_seq=position, limit=None)
+    return replace(flt, since_seq=position, limit=None, reverse=False)
 
 
 def show(
     ctx: typer.Context,
     ref: Annotated[str, typer.Argument(metavar="ID|SEQ", help="An event id or seq.")],
+    depth: Annotated[
+        int, typer.Option(min=0, help="Levels of caused events to show (0: none).")
+    ] = 16,
+    limit: Annotated[int, typer.Option(min=0, help="At most N caused events.")] = 1000,
     format: ReportFormatOpt = None,
 ) -> None:
     """One event, its deliveries, and the tree of events it caused."""
     g: Globals = ctx.obj
     fmt = g.out.resolve(format, piped="json")
-    flow = g.flow()
+    flow = g.flow(read_only=True)
     event = flow.get(ref)
     if event is None:
         raise NotFound(f"no event with id or seq {ref!r}", hint="list events with 'evflow log'")
-    tree = flow.caused_tree(event)
+    tree, hidden = flow.caused(event, depth=depth, limit=limit)
     deliveries = flow.deliveries(event_seq=event["seq"])
     from evflow.cli import render
 
     seq = event["seq"]
-    render.show(
-        g.out, event, tree, deliveries, fmt, flow.rule_errors(seq),
-        list(flow.timers(cause_seq=seq)), list(flow.timers(cancelled_by=seq)),
-    )  # fmt: skip
+    with g.out.paged():
+        render.show(
+            g.out, event, tree, deliveries, fmt, flow.rule_errors(seq),
+            list(flow.timers(cause_seq=seq)), list(flow.timers(cancelled_by=seq)),
+        )  # fmt: skip
+        if hidden and fmt == "table":
+            g.out.line(
+                f"  … {hidden} more caused event(s) beyond --depth {depth} / --limit {limit}"
+            )
 
 
 def stats(ctx: typer.Context, format: ReportFormatOpt = None) -> None:
     """Counts: events, by type, first and last time, deliveries and timers by status."""
     g: Globals = ctx.obj
     fmt = g.out.resolve(format, piped="json")
-    flow = g.flow()
+    flow = g.flow(read_only=True)
     from evflow.core.reports import stats_json
 
     value = stats_json(flow.display_url, flow.stats(), flow.positions())

@@ -5,11 +5,13 @@ from __future__ import annotations
 import csv
 import json
 from collections.abc import Iterable
+from itertools import chain, islice
 from typing import Annotated, Any
 
 import typer
 
 from evflow.cli.context import Globals
+from evflow.cli.output import FIRST_PAGE, Column
 from evflow.cli.parsing import parse_position
 from evflow.errors import UsageError
 
@@ -99,7 +101,8 @@ def query(
     """
     g: Globals = ctx.obj
     fmt = g.out.resolve(format, piped="jsonl", choices=QUERY_FORMATS)
-    flow = g.flow()
+    flow = g.flow(read_only=True)
+    flow.last_seq()  # a missing log is one line (exit 4) before anything else
     flow.check_projection(name)
     if sql is not None:
         if key is not None or where is not None or as_of is not None:
@@ -115,7 +118,8 @@ def query(
     else:
         _warn_stale(g, name, flow.catch_up([name]))
         rows = flow.query(name, key, where=where)
-    _render(g, fmt, rows)
+    with g.out.paged():
+        _render(g, fmt, rows)
 
 
 def _warn_stale(g: Globals, name: str, stale: Any) -> None:
@@ -156,15 +160,18 @@ def _parse_as_of(value: str) -> tuple[int | None, str | None]:
 
 def _render(g: Globals, fmt: str, rows: Iterable[Any]) -> None:
     if fmt == "json":
-        g.out.json([r.to_json() for r in rows])
+        g.out.json_stream(r.to_json() for r in rows)
         return
     if fmt == "jsonl":
         g.out.jsonl(r.to_json() for r in rows)
         return
-    # csv and table: one column per state field (first-seen order); nested values as JSON
-    listed = list(rows)
+    # csv and table: one column per state field, first-seen order in the first page (so memory
+    # stays flat on any snapshot: a field first seen later is in json/jsonl, not in these)
+    it = iter(rows)
+    page = list(islice(it, FIRST_PAGE))
+    listed = chain(page, it)
     fields: dict[str, None] = {}
-    for r in listed:
+    for r in page:
         fields.update(dict.fromkeys(r.state))
     # a state field named like a row column gets a "state." prefix, so no header is ambiguous
     columns = [
@@ -178,7 +185,7 @@ def _render(g: Globals, fmt: str, rows: Iterable[Any]) -> None:
         writer.writerow(columns)
         writer.writerows(cells)
     else:
-        g.out.table(columns, cells)
+        g.out.table([Column("key", key=True), Column("seq", key=True), *columns[2:]], cells)
 
 
 def _cell(value: Any) -> Any:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from evflow.cli.output import Output
+from evflow.cli.output import Column, Output
 from evflow.core.events import Event
 from evflow.core.records import Delivery
 from evflow.core.text import github_escape
@@ -23,7 +23,7 @@ def events(out: Output, items: Iterable[Event], fmt: str) -> None:
     if fmt == "jsonl":
         out.jsonl(items)
     elif fmt == "json":
-        out.json(list(items))
+        out.json_stream(items)
     elif fmt == "line":
         for e in items:
             out.line(
@@ -31,7 +31,7 @@ def events(out: Output, items: Iterable[Event], fmt: str) -> None:
             )
     else:
         out.table(
-            ["seq", "time", "type", "subject", "data"],
+            [Column("seq", key=True), "time", Column("type", key=True), "subject", "data"],
             ([e["seq"], e["time"], e["type"], e.get("subject"), _summary(e)] for e in items),
         )
 
@@ -63,7 +63,7 @@ def show(
         for d in deliveries:
             err = f"  last error: {d.last_error}" if d.last_error else ""
             out.line(
-                f"  #{d.id} rule {d.rule} action {d.action} ({d.kind}): {d.status},"
+                f"  #{d.id} rule {d.rule} action {d.action} ({d.kind}): {out.status(d.status)},"
                 f" {d.attempts} attempt(s){err}"
             )
     if rule_errors:

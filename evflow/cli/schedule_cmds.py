@@ -12,7 +12,7 @@ import typer
 from evflow.cli.context import Globals
 from evflow.cli.parsing import parse_time_option
 from evflow.core.reports import schedule_json
-from evflow.errors import NotFound
+from evflow.errors import NoDatabase, NotFound
 
 schedules_app = typer.Typer(
     help="List schedules and preview their occurrences.", no_args_is_help=True
@@ -122,8 +122,11 @@ def list_(
 
     when = _time(at, "--at")
     fmt = g.out.resolve(format, piped="json", choices=("table", "json"))
-    flow = g.flow()
-    last = flow.schedule_ticks()
+    flow = g.flow(read_only=True)
+    try:
+        last = flow.schedule_ticks()
+    except NoDatabase:
+        last = {}  # no log yet: nothing ticked (and nothing is created to say so)
     rows = [schedule_json(s, when, last.get(s.name)) for s in flow.ruleset.schedules]
     if fmt == "json":
         g.out.json(rows)

@@ -34,6 +34,7 @@ class EventFilter:
     subject: str | None = None
     correlationid: str | None = None
     limit: int | None = None
+    reverse: bool = False  # newest first (the limit then takes the last ones)
 
 
 @dataclass(frozen=True, slots=True)

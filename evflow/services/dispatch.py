@@ -145,6 +145,8 @@ class Dispatcher:
         self.lease = lease
         self.base_dir = base_dir or project_dir(ruleset.directory)
         self.stop = stop or threading.Event()
+        #: told the id of the delivery whose action starts, and None when it ends
+        self.on_start: Callable[[int | None], None] | None = None
         self.rng = rng or random.Random()
         # drain() hands the next delivery of its list to the transaction that records the one
         # before (one commit per delivery instead of two); whether that claim was won
@@ -238,8 +240,15 @@ class Dispatcher:
             return self._record(held, retry, fixed, False, problem, permanent=True)
         if isinstance(action, EmitAction):
             return self._record_derivation(held, retry, fixed, action, event)
+        if self.on_start is not None:
+            self.on_start(delivery.id)
         try:
             outcome = actions.execute(action, event, held, self.base_dir)
+        except KeyboardInterrupt:
+            # aborted (a second Ctrl-C): give the delivery back now rather than leave it
+            # 'running' until its lease lapses; the attempt it took does not count
+            outbox.release(self.store, delivery.id, self.worker_id, format_time(self.now(fixed)))
+            raise
         except Exception as exc:  # noqa: BLE001 - one bad delivery never stops the worker
             # what the action could not survive (a NUL in an argv, a header that is not ASCII,
             # …) is this delivery's failure, recorded with its reason; the worker goes on
@@ -247,6 +256,9 @@ class Dispatcher:
             outcome = actions.ActionResult(
                 False, reason, permanent=isinstance(exc, ValueError | TypeError)
             )
+        finally:
+            if self.on_start is not None:
+                self.on_start(None)
         if outcome.ok and outcome.output is not None and isinstance(action, RunAction):
             return self._record_result_event(held, retry, fixed, action, event, outcome.output)
         return self._record(
@@ -438,6 +450,7 @@ def run_worker(
     on_result: Callable[[Result], None] | None = None,
     tick: Callable[[], Any] | None = None,
     refresh: Callable[[], RuleSet] | None = None,
+    on_start: Callable[[int | None], None] | None = None,
 ) -> int:
     """``evflow run``: dispatch what is due, wait ``interval``, repeat until ``stop`` is set.
 
@@ -449,6 +462,7 @@ def run_worker(
     dispatcher = Dispatcher(
         store, ruleset, worker_id=worker_id, lease=lease, base_dir=base_dir, stop=stop
     )
+    dispatcher.on_start = on_start
     count = 0
     while not stop.is_set():
         if refresh is not None:

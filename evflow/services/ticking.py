@@ -115,8 +115,10 @@ class Ticker:
         (``warn`` gets the message; the occurrence is retried next time)."""
         now = (now or now_utc()).astimezone(UTC)
         cached = self._next_due
-        if cached is not None and cached[0] == id(ruleset) and (
-            cached[1] is None or now < cached[1]
+        if (
+            cached is not None
+            and cached[0] == id(ruleset)
+            and (cached[1] is None or now < cached[1])
         ):
             return []
         report = tick_report(store, ruleset, now)

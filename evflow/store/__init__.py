@@ -30,20 +30,30 @@ def sqlite_path(url: str, base: Path | None = None) -> str:
     return str((base or Path.cwd()) / path)
 
 
+def display_url(url: str) -> str:
+    """The URL as evflow prints it: no password (without opening anything)."""
+    if is_sqlite(url):
+        return redact(url)
+    from evflow.store.postgres import display_url as postgres_url
+
+    return postgres_url(url)
+
+
 def is_sqlite(url: str) -> bool:
     """Whether ``url`` names a SQLite database (a plain path or ``sqlite://``)."""
     return "://" not in url or url.startswith("sqlite")
 
 
-def open_store(url: str) -> SqlStore:
+def open_store(url: str, create: bool = True) -> SqlStore:
     """Open (creating and migrating as needed) the log at ``url``: a path, ``sqlite:///path`` or
-    ``postgresql://…``."""
+    ``postgresql://…``. Without ``create``, a missing log raises :class:`NoDatabase` and
+    nothing is created (commands that only read)."""
     scheme = url.split("://", 1)[0].lower() if "://" in url else ""
     remember_secret(url)  # whatever a driver says about this URL later, its password is hidden
     if scheme in ("postgresql", "postgres") or scheme.startswith("postgresql+"):
         from evflow.store.postgres import PostgresStore
 
-        return PostgresStore(url)
+        return PostgresStore(url, create=create)
     if scheme not in ("", "sqlite"):
         raise UsageError(
             f"--db: unsupported database URL scheme {scheme!r} in {redact(url)}",
@@ -51,4 +61,4 @@ def open_store(url: str) -> SqlStore:
         )
     from evflow.store.sqlite import SqliteStore
 
-    return SqliteStore(sqlite_path(url))
+    return SqliteStore(sqlite_path(url), create=create)

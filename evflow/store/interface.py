@@ -97,6 +97,15 @@ class Store(Protocol):
         limit: int | None = None,
     ) -> list[Delivery]: ...
 
+    def stream_deliveries(
+        self,
+        *,
+        status: str | None = None,
+        rule: str | None = None,
+        limit: int | None = None,
+        reverse: bool = False,
+    ) -> Iterator[Delivery]: ...
+
     def scan(
         self, after: int, end: int, types: Sequence[str], limit: int
     ) -> list[tuple[int, str, str, str]]: ...

@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
 
 from evflow.core.text import password_of, redact, split_credentials
-from evflow.errors import MissingExtra, StorageUnavailable, UsageError
+from evflow.errors import MissingExtra, NoDatabase, StorageUnavailable, UsageError
 from evflow.store.schema import SCHEMA_VERSION, schema_statements
 from evflow.store.sql import SqlStore, _to_format
 
@@ -124,7 +124,7 @@ def _one_line(exc: BaseException) -> str:
 class PostgresStore(SqlStore):
     paramstyle_format = True
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, create: bool = True) -> None:
         try:
             import psycopg
         except ImportError:
@@ -140,6 +140,11 @@ class PostgresStore(SqlStore):
         self._reader: psycopg.Connection[Any] | None = None
         self._streams = 0
         super().__init__(self._connect())
+        if not create:
+            with self._driver_errors():
+                if self._version() is None:
+                    self.conn.close()
+                    raise NoDatabase(f"{self.display_url} (schema {self.schema})")
         self._migrate()
 
     # -- connections and errors ---------------------------------------------------------------

@@ -44,9 +44,7 @@ def checkpoint(store: Store, name: str) -> Checkpoint | None:
 
 
 def checkpoints(store: Store) -> dict[str, Checkpoint]:
-    rows = store.execute(
-        f"SELECT {CHECKPOINT_COLUMNS} FROM checkpoints ORDER BY name"
-    ).fetchall()
+    rows = store.execute(f"SELECT {CHECKPOINT_COLUMNS} FROM checkpoints ORDER BY name").fetchall()
     store.end_read()
     return {r[0]: Checkpoint(r[0], int(r[1]), r[2], r[3]) for r in rows}
 
@@ -113,9 +111,7 @@ def swap(store: Store, aside: str, projection: str) -> None:
     store.execute("UPDATE checkpoints SET name = ? WHERE name = ?", (projection, aside))
 
 
-def rows(
-    store: Store, projection: str, key: str | None = None
-) -> Iterator[tuple[str, str, int]]:
+def rows(store: Store, projection: str, key: str | None = None) -> Iterator[tuple[str, str, int]]:
     """``(key, state JSON, seq)`` of a projection in key order (one key when given), streamed."""
     if key is not None:
         found = store.execute(

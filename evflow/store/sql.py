@@ -354,7 +354,10 @@ class SqlStore:
                     clauses.append("type = ?")
                     params.append(like)
             where.append("(" + " OR ".join(clauses) + ")")
-        sql = f"SELECT {EVENT_COLUMNS}, type FROM events WHERE {' AND '.join(where)} ORDER BY seq"
+        order = "seq DESC" if flt.reverse else "seq"
+        sql = (
+            f"SELECT {EVENT_COLUMNS}, type FROM events WHERE {' AND '.join(where)} ORDER BY {order}"
+        )
         if flt.limit is not None and not python_globs:
             sql += f" LIMIT {int(flt.limit)}"
         count = 0
@@ -474,6 +477,35 @@ class SqlStore:
         ids: Sequence[int] | None = None,
         limit: int | None = None,
     ) -> list[Delivery]:
+        rows = self.execute(*self._deliveries_sql(status, rule, event_seq, ids, limit)).fetchall()
+        self.end_read()
+        return [delivery_from_row(row) for row in rows]
+
+    def stream_deliveries(
+        self,
+        *,
+        status: str | None = None,
+        rule: str | None = None,
+        limit: int | None = None,
+        reverse: bool = False,
+    ) -> Iterator[Delivery]:
+        """Deliveries in id order (``reverse``: newest first), streamed (flat memory)."""
+        sql, params = self._deliveries_sql(status, rule, None, None, limit, reverse)
+        try:
+            for row in self.iterate(sql, params):
+                yield delivery_from_row(row)
+        finally:
+            self.end_read()
+
+    def _deliveries_sql(
+        self,
+        status: str | None,
+        rule: str | None,
+        event_seq: int | None,
+        ids: Sequence[int] | None,
+        limit: int | None,
+        reverse: bool = False,
+    ) -> tuple[str, list[Any]]:
         where: list[str] = ["1 = 1"]
         params: list[Any] = []
         if status is not None:
@@ -490,9 +522,8 @@ class SqlStore:
         if ids:
             where.append(f"id IN ({', '.join('?' for _ in ids)})")
             params.extend(ids)
-        sql = f"SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE {' AND '.join(where)} ORDER BY id"
+        order = "id DESC" if reverse else "id"
+        sql = f"SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE {' AND '.join(where)} ORDER BY {order}"
         if limit is not None:
             sql += f" LIMIT {int(limit)}"
-        rows = self.execute(sql, params).fetchall()
-        self.end_read()
-        return [delivery_from_row(row) for row in rows]
+        return sql, params

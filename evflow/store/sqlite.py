@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from evflow.errors import StorageUnavailable
+from evflow.errors import NoDatabase, StorageUnavailable
 
 try:
     import fcntl
@@ -40,10 +40,12 @@ def _read_only(path: Path) -> bool:
 
 
 class SqliteStore(SqlStore):
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, create: bool = True) -> None:
         self.path = path
         self.display_url = f"sqlite:///{path}"
         self.tables_url = self.display_url
+        if not create and path != ":memory:" and not Path(path).is_file():
+            raise NoDatabase(path)
         self.read_only = path != ":memory:" and _read_only(Path(path))
         if self.read_only:
             self._open_read_only(path)

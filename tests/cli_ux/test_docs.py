@@ -286,6 +286,7 @@ def new_session(base: Path, name: str) -> Session:
         k: v
         for k, v in os.environ.items()
         if not k.startswith(("EVFLOW_", "PYTEST_", "COV_"))
+        or k == "EVFLOW_CEILING_DIRECTORIES"
         and k not in ("NO_COLOR", "FORCE_COLOR", "PAGER", "LESS", "COLUMNS", "LINES", "CDPATH")
     }
     env.update(
