@@ -95,16 +95,26 @@ def resolve(
         project = discover(cwd, env.get("EVFLOW_CEILING_DIRECTORIES", ""))
     if db_text is None:
         if project is not None:
-            db_text, db_from = str(project / DEFAULT_DB), "discovery"
+            db_text, db_from = _near(project / DEFAULT_DB, cwd), "discovery"
         else:
             db_text, db_from = DEFAULT_DB, "default"
     if rules_text is None:
         if project is not None:
-            rules_text, rules_from = str(project / DEFAULT_RULES), "discovery"
+            rules_text, rules_from = _near(project / DEFAULT_RULES, cwd), "discovery"
         else:
             rules_text, rules_from = DEFAULT_RULES, "default"
     used = project if "discovery" in (db_from, rules_from) else None
     return Settings(db_text, Path(rules_text), db_from, rules_from, used)
+
+
+def _near(path: Path, cwd: Path | None) -> str:
+    """``path`` as messages should show it: relative to the current folder when it is in it
+    (``rules/shop.yaml:5:5``, as before discovery), else absolute."""
+    here = (cwd or Path.cwd()).absolute()
+    try:
+        return str(path.relative_to(here))
+    except ValueError:
+        return str(path)
 
 
 def _pick(argument: str | None, environment: str | None) -> tuple[str | None, str]:

@@ -23,6 +23,7 @@ class EmitOptions:
     type: str
     data: str | None = None
     fields: list[str] = field(default_factory=list)
+    sets: list[str] = field(default_factory=list)  # -s key=value: always text
     subject: str | None = None
     source: str | None = None
     time: str | None = None
@@ -34,8 +35,11 @@ class EmitOptions:
     format: str | None = None
 
 
-def read_data(spec: str | None, fields: list[str], stdin: Any = None) -> dict[str, Any]:
-    """``--data`` (JSON, ``@file`` or ``-``) merged with ``-f key=value`` pairs."""
+def read_data(
+    spec: str | None, fields: list[str], stdin: Any = None, sets: list[str] | None = None
+) -> dict[str, Any]:
+    """``--data`` (JSON, ``@file`` or ``-``) merged with ``-f key=value`` pairs (values parsed as
+    JSON when they parse) and ``-s key=value`` pairs (values kept as text: ``version=1.10``)."""
     from evflow.core.events import parse_json_object
 
     data: dict[str, Any] = {}
@@ -70,11 +74,16 @@ def read_data(spec: str | None, fields: list[str], stdin: Any = None) -> dict[st
         except json.JSONDecodeError:
             value = raw
         data[key] = value
+    for item in sets or []:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise UsageError(f"-s: expected key=value (got {item!r})")
+        data[key] = raw
     return data
 
 
 def build_event(opts: EmitOptions, stdin: Any = None) -> dict[str, Any]:
-    raw: dict[str, Any] = {"type": opts.type, "data": read_data(opts.data, opts.fields, stdin)}
+    raw: dict[str, Any] = {"type": opts.type, "data": read_data(opts.data, opts.fields, stdin, opts.sets)}
     for name in ("subject", "source", "time", "id"):
         value = getattr(opts, name)
         if value is not None:
@@ -165,6 +174,8 @@ _VALUED = {
     "-d": "data",
     "--field": "fields",
     "-f": "fields",
+    "--set": "sets",
+    "-s": "sets",
     "--subject": "subject",
     "--source": "source",
     "--time": "time",
@@ -179,7 +190,7 @@ def parse_fast(args: list[str]) -> EmitOptions | None:
     """The options of ``emit ARGS`` in their plain spellings, or None for anything else (typer
     then parses the line, with its own messages): a plain loop rather than argparse, which costs
     emit ~2 ms to import and knows abbreviations (``--dry``) that typer does not."""
-    values: dict[str, Any] = {"fields": []}
+    values: dict[str, Any] = {"fields": [], "sets": []}
     positional: list[str] = []
     i = 0
     while i < len(args):
@@ -204,8 +215,8 @@ def parse_fast(args: list[str]) -> EmitOptions | None:
             value = args[i]
             i += 1
         key = _VALUED[name]
-        if key == "fields":
-            values["fields"].append(value)
+        if key in ("fields", "sets"):
+            values[key].append(value)
         else:
             values[key] = value
     if len(positional) != 1:
@@ -232,6 +243,8 @@ def split_globals(argv: list[str]) -> tuple[str | None, str | None, bool, list[s
             i += 1
         elif arg == "--traceback":
             traceback = True
+            i += 1
+        elif arg == "--no-pager":
             i += 1
         else:
             break

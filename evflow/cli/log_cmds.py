@@ -72,7 +72,11 @@ def emit(
     ] = None,
     field: Annotated[
         list[str] | None,
-        typer.Option("--field", "-f", help="key=value (value parsed as JSON when it parses)."),
+        typer.Option("--field", "-f", help="KEY=VALUE, the value parsed as JSON when it parses."),
+    ] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", "-s", help="KEY=VALUE, the value kept as text (version=1.10)."),
     ] = None,
     subject: Annotated[str | None, typer.Option(help="Entity key, e.g. a member id.")] = None,
     source: Annotated[str | None, typer.Option(help="Producer URI (default evflow:cli).")] = None,
@@ -102,6 +106,7 @@ def emit(
         type=type,
         data=data,
         fields=field or [],
+        sets=set_ or [],
         subject=subject,
         source=source,
         time=time_,

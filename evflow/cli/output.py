@@ -8,7 +8,7 @@ import os
 import shutil
 import sys
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from itertools import chain, islice
 from typing import Any, TextIO
 
@@ -126,10 +126,8 @@ class Output:
         except (BrokenPipeError, KeyboardInterrupt):
             pass  # the reader quit the pager (or pressed Ctrl-C in it)
         finally:
-            try:
+            with suppress(BrokenPipeError, OSError):
                 self.stdout.close()
-            except (BrokenPipeError, OSError):
-                pass
             self.stdout = saved
             while True:
                 try:
@@ -237,15 +235,10 @@ class Output:
                 value = row[i] if i < len(row) else ""
                 if not value:
                     continue
-                pieces = (
-                    [value[k : k + room] for k in range(0, len(value), room)]
-                    if c.key
-                    else [_cut(value, room)]
-                )
-                for n, piece in enumerate(pieces):
-                    name = self.paint(c.name.ljust(label), "bold") if n == 0 else " " * label
-                    text = self.status(piece) if c.status else piece
-                    write(f"{name}  {text}".rstrip() + "\n")
+                # an identifying value is never cut (the terminal wraps it); others are
+                piece = value if c.key else _cut(value, room)
+                text = self.status(piece) if c.status else piece
+                write(f"{self.paint(c.name.ljust(label), 'bold')}  {text}".rstrip() + "\n")
 
     def mapping(self, values: Mapping[str, Any]) -> None:
         width = max((len(k) for k in values), default=0)
@@ -282,7 +275,7 @@ def _fit(cols: list[Column], widths: list[int], limit: int) -> tuple[list[int], 
     def total() -> int:
         return sum(widths[i] for i in shown) + 2 * (len(shown) - 1)
 
-    floor = [w if c.key else min(w, max(MIN_CUT, len(c.name))) for c, w in zip(cols, widths)]
+    floor = [w if c.key else min(w, max(MIN_CUT, len(c.name))) for c, w in zip(cols, widths, strict=True)]
     while total() > limit:
         cuttable = [i for i in shown if widths[i] > floor[i]]
         if not cuttable:

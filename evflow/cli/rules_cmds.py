@@ -102,6 +102,10 @@ def explain(
     data: Annotated[
         str | None, typer.Option("--data", "-d", help="Event data: JSON, @file or -.")
     ] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", "-s", help="KEY=VALUE kept as text (repeatable)."),
+    ] = None,
     field: Annotated[
         list[str] | None, typer.Option("--field", "-f", help="key=value (repeatable).")
     ] = None,
@@ -122,7 +126,9 @@ def explain(
     from evflow.errors import InvalidEvent
 
     fmt = g.out.resolve(format, piped="json", choices=("table", "json"))
-    opts = EmitOptions(type=type, data=data, fields=field or [], subject=subject, time=time_)
+    opts = EmitOptions(
+        type=type, data=data, fields=field or [], sets=set_ or [], subject=subject, time=time_
+    )
     try:
         event = normalize(build_event(opts))
     except InvalidEvent as exc:

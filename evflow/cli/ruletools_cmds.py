@@ -58,7 +58,7 @@ def test(
     else:
         render_problems(report.problems, "text", out)
         for r in report.results:
-            out.line(f"{'PASS' if r.passed else 'FAIL'} {r.file}:{r.line}: {r.case}")
+            out.line(f"{out.status('PASS' if r.passed else 'FAIL')} {r.file}:{r.line}: {r.case}")
             for failure in r.failures:
                 out.line(f"    {failure}")
     if format != "json":
@@ -70,7 +70,8 @@ def test(
         if not report.files:
             out.warn("no rule tests found (looked in " + str(g.flow().rules_dir / "tests") + ")")
         else:
-            out.warn(f"{passed} passed, {failed} failed in {report.files} file(s){invalid_note}")
+            # the summary is the command's result: stdout, like the cases above it
+            out.line(f"{passed} passed, {failed} failed in {report.files} file(s){invalid_note}")
     raise typer.Exit(0 if report.ok else 3)
 
 
