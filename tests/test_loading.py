@@ -305,7 +305,7 @@ def test_bad_cron() -> None:
         """
     assert check(text) == [
         "rules/a.yaml:2:37: error: bad cron expression '61 * * * *': "
-        "is not acceptable, out of range",
+        "minute 61: out of range 0-59",
         "rules/a.yaml:5:11: error: bad cron expression '0 2 * *': expected 5 fields "
         "(minute hour day-of-month month day-of-week), got 4",
     ]
@@ -401,7 +401,7 @@ def test_projection_handlers_and_hash() -> None:
           - name: p
             key: data.userid
             on:
-              "member.*": {python: "pkg.mod:fold", if: "data.ok"}
+              "member.*": {python: "pkg.mod:fold", if: "data.ok == true"}
               order.placed: {append: {orders: "${{ data.id }}"}, unset: [draft]}
         """
     rules, problems = parse_text(textwrap.dedent(text), "f")
@@ -409,7 +409,7 @@ def test_projection_handlers_and_hash() -> None:
     (projection,) = rules.projections
     (_, python), (_, ops) = projection.handlers
     assert (python.kind, python.python) == ("python", "pkg.mod:fold")
-    assert python.condition is not None and python.condition.source == "data.ok"
+    assert python.condition is not None and python.condition.source == "data.ok == true"
     assert projection.handler_for("member.created") is python
     assert ops.kind == "ops" and ops.unset == ("draft",) and ops.append is not None
     # the hash ignores layout and comments, and changes with any part of the definition

@@ -87,7 +87,7 @@ def test_example_rules_pass_their_tests(project: Path) -> None:
     assert result.exit_code == 0, result.stdout + result.stderr
     assert result.stdout.count("PASS ") >= 9
     assert "FAIL" not in result.stdout
-    assert "0 failed" in result.stderr
+    assert "0 failed" in result.stdout  # the summary is the result: on stdout
     assert not (project / ".evflow").exists()  # no log was opened
 
 
@@ -327,7 +327,7 @@ def test_text_output_names_the_failing_case(project: Path) -> None:
     lines = result.stdout.splitlines()
     assert lines[0] == f"FAIL {Path('rules/tests/users_test.yaml')}:2: the case"
     assert lines[1].startswith("    events: expected none derived; derived: {")
-    assert "0 passed, 1 failed in 1 file(s)" in result.stderr
+    assert "0 passed, 1 failed in 1 file(s)" in result.stdout
 
 
 def test_json_output(project: Path) -> None:

@@ -83,7 +83,10 @@ def read_data(
 
 
 def build_event(opts: EmitOptions, stdin: Any = None) -> dict[str, Any]:
-    raw: dict[str, Any] = {"type": opts.type, "data": read_data(opts.data, opts.fields, stdin, opts.sets)}
+    raw: dict[str, Any] = {
+        "type": opts.type,
+        "data": read_data(opts.data, opts.fields, stdin, opts.sets),
+    }
     for name in ("subject", "source", "time", "id"):
         value = getattr(opts, name)
         if value is not None:

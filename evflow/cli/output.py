@@ -275,7 +275,9 @@ def _fit(cols: list[Column], widths: list[int], limit: int) -> tuple[list[int], 
     def total() -> int:
         return sum(widths[i] for i in shown) + 2 * (len(shown) - 1)
 
-    floor = [w if c.key else min(w, max(MIN_CUT, len(c.name))) for c, w in zip(cols, widths, strict=True)]
+    floor = [
+        w if c.key else min(w, max(MIN_CUT, len(c.name))) for c, w in zip(cols, widths, strict=True)
+    ]
     while total() > limit:
         cuttable = [i for i in shown if widths[i] > floor[i]]
         if not cuttable:

@@ -70,8 +70,13 @@ def test(
         if not report.files:
             out.warn("no rule tests found (looked in " + str(g.flow().rules_dir / "tests") + ")")
         else:
-            # the summary is the command's result: stdout, like the cases above it
-            out.line(f"{passed} passed, {failed} failed in {report.files} file(s){invalid_note}")
+            # in words, the summary is the command's result (stdout, like the cases above it);
+            # beside GitHub annotations it is a note for the log
+            summary = f"{passed} passed, {failed} failed in {report.files} file(s){invalid_note}"
+            if format == "text":
+                out.line(summary)
+            else:
+                out.warn(summary)
     raise typer.Exit(0 if report.ok else 3)
 
 

@@ -181,6 +181,12 @@ class Expression:
                 self._compiled = env.compile(self.source)
         return self._compiled
 
+    @property
+    def result_type(self) -> str:
+        """The type CEL's checker gives the expression's value: ``bool``, ``int``, ``string``,
+        … or ``dyn`` (known only at run time, such as a field of ``data``)."""
+        return repr(self._compiled.return_type()).lower()
+
     def evaluate(self, variables: Mapping[str, Any] | Bindings) -> Any:
         """The expression's value as a JSON-compatible Python value."""
         plain = self._eval(variables)
@@ -276,7 +282,7 @@ def compile_expression(source: str, variables: frozenset[str]) -> Expression:
         compiled = _env(variables).compile(source)
     except RuntimeError as exc:
         message, line, column = _compile_problem(str(exc))
-        raise ExpressionError(message, line, column) from None
+        raise ExpressionError(message + _python_habits(source), line, column) from None
     path = None
     match = _FIELD_PATH.fullmatch(source)
     if match and match.group(1) in variables:
@@ -288,6 +294,23 @@ def _restore(
     source: str, path: tuple[str, ...] | None, variables: tuple[str, ...], blob: bytes | None
 ) -> Expression:
     return Expression(source, None, path, frozenset(variables), blob)
+
+
+_HABITS = (
+    (re.compile(r"\band\b"), "use && instead of 'and'"),
+    (re.compile(r"\bor\b"), "use || instead of 'or'"),
+    (re.compile(r"\bnot\b"), "use ! instead of 'not'"),
+    (re.compile(r"(?<![=!<>])=(?!=)"), "use == to compare ('=' assigns nothing in CEL)"),
+    (re.compile(r"\bNone\b"), "use null instead of None"),
+    (re.compile(r"\b(True|False)\b"), "use true/false in lower case"),
+)
+
+
+def _python_habits(source: str) -> str:
+    """A hint for Python (or SQL) spelled in CEL, which is C-like; empty when none applies."""
+    outside_strings = re.sub(r"'[^']*'|\"[^\"]*\"", "''", source)
+    hints = [hint for pattern, hint in _HABITS if pattern.search(outside_strings)]
+    return f" ({'; '.join(hints)})" if hints else ""
 
 
 # "ERROR: <input>:1:16: Syntax error: ..." — the first error is enough; CEL's caret drawing follows

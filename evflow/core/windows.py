@@ -28,6 +28,27 @@ def load_timezone(name: str) -> ZoneInfo:
         raise ValueError(f"unknown timezone '{name}'") from None
 
 
+def suggest_timezone(name: str) -> str | None:
+    """The IANA name ``name`` most likely meant: same letters in another case (``asia/seoul``),
+    a city alone (``berlin``), or a near spelling (``Europe/Berln``)."""
+    import difflib
+    from zoneinfo import available_timezones
+
+    zones = sorted(z for z in available_timezones() if "/" in z and not z.startswith("Etc/"))
+    wanted = name.strip().lower().replace(" ", "_")
+    by_lower = {z.lower(): z for z in zones}
+    if wanted in by_lower:
+        return by_lower[wanted]
+    cities = {z.rsplit("/", 1)[-1].lower(): z for z in reversed(zones)}
+    if wanted in cities:
+        return cities[wanted]
+    close = difflib.get_close_matches(wanted, list(by_lower), n=1, cutoff=0.8)
+    if close:
+        return by_lower[close[0]]
+    close = difflib.get_close_matches(wanted, list(cities), n=1, cutoff=0.8)
+    return cities[close[0]] if close else None
+
+
 _DATE = LazyPattern(r"\d{4}-\d{2}-\d{2}")
 
 
@@ -65,6 +86,10 @@ def check_cron(expr: str) -> str | None:
         # croniter would also take a 6th field (seconds, or a year): the docs say 5, and a
         # seconds field would fire 60 times a minute
         return f"expected 5 fields (minute hour day-of-month month day-of-week), got {len(fields)}"
+    if not fields[0].startswith("@"):
+        problem = _field_ranges(fields)
+        if problem is not None:
+            return problem
     from croniter import croniter  # lazily: see the module docstring
 
     try:
@@ -72,6 +97,29 @@ def check_cron(expr: str) -> str | None:
     except (ValueError, KeyError) as exc:  # croniter's errors derive from ValueError
         detail = str(exc).split("]", 1)[-1].strip() or "is not acceptable"
         return f"invalid cron expression '{expr}': {detail}"
+    return None
+
+
+#: name, lowest, highest of each cron field (a sixth field is seconds)
+_CRON_FIELDS = (
+    ("minute", 0, 59), ("hour", 0, 23), ("day-of-month", 1, 31), ("month", 1, 12),
+    ("day-of-week", 0, 7), ("second", 0, 59),
+)  # fmt: skip
+_NUMBER = LazyPattern(r"\d+")
+
+
+def _field_ranges(fields: list[str]) -> str | None:
+    """The first number outside its field's range, named: ``hour 25: out of range 0-23``."""
+    for text, (name, low, high) in zip(fields, _CRON_FIELDS, strict=False):
+        for part in text.split(","):
+            values, _, step = part.partition("/")
+            if "#" in values or values.upper().endswith("L"):
+                continue  # nth weekday, last day: croniter's own checks
+            for number in _NUMBER.findall(values):
+                if not low <= int(number) <= high:
+                    return f"{name} {int(number)}: out of range {low}-{high}"
+            if step and step.isdigit() and int(step) == 0:
+                return f"{name}: step 0 in '{part}'"
     return None
 
 

@@ -54,6 +54,7 @@ from evflow.core.windows import (
     make_window,
     parse_bound,
     parse_duration,
+    suggest_timezone,
 )
 from evflow.errors import Problem
 from evflow.rulefiles.tables import build_table
@@ -278,6 +279,26 @@ class _Builder:
             self.compile_problem(node, exc, what)
             return None
 
+    def condition(self, node: Node | None, variables: frozenset[str]) -> Expression | None:
+        """An ``if``: CEL that must be a boolean, known when the rules load (``if: data.plan``
+        would otherwise be a surprise at run time, on every event)."""
+        expr = self.expression(node, "if", variables)
+        if expr is None or node is None:
+            return expr
+        kind = expr.result_type
+        if kind == "bool":
+            return expr
+        src = expr.source
+        if kind == "dyn":
+            self.error(
+                node,
+                f"if must be a boolean expression, and '{src}' may be of any type (compare it:"
+                f" {src} == 'pro', {src} > 0; or write {src} == true for a flag)",
+            )
+        else:
+            self.error(node, f"if must be a boolean expression, and '{src}' is of type {kind}")
+        return None
+
     def template(
         self, node: Node | None, what: str, variables: frozenset[str], value: Any = None
     ) -> Template | None:
@@ -335,7 +356,9 @@ class _Builder:
         try:
             load_timezone(name)
         except ValueError:
-            self.error(node, f"unknown timezone '{name}'")
+            guess = suggest_timezone(name)
+            hint = f" (did you mean '{guess}'?)" if guess else ""
+            self.error(node, f"unknown timezone '{name}'{hint}")
             return None
         return name
 
@@ -429,7 +452,7 @@ class _Builder:
         name = self.claim("rule", fields.get("name"), node)
         on_hint = "an event type, a glob, or a list of them"
         on = self.types(self.need(fields, "on", node, "rule", on_hint), "on")
-        condition = self.expression(fields.get("if"), "if", VARIABLES_RULE)
+        condition = self.condition(fields.get("if"), VARIABLES_RULE)
         window = self.window(fields.get("active"), None, with_cron=True)
         retry = self.retry(fields.get("retry"))
         then = self.need(fields, "then", node, "rule", "a list of actions")
@@ -663,7 +686,7 @@ class _Builder:
         fields = self.fields(node, f"handler for {pattern}", HANDLER_KEYS)
         if fields is None:
             return None
-        condition = self.expression(fields.get("if"), "if", VARIABLES_PROJECTION)
+        condition = self.condition(fields.get("if"), VARIABLES_PROJECTION)
         ops = [k for k in ("set", "inc", "append", "unset") if k in fields]
         if "python" in fields:
             if ops:

@@ -65,8 +65,7 @@ def parse_document(text: str, file: str) -> Document:
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line, column = (mark.line + 1, mark.column + 1) if mark is not None else (1, 1)
-        context = f" ({exc.context})" if exc.context else ""
-        doc.problems.append(Problem(file, line, column, f"invalid YAML: {exc.problem}{context}"))
+        doc.problems.append(Problem(file, line, column, f"invalid YAML: {yaml_in_words(exc)}"))
         doc.root = None
     except (yaml.YAMLError, RecursionError) as exc:
         doc.problems.append(Problem(file, 1, 1, f"invalid YAML: {exc}"))
@@ -74,6 +73,47 @@ def parse_document(text: str, file: str) -> Document:
     finally:
         loader.dispose()
     return doc
+
+
+_TOKENS = {
+    "<block mapping start>": "a new key",
+    "<block sequence start>": "a list",
+    "<block entry>": "a list item ('-')",
+    "<block end>": "the end of the block",
+    "<scalar>": "a value",
+    "<flow mapping start>": "'{'",
+    "<flow sequence start>": "'['",
+    "<document start>": "'---'",
+}
+
+
+def yaml_in_words(exc: Any) -> str:
+    """A YAML parser error as a rule author would say it (pyyaml speaks of its tokens)."""
+    problem = str(exc.problem or "").strip()
+    context = str(exc.context or "").strip()
+    if problem.startswith("expected <block end>"):
+        found = problem.split("but found", 1)[-1].strip().strip("'")
+        return (
+            f"bad indentation: {_TOKENS.get(found, found)} where the block above ends; the keys"
+            " of one mapping (and the items of one list) must be indented alike"
+        )
+    if problem == "mapping values are not allowed here":
+        return (
+            "a ':' where no key can start: indent this line under its parent key, or quote a"
+            " value that holds ': '"
+        )
+    if problem == "could not find expected ':'":
+        return "a key without its ':' (or a line indented more than the keys beside it)"
+    if "'\\t'" in problem or "\\t" in problem or "\t" in problem:
+        return "a tab character: indent with spaces"
+    if "quoted scalar" in context:
+        mark = exc.context_mark
+        where = f" (it opens at line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        return f"a quoted value is never closed{where}"
+    for token, words in _TOKENS.items():
+        problem = problem.replace(token, words)
+        context = context.replace(token, words)
+    return f"{problem} ({context})" if context else problem
 
 
 class _Composer:
