@@ -10,8 +10,9 @@ Discovery works as git's: from the current folder up to the first folder that ho
 ``.evflow/`` or ``rules/``; it stops at a repository root (a folder with ``.git``, looked at
 itself), at the file-system root, and before any folder listed in
 ``EVFLOW_CEILING_DIRECTORIES`` (``:``-separated, as git's ``GIT_CEILING_DIRECTORIES``: a shared
-``/tmp`` with a stray ``.evflow/`` is not anyone's project). So ``evflow emit`` run from ``scripts/`` records into the
-project's log with the project's rules, instead of starting a new log there.
+``/tmp`` with a stray ``.evflow/`` is not anyone's project). So ``evflow emit`` run from
+``scripts/`` records into the project's log with the project's rules, instead of starting a
+new log there.
 """
 
 from __future__ import annotations

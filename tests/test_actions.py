@@ -50,6 +50,7 @@ def test_run_passes_argv_env_stdin_and_runs_in_the_project_folder(
         assert json.loads(seen["stdin"])["id"] == "e1"
         assert Path(seen["cwd"]) == project
         seen["env"].pop("EVFLOW_TEST_PG", None)
+        seen["env"].pop("EVFLOW_CEILING_DIRECTORIES", None)  # set by tests/conftest.py
         assert seen["env"] == {
             "EVFLOW_DELIVERY_ID": "e1:probe:0",
             "EVFLOW_EVENT_ID": "e1",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Annotated
 
 import typer
@@ -98,6 +99,12 @@ def run(args: list[str]) -> int:
         polish(command)
         command.main(args=args, prog_name="evflow")
     except SystemExit as exc:
+        if type(sys.stdout).__name__ == "PacifyFlushWrapper":
+            # click met a closed pipe (`evflow log | head -1`) and would exit 1: it is the
+            # reader saying it has enough, not an error
+            sys.stdout = sys.stdout.wrapped  # type: ignore[attr-defined]
+            sys.stderr = getattr(sys.stderr, "wrapped", sys.stderr)
+            raise BrokenPipeError from None
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     except BrokenPipeError:
         raise  # the reader went away: entry.main ends quietly

@@ -55,12 +55,13 @@ def config(
     extras = ", ".join(
         f"{name} {'installed' if ok else 'not installed'}" for name, ok in report["extras"].items()
     )
+    project = report["project"]
     g.out.mapping(
         {
             "version": report["version"],
-            "database": f"{db['url']} ({_source(db, '--db', 'EVFLOW_DB', report['project'])})",
+            "database": f"{db['url']} ({_source(db, '--db', 'EVFLOW_DB', project)})",
             "reachable": reachable,
-            "rules": f"{rules['path']} ({_source(rules, '--rules', 'EVFLOW_RULES', report['project'])})",
+            "rules": f"{rules['path']} ({_source(rules, '--rules', 'EVFLOW_RULES', project)})",
             "definitions": counts,
             "cache": report["cache"] or "none",
             "extras": extras,

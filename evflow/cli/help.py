@@ -175,7 +175,7 @@ def polish(command: Any, path: str = "") -> None:
             param.display_type_rich = lambda ctx: ""
         kind = NAMED.get((path, param.name or "")) or ("rule" if param.name == "rule" else None)
         if kind is not None:
-            param._custom_shell_complete = _completer(kind)  # type: ignore[attr-defined]
+            param._custom_shell_complete = _completer(kind)
     for name, sub in getattr(command, "commands", {}).items():
         polish(sub, f"{path} {name}".strip())
 

@@ -210,33 +210,39 @@ def import_(
     --reroute. A line without id gets one derived from its content."""
     g: Globals = ctx.obj
     flow = g.flow()
-    total = None
-    if file != "-" and g.out.is_terminal and Path(file).is_file():
-        with open(file, "rb") as fh:
-            total = sum(1 for _ in fh)
-    started = time.perf_counter()
-    with ExitStack() as stack:
-        lines: Any = _read_lines(file) if atomic else _rereadable(file, stack)
-        chunk = None if atomic else IMPORT_CHUNK
-        if g.out.is_terminal and file != "-":
-            from rich.progress import Progress
+    from evflow.cli.progress import progress
 
-            with Progress(console=g.out.console(stderr=True), transient=True) as bar:
-                task = bar.add_task("importing", total=total)
-                result = flow.import_events(
-                    lines,
-                    skip_invalid=skip_invalid,
-                    reroute=reroute,
-                    progress=lambda n: bar.update(task, completed=n),
-                    chunk=chunk,
-                )
-        else:
+    total = None
+    if file != "-" and g.out.stderr.isatty() and Path(file).is_file():
+        with open(file, "rb") as fh:
+            total = sum(1 for line in fh if line.strip())
+    started = time.perf_counter()
+    before = flow.last_seq()
+    try:
+        with ExitStack() as stack, progress(g.out, "importing", total, "events") as phase:
+            lines: Any = _read_lines(file) if atomic else _rereadable(file, stack)
+            chunk = None if atomic else IMPORT_CHUNK
             result = flow.import_events(
-                lines, skip_invalid=skip_invalid, reroute=reroute, chunk=chunk
+                lines,
+                skip_invalid=skip_invalid,
+                reroute=reroute,
+                progress=phase.update,
+                chunk=chunk,
             )
+    except KeyboardInterrupt:
+        recorded = flow.last_seq() - before
+        if recorded == 0:
+            g.out.warn("evflow import: interrupted; nothing recorded: run it again")
+        else:
+            g.out.warn(
+                f"evflow import: interrupted: {recorded} events recorded (seq {before + 1} to"
+                f" {before + recorded}); run it again to complete it (ids already in the log"
+                " are skipped)"
+            )
+        raise typer.Exit(130) from None
     failures: list[str] = []
     if result.deliveries and not no_dispatch:
-        failures = flow.dispatch(result.deliveries)
+        failures = _deliver(g, flow, result.recorded, result.deliveries)
     elapsed = time.perf_counter() - started
     for problem in result.invalid:
         g.out.warn(f"evflow: skipped {problem}")
@@ -273,6 +279,40 @@ def import_(
     failed = failures or result.rule_failures
     status = 1 if (failed and strict) or (result.invalid and not result.recorded) else 0
     raise typer.Exit(status)
+
+
+def _deliver(g: Globals, flow: Any, recorded: int, ids: list[int]) -> list[str]:
+    """Run the import's deliveries one by one, with their own progress. Ctrl-C lets the one in
+    hand finish (a second one aborts it), then says what is recorded and what is left for
+    ``evflow run``."""
+    import threading
+
+    from evflow.cli.progress import progress
+    from evflow.cli.signals import stop_on_signals
+
+    failures: list[str] = []
+    done = 0
+    with (
+        stop_on_signals(threading.Event()) as stop,
+        progress(g.out, "delivering", len(ids), "deliveries") as phase,
+    ):
+        try:
+            for delivery_id in ids:
+                if stop.is_set():
+                    break
+                failures += flow.dispatch([delivery_id])
+                done += 1
+                phase.advance()
+        except KeyboardInterrupt:
+            stop.set()
+    if stop.is_set():
+        left = len(ids) - done
+        g.out.warn(
+            f"evflow import: interrupted: {recorded} events recorded; {left}"
+            f" deliver{'y' if left == 1 else 'ies'} pending for `evflow run`"
+        )
+        raise typer.Exit(130)
+    return failures
 
 
 def log(

@@ -41,24 +41,32 @@ def replay(
 
     flow = g.flow()
     notice = lambda text: g.out.warn(f"evflow: {text}")  # noqa: E731
-    try:
-        if g.out.is_terminal:
-            from rich.progress import Progress
+    from evflow.cli.progress import progress
 
-            with Progress(console=g.out.console(stderr=True), transient=True) as bar:
-                task = bar.add_task("replay", total=None)
-                results = flow.replay(
-                    names,
-                    rebuild=rebuild,
-                    notice=notice,
-                    progress=lambda done, total: bar.update(task, completed=done, total=total),
-                )
-        else:
-            results = flow.replay(names, rebuild=rebuild, notice=notice)
+    try:
+        with progress(g.out, "replaying", None, "events") as phase:
+            results = flow.replay(
+                names, rebuild=rebuild, notice=notice, progress=lambda done, _: phase.update(done)
+            )
     except (ReplayFailed, TablesNotKept) as exc:
         _report(g, exc.results)
         raise
+    except KeyboardInterrupt:
+        _interrupted(g, flow, names, rebuild)
+        raise typer.Exit(130) from None
     _report(g, results)
+
+
+def _interrupted(g: Globals, flow: Any, names: list[str] | None, rebuild: bool) -> None:
+    """Ctrl-C: where each projection stands (its last committed batch) and how to go on."""
+    positions = flow.positions()
+    last = flow.last_seq()
+    wanted = names or [p.name for p in flow.ruleset.projections]
+    where = ", ".join(
+        f"{name} at seq {positions.get(name, {}).get('position', 0)} of {last}" for name in wanted
+    )
+    again = "evflow replay --rebuild" if rebuild else "evflow replay"
+    g.out.warn(f"evflow replay: interrupted; {where}; run `{again}` to go on")
 
 
 def _report(g: Globals, results: Iterable[Any]) -> None:

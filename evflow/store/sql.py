@@ -523,7 +523,10 @@ class SqlStore:
             where.append(f"id IN ({', '.join('?' for _ in ids)})")
             params.extend(ids)
         order = "id DESC" if reverse else "id"
-        sql = f"SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE {' AND '.join(where)} ORDER BY {order}"
+        sql = (
+            f"SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE {' AND '.join(where)}"
+            f" ORDER BY {order}"
+        )
         if limit is not None:
             sql += f" LIMIT {int(limit)}"
         return sql, params
