@@ -102,7 +102,7 @@ def run(args: list[str]) -> int:
         if type(sys.stdout).__name__ == "PacifyFlushWrapper":
             # click met a closed pipe (`evflow log | head -1`) and would exit 1: it is the
             # reader saying it has enough, not an error
-            sys.stdout = sys.stdout.wrapped  # type: ignore[attr-defined]
+            sys.stdout = getattr(sys.stdout, "wrapped", sys.stdout)
             sys.stderr = getattr(sys.stderr, "wrapped", sys.stderr)
             raise BrokenPipeError from None
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)

@@ -77,6 +77,12 @@ EXAMPLES: dict[str, list[str]] = {
         "evflow schedules preview nightly-sales-report --next 5",
         "evflow schedules preview nightly-sales-report --from 2026-03-28T00:00:00Z",
     ],
+    "timers": ["evflow timers --status pending", "evflow timers --rule trial-ends --format json"],
+    "timers cancel": ["evflow timers cancel 3 4"],
+    "serve": [
+        "evflow serve",
+        "EVFLOW_TOKENS='{\"s3cret\": [\"ingest\", \"read\"]}' evflow serve --host 0.0.0.0",
+    ],
     "bridge": ["evflow bridge nats --once"],
     "bridge nats": [
         "evflow bridge nats --once",
@@ -118,6 +124,8 @@ PLACEHOLDERS = {
     "--stream": "NAME",
     "--subject-prefix": "PREFIX",
     "--durable": "NAME",
+    "--max-body": "BYTES",
+    "--key": "KEY",
 }
 
 
