@@ -192,6 +192,8 @@ class Output:
         cols = columns(names)
         it = iter(rows)
         page = [[_text(v) for v in row] for row in islice(it, FIRST_PAGE)]
+        if not page:
+            return  # nothing to show: no header either (as git log prints nothing)
         rest = ([_text(v) for v in row] for row in it)
         widths = [
             max([len(c.name), *(len(r[i]) for r in page if i < len(r))]) for i, c in enumerate(cols)

@@ -10,6 +10,7 @@ from typing import Annotated, Any
 import typer
 
 from evflow.cli.context import Globals
+from evflow.cli.output import Column
 from evflow.cli.parsing import parse_time_option
 from evflow.core.reports import schedule_json
 from evflow.errors import NoDatabase, NotFound
@@ -81,7 +82,8 @@ def tick(
         g.out.warn(f"evflow: delivery failed: {failure}")
     if fmt == "table":
         g.out.table(
-            ["seq", "time", "type", "id", "triggered"],
+            [Column("seq", key=True), "time", Column("type", key=True), Column("id", key=True),
+             "triggered"],
             (
                 [o.event["seq"], o.event["time"], o.event["type"], o.event["id"],
                  len(o.derived) + len(o.deliveries)]
