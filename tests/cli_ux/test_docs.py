@@ -21,7 +21,8 @@ followed by no lines must print nothing.
   * A time (RFC 3339) that the run prints within a day of the run matches any time in the
     docs: write real times as the docs' author saw them. Times far from now (``2016-10-02…``,
     a ``--now`` in 2026-03) must be exactly right.
-  * ``in 0.09s`` (elapsed seconds) is masked; runs of spaces count as one (table widths).
+  * ``in 0.09s`` (elapsed seconds) is masked; runs of spaces count as one, and so do runs of
+    three or more ``-`` (table widths).
   * Seqs, counts and everything else must be exact: if a doc says ``seq 19``, it is 19.
 - Directives are HTML comments (invisible on GitHub), placed before the block they concern:
   * ``<!-- docs-test: project NAME -->``: a new session in a new folder ``~/NAME``. With
@@ -377,6 +378,7 @@ def quick_steps(body: str) -> str:
 
 def _normal(line: str) -> str:
     line = re.sub(ELAPSED, "in <S>", line.rstrip())
+    line = re.sub(r"-{3,}", "---", line)  # rules under headers (psql, markdown) follow widths
     return re.sub(r" +", " ", line)
 
 
