@@ -100,10 +100,17 @@ def redeliver(
     since_seq, since_time = parse_position(since, "--since")
     until_seq, until_time = parse_position(until, "--until")
     flow = g.flow()
-    report = flow.redeliver(
-        rule, since_seq=since_seq or 0, until_seq=until_seq, since_time=since_time,
-        until_time=until_time, dry_run=dry_run,
-    )  # fmt: skip
+    try:
+        report = flow.redeliver(
+            rule, since_seq=since_seq or 0, until_seq=until_seq, since_time=since_time,
+            until_time=until_time, dry_run=dry_run,
+        )  # fmt: skip
+    except KeyboardInterrupt:
+        g.out.warn(
+            "evflow redeliver: interrupted; nothing created or reset (it is all or nothing):"
+            " run it again"
+        )
+        raise typer.Exit(130) from None
     summary = {
         "rule": report.rule,
         "dry_run": dry_run,
