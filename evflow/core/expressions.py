@@ -297,18 +297,19 @@ def _restore(
 
 
 _HABITS = (
-    (re.compile(r"\band\b"), "use && instead of 'and'"),
-    (re.compile(r"\bor\b"), "use || instead of 'or'"),
-    (re.compile(r"\bnot\b"), "use ! instead of 'not'"),
-    (re.compile(r"(?<![=!<>])=(?!=)"), "use == to compare ('=' assigns nothing in CEL)"),
-    (re.compile(r"\bNone\b"), "use null instead of None"),
-    (re.compile(r"\b(True|False)\b"), "use true/false in lower case"),
+    (LazyPattern(r"\band\b"), "use && instead of 'and'"),
+    (LazyPattern(r"\bor\b"), "use || instead of 'or'"),
+    (LazyPattern(r"\bnot\b"), "use ! instead of 'not'"),
+    (LazyPattern(r"(?<![=!<>])=(?!=)"), "use == to compare ('=' assigns nothing in CEL)"),
+    (LazyPattern(r"\bNone\b"), "use null instead of None"),
+    (LazyPattern(r"\b(True|False)\b"), "use true/false in lower case"),
 )
+_STRINGS = LazyPattern(r"'[^']*'|\"[^\"]*\"")
 
 
 def _python_habits(source: str) -> str:
     """A hint for Python (or SQL) spelled in CEL, which is C-like; empty when none applies."""
-    outside_strings = re.sub(r"'[^']*'|\"[^\"]*\"", "''", source)
+    outside_strings = _STRINGS.sub("''", source)
     hints = [hint for pattern, hint in _HABITS if pattern.search(outside_strings)]
     return f" ({'; '.join(hints)})" if hints else ""
 

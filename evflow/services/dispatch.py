@@ -247,7 +247,7 @@ class Dispatcher:
         except KeyboardInterrupt:
             # aborted (a second Ctrl-C): give the delivery back now rather than leave it
             # 'running' until its lease lapses; the attempt it took does not count
-            outbox.release(self.store, delivery.id, self.worker_id, format_time(self.now(fixed)))
+            outbox.release(self.store, delivery.id, self.worker_id)
             raise
         except Exception as exc:  # noqa: BLE001 - one bad delivery never stops the worker
             # what the action could not survive (a NUL in an argv, a header that is not ASCII,

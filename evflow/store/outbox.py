@@ -120,18 +120,6 @@ def finish(
     return int(cur.rowcount) == 1
 
 
-def release(store: Store, delivery_id: int, worker: str, now: str) -> bool:
-    """Give back this worker's claim at once (an aborted attempt): pending, due now, the attempt
-    not counted."""
-    cur = store.execute(
-        "UPDATE deliveries SET status = 'pending', attempts = attempts - 1, next_attempt_at = ?,"
-        " updated_at = ?, lease_owner = NULL, lease_until = NULL"
-        " WHERE id = ? AND status = 'running' AND lease_owner = ?",
-        (now, now, delivery_id, worker),
-    )
-    return int(cur.rowcount) == 1
-
-
 def requeue(store: Store | WriteTransaction, ids: Sequence[int], now: str) -> int:
     """Back to pending, due now, with a fresh set of attempts (failed, dead or pending ones;
     done and running ones are left alone)."""
