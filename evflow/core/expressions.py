@@ -19,6 +19,7 @@ from functools import cache
 from typing import Any
 
 from evflow.core.celfast import Fallback, compile_fast
+from evflow.core.celhints import python_habits
 from evflow.core.celvalues import _SCALARS, cel_safe, holds_nul, json_type, to_json
 from evflow.core.text import LazyPattern
 from evflow.core.text import as_text as _text
@@ -282,7 +283,7 @@ def compile_expression(source: str, variables: frozenset[str]) -> Expression:
         compiled = _env(variables).compile(source)
     except RuntimeError as exc:
         message, line, column = _compile_problem(str(exc))
-        raise ExpressionError(message + _python_habits(source), line, column) from None
+        raise ExpressionError(message + python_habits(source), line, column) from None
     path = None
     match = _FIELD_PATH.fullmatch(source)
     if match and match.group(1) in variables:
@@ -294,24 +295,6 @@ def _restore(
     source: str, path: tuple[str, ...] | None, variables: tuple[str, ...], blob: bytes | None
 ) -> Expression:
     return Expression(source, None, path, frozenset(variables), blob)
-
-
-_HABITS = (
-    (LazyPattern(r"\band\b"), "use && instead of 'and'"),
-    (LazyPattern(r"\bor\b"), "use || instead of 'or'"),
-    (LazyPattern(r"\bnot\b"), "use ! instead of 'not'"),
-    (LazyPattern(r"(?<![=!<>])=(?!=)"), "use == to compare ('=' assigns nothing in CEL)"),
-    (LazyPattern(r"\bNone\b"), "use null instead of None"),
-    (LazyPattern(r"\b(True|False)\b"), "use true/false in lower case"),
-)
-_STRINGS = LazyPattern(r"'[^']*'|\"[^\"]*\"")
-
-
-def _python_habits(source: str) -> str:
-    """A hint for Python (or SQL) spelled in CEL, which is C-like; empty when none applies."""
-    outside_strings = _STRINGS.sub("''", source)
-    hints = [hint for pattern, hint in _HABITS if pattern.search(outside_strings)]
-    return f" ({'; '.join(hints)})" if hints else ""
 
 
 # "ERROR: <input>:1:16: Syntax error: ..." — the first error is enough; CEL's caret drawing follows
