@@ -114,7 +114,9 @@ def test_ctrl_c_during_replay(tmp_path: Path, home: Path) -> None:
     write_rules(home, REPLAY_RULES)
     ok(["import", str(generate_events(60_000, tmp_path / "e.jsonl"))], home)
     child = spawn(["replay"], home, timeout=120)
-    time.sleep(1.5)
+    # as soon as some events are applied (replay runs ~60,000 events/s here: a fixed sleep
+    # would often see it finish first)
+    child.expect(r"replaying [1-9][\d,]* events")
     child.sendintr()
     status, out = run_to_end(child)
     text = plain(out).strip()
