@@ -44,9 +44,14 @@ def as_json(*args: str, stdin: str | None = None) -> Any:
 
 
 def events(*global_opts: str) -> list[dict[str, Any]]:
-    """Every event of the log, in seq order (``log --format jsonl``)."""
-    out = ok(*global_opts, "log", "--format", "jsonl").stdout
-    return [json.loads(line) for line in out.splitlines() if line.strip()]
+    """Every event of the log, in seq order (``log --format jsonl``). A log that was never
+    created (input refused before any database was opened) holds none: ``log`` says so, exit 4,
+    and creates nothing (issue 15)."""
+    result = run_cli([*global_opts, "log", "--format", "jsonl"])
+    if result.exit_code == 4 and result.stderr.startswith("evflow: error: no evflow database"):
+        return []
+    assert result.exit_code == 0, (global_opts, result.exit_code, result.stderr)
+    return [json.loads(line) for line in result.stdout.splitlines() if line.strip()]
 
 
 def deliveries(*global_opts: str) -> list[dict[str, Any]]:
