@@ -600,9 +600,14 @@ class Evflow:
             "database": database,
             "rules": rules,
             "cache": str(s.cache_dir.absolute()) if s.cache_dir else None,
-            "extras": {
-                "postgres": importlib.util.find_spec("psycopg") is not None,
-                "nats": importlib.util.find_spec("nats") is not None,
+            "extras": {  # pyproject's optional dependencies, each by what it installs
+                name: all(importlib.util.find_spec(module) is not None for module in modules)
+                for name, modules in (
+                    ("postgres", ("psycopg",)),
+                    ("nats", ("nats",)),
+                    ("serve", ("starlette", "uvicorn")),
+                    ("mysql", ("pymysql",)),
+                )
             },
         }
 

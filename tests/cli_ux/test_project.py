@@ -144,7 +144,7 @@ def test_config_says_where_everything_comes_from(home: Path) -> None:
     assert (data["rules"]["rules"], data["rules"]["schedules"], data["rules"]["projections"]) == (
         3, 1, 2
     )  # fmt: skip
-    assert set(data["extras"]) >= {"postgres", "nats"}
+    assert set(data["extras"]) == {"postgres", "nats", "serve", "mysql"}
 
 
 def test_config_masks_passwords_and_says_unreachable(home: Path) -> None:

@@ -6,6 +6,7 @@ errors of every kind, driver errors, ``--help``.
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from urllib.parse import quote
@@ -35,16 +36,6 @@ COMMANDS = [
 ]
 
 
-def _has_config() -> bool:
-    """``evflow config`` (issue 15's): its cases are skipped until the command exists."""
-    return run_cli(["config", "--help"]).exit_code == 0
-
-
-def skip_missing(command: list[str]) -> None:
-    if command[0] == "config" and not _has_config():
-        pytest.skip("evflow config does not exist yet")
-
-
 def assert_no_password(text: str) -> None:
     for fragment in FRAGMENTS:
         assert fragment not in text, text
@@ -60,7 +51,6 @@ def password(request: pytest.FixtureRequest) -> str:
 def test_unreachable_database_errors_hide_the_password(
     project: Path, password: str, encoded: bool, command: list[str]
 ) -> None:
-    skip_missing(command)
     secret = quote(password, safe="") if encoded else password
     url = f"postgresql://evflow:{secret}@127.0.0.1:1/db"
     (project / "rules").mkdir()
@@ -90,7 +80,6 @@ def test_a_working_database_url_is_masked_in_every_output(
     base = os.environ.get("EVFLOW_TEST_PG")
     if not base:
         pytest.skip("EVFLOW_TEST_PG is not set")
-    skip_missing(command)
     from tests.pg import fresh_schema_url
 
     # the test server trusts local connections: any password is accepted, and must be hidden
@@ -120,9 +109,34 @@ def test_driver_errors_hide_the_password(project: Path, password: str) -> None:
     user, _, hostpath = rest.rpartition("@")
     host = hostpath.split("/", 1)[0]
     url = f"{scheme}://{user or 'postgres'}:{quote(password, safe='')}@{host}/no_such_db_zq9"
-    for command in (["stats"], ["emit", "x.y"], ["config", "--format", "json"]):
-        if command[0] == "config" and not _has_config():
-            continue
+    for command in (["stats"], ["emit", "x.y"], ["config"], ["config", "--format", "json"]):
         result = run_cli(["--db", url, *command])
-        assert result.exit_code != 0 or command[0] == "config"
         assert_no_password(result.stdout + result.stderr)
+        if command[0] == "config":  # reports the database as unreachable, and why
+            assert result.exit_code == 0, result.stderr
+            assert "***" in result.stdout and "no_such_db_zq9" in result.stdout, result.stdout
+        else:
+            assert result.exit_code == 4, result.stderr
+            assert "***" in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize("encoded", [False, True], ids=["raw", "percent-encoded"])
+@pytest.mark.parametrize("fmt", ["table", "json"])
+def test_config_masks_a_password_from_the_environment(
+    project: Path, password: str, encoded: bool, fmt: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``evflow config`` names the database it would use and where that came from (EVFLOW_DB
+    here), and why it cannot reach it: the URL is shown with its password masked, whatever
+    characters the password holds."""
+    secret = quote(password, safe="") if encoded else password
+    monkeypatch.setenv("EVFLOW_DB", f"postgresql://evflow:{secret}@127.0.0.1:1/db")
+    (project / "rules").mkdir()
+    result = run_cli(["config", "--format", fmt])
+    assert result.exit_code == 0, result.stderr
+    assert_no_password(result.stdout + result.stderr)
+    if fmt == "json":
+        database = json.loads(result.stdout)["database"]
+        assert database["source"] == "environment" and database["reachable"] is False
+        assert database["url"].startswith("postgresql://evflow:***@127.0.0.1:1/db"), database
+    else:
+        assert "postgresql://evflow:***@127.0.0.1:1/db (from EVFLOW_DB)" in result.stdout
