@@ -39,7 +39,8 @@ followed by no lines must print nothing.
     stopped when the session ends. Wait for it in a ``setup`` if needed.
   * ``<!-- docs-test: postgres NAME -->``: the session needs PostgreSQL (EVFLOW_TEST_PG; the
     rest of the session is skipped without it). NAME, wherever a command says it, becomes a
-    fresh schema name for this run (and is printed back as NAME); those schemas are dropped.
+    fresh name for this run (and is printed back as NAME): a schema, or a database that the
+    example creates; schemas and databases of that name are dropped when the session ends.
   * ``<!-- docs-test: skip REASON -->``: the next console block is not run. Only for what
     cannot run here (a second machine, ``kill -9`` timing); say why.
 - Run one file's examples: ``.venv/bin/python -m pytest tests/cli_ux/test_docs.py -k team``.
@@ -268,6 +269,8 @@ class Session:
                     ).fetchall()
                     for (name,) in rows:
                         conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
+                    # or a database the example created (createdb NAME)
+                    conn.execute(f'DROP DATABASE IF EXISTS "{schema}" WITH (FORCE)')
 
 
 def new_session(base: Path, name: str) -> Session:
@@ -286,8 +289,7 @@ def new_session(base: Path, name: str) -> Session:
     env = {
         k: v
         for k, v in os.environ.items()
-        if not k.startswith(("EVFLOW_", "PYTEST_", "COV_"))
-        or k == "EVFLOW_CEILING_DIRECTORIES"
+        if (not k.startswith(("EVFLOW_", "PYTEST_", "COV_")) or k == "EVFLOW_CEILING_DIRECTORIES")
         and k not in ("NO_COLOR", "FORCE_COLOR", "PAGER", "LESS", "COLUMNS", "LINES", "CDPATH")
     }
     env.update(
