@@ -8,6 +8,7 @@ import typer
 
 from evflow.cli.context import Globals
 from evflow.cli.options import FormatOpt
+from evflow.cli.output import Column
 from evflow.core.records import TIMER_STATUSES
 from evflow.errors import UsageError
 
@@ -40,20 +41,23 @@ def timers(
     if status is not None and status not in TIMER_STATUSES:
         raise UsageError(f"--status: expected one of {', '.join(TIMER_STATUSES)} (got {status!r})")
     fmt = g.out.resolve(format)
-    rows = g.flow().timers(status=status, rule=rule, key=key, limit=limit)
-    if fmt == "json":
-        g.out.json([t.to_json() for t in rows])
-    elif fmt == "jsonl":
-        g.out.jsonl(t.to_json() for t in rows)
-    else:
-        g.out.table(
-            ["id", "rule", "action", "status", "due", "key", "cause", "outcome"],
-            (
-                [t.id, t.rule, f"{t.action} {t.kind}", t.status, t.due, t.key, t.cause_seq,
-                 _outcome(t.event_seq, t.delivery_id, t.cancelled_by, t.status)]
-                for t in rows
-            ),
-        )  # fmt: skip
+    # a listing: never creates a database, and goes through the pager on a terminal
+    rows = g.flow(read_only=True).timers(status=status, rule=rule, key=key, limit=limit)
+    with g.out.paged():
+        if fmt == "json":
+            g.out.json([t.to_json() for t in rows])
+        elif fmt == "jsonl":
+            g.out.jsonl(t.to_json() for t in rows)
+        else:
+            g.out.table(
+                [Column("id", key=True), Column("rule", key=True), "action",
+                 Column("status", key=True, status=True), "due", "key", "cause", "outcome"],
+                (
+                    [t.id, t.rule, f"{t.action} {t.kind}", t.status, t.due, t.key, t.cause_seq,
+                     _outcome(t.event_seq, t.delivery_id, t.cancelled_by, t.status)]
+                    for t in rows
+                ),
+            )  # fmt: skip
 
 
 def _outcome(

@@ -77,6 +77,7 @@ READ_ONLY = [
     ["query", "members"],
     ["stats"],
     ["deliveries"],
+    ["timers"],
 ]
 
 
