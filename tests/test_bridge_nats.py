@@ -101,7 +101,7 @@ def test_cloudevents_structured_and_binary() -> None:
 
 
 @pytest.mark.parametrize(
-    "payload", [b"not json", b"[1, 2]", b'{"specversion": "1.0", "type": "bad type!"}']
+    "payload", [b"not json", b"[1, 2]", b'{"specversion": "1.0", "type": ""}']
 )
 def test_messages_that_are_not_events_are_rejected(payload: bytes) -> None:
     with pytest.raises(InvalidEvent):
@@ -293,7 +293,7 @@ def test_ingest_valid_duplicate_and_malformed_messages(tmp_path: Path, target: N
                 (json.dumps({**ping, "type": "ext.known", "id": "known"}).encode(), None),
                 (b"not json", None),
                 (b"[1, 2]", None),
-                (json.dumps({**ping, "id": "p2", "type": "bad type!"}).encode(), None),
+                (json.dumps({**ping, "id": "p2", "type": ""}).encode(), None),
             ],
         )
     )

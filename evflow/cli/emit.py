@@ -75,6 +75,7 @@ def read_data(spec: str | None, fields: list[str], stdin: Any = None) -> dict[st
 
 def build_event(opts: EmitOptions, stdin: Any = None) -> dict[str, Any]:
     raw: dict[str, Any] = {"type": opts.type, "data": read_data(opts.data, opts.fields, stdin)}
+    raw["datacontenttype"] = "application/json"  # emit makes JSON data
     for name in ("subject", "source", "time", "id"):
         value = getattr(opts, name)
         if value is not None:

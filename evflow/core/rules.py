@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
 
-from evflow.core.events import Event, parse_time
+from evflow.core.events import Event, event_data, parse_time
 from evflow.core.expressions import Bindings, EvaluationError, Expression, Template
 from evflow.core.structs import dataclass, field
 from evflow.core.tables import TableSpec
@@ -119,8 +119,9 @@ def type_matches(patterns: tuple[str, ...], etype: str) -> bool:
 
 
 def event_variables(event: Event) -> dict[str, Any]:
-    """What CEL sees: ``data`` and ``event`` (the envelope)."""
-    return {"data": event.get("data", {}), "event": event}
+    """What CEL sees: ``data`` (any JSON value, the bytes of ``data_base64``, or null when the
+    event has none) and ``event`` (the envelope)."""
+    return {"data": event_data(event), "event": event}
 
 
 @dataclass(frozen=True, slots=True)

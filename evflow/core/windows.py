@@ -76,6 +76,16 @@ def check_cron(expr: str) -> str | None:
 
 
 @cache
+def day_or(expr: str) -> bool:
+    """Vixie cron's rule for the two day fields: a day matches either of them when both are
+    restricted; when one of them starts with ``*`` (``*``, ``*/2``: DOM_STAR, DOW_STAR) it must
+    match both (``0 0 */2 * 1``: odd days that are Mondays)."""
+    fields = expr.split()
+    if len(fields) < 5:  # @daily, @weekly…: one day field is always '*'
+        return False
+    return not (fields[2].startswith("*") or fields[4].startswith("*"))
+
+
 def _matcher(expr: str) -> Any:
     """A fast test for one expression: croniter.match rebuilds an iterator per call (~0.3 ms)."""
     from croniter import croniter
@@ -88,15 +98,15 @@ def _matcher(expr: str) -> Any:
         and all(isinstance(v, int) or v == "*" for f in expanded for v in f)
     )
     if not simple:  # 'L', '#', 'W': leave the calendar arithmetic to croniter
-        return lambda local: croniter.match(expr, local)
+        either = day_or(expr)
+        return lambda local: croniter.match(expr, local, day_or=either)
 
     def allowed(values: list[Any]) -> frozenset[int] | None:
         return None if values[0] == "*" else frozenset(values)
 
     minute, hour, dom, month, dow = (allowed(f) for f in expanded[:5])
     second = allowed(expanded[5]) if len(expanded) > 5 else None
-    # Like croniter (and Vixie cron), when both day fields are restricted either may match.
-    day_or = dom is not None and dow is not None
+    either = day_or(expr)
 
     def match(local: datetime) -> bool:
         if (
@@ -108,7 +118,7 @@ def _matcher(expr: str) -> Any:
             return False
         dom_ok = dom is None or local.day in dom
         dow_ok = dow is None or (local.isoweekday() % 7) in dow
-        return (dom_ok or dow_ok) if day_or else (dom_ok and dow_ok)
+        return (dom_ok or dow_ok) if either else (dom_ok and dow_ok)
 
     return match
 

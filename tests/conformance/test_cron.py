@@ -56,14 +56,14 @@ def test_spring_forward_fixed_time_runs_at_the_first_instant_after_the_gap(proje
 
 
 def test_spring_forward_loses_no_occurrence(project: Path) -> None:
-    got = preview(project, "30 0-23 * * *", "Europe/Berlin", "2026-03-29T00:00:00+01:00", 4)
+    got = preview(project, "30 0-23 * * *", "Europe/Berlin", "2026-03-29T01:00:00+01:00", 4)
     assert got == [
         utc("2026-03-29T01:30:00+01:00"),
         utc("2026-03-29T03:00:00+02:00"),
         utc("2026-03-29T03:30:00+02:00"),
         utc("2026-03-29T04:30:00+02:00"),
     ]
-    assert got == oracle("30 0-23 * * *", "Europe/Berlin", "2026-03-29T00:00:00+01:00", 4)
+    assert got == oracle("30 0-23 * * *", "Europe/Berlin", "2026-03-29T01:00:00+01:00", 4)
 
 
 def test_fall_back_fixed_time_runs_once(project: Path) -> None:
@@ -137,7 +137,10 @@ def _field(low: int, high: int) -> st.SearchStrategy[str]:
         number.map(str),
         step.map(lambda k: f"*/{k}"),
         st.tuples(number, number).map(lambda ab: f"{min(ab)}-{max(ab)}"),
-        st.tuples(number, number, step).map(lambda abk: f"{min(abk[:2])}-{max(abk[:2])}/{abk[2]}"),
+        # a stepped range of one value (5-5/2) is left out: cronsim reads it as 5/2
+        st.tuples(number, number, step)
+        .filter(lambda abk: abk[0] != abk[1])
+        .map(lambda abk: f"{min(abk[:2])}-{max(abk[:2])}/{abk[2]}"),
         st.lists(number, min_size=2, max_size=3, unique=True).map(
             lambda xs: ",".join(map(str, sorted(xs)))
         ),
