@@ -355,7 +355,7 @@ def _shown(value: Any) -> str:
 def _data_map(v: Vars, handler: str) -> dict[str, Any]:
     if type(v.data) is not dict:
         kind = "no data" if v.data is None else f"data that is {type(v.data).__name__}"
-        raise EvaluationError(f"{handler} needs data that is a map (a JSON object), got {kind}")
+        raise _Failure(f"{handler} needs data that is a map (a JSON object), got {kind}")
     return v.data
 
 

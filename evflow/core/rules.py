@@ -47,7 +47,7 @@ class EmitAction:
     """Append a derived event, in the same transaction as its cause."""
 
     type: str
-    data: Template | None = None  # None: an empty object
+    data: Template | None = None  # None: an empty object; else any JSON value it renders
     subject: Template | None = None
     source: Template | None = None
     location: Location | None = None
@@ -57,8 +57,9 @@ class EmitAction:
     def render(self, variables: Mapping[str, Any] | Bindings, rule: str) -> dict[str, Any]:
         """The derived event's attributes (before normalization); raises EvaluationError."""
         data = self.data.render(variables) if self.data is not None else {}
-        if not isinstance(data, dict):
-            raise EvaluationError(f"emit {self.type}: data must render to an object")
+        if isinstance(data, bytes | bytearray):
+            # CloudEvents data may be any JSON value; bytes would need data_base64
+            raise EvaluationError(f"emit {self.type}: data must render to a JSON value, not bytes")
         out: dict[str, Any] = {"type": self.type, "data": data}
         if self.subject is not None:
             subject = self.subject.render(variables)
