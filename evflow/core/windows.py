@@ -31,6 +31,11 @@ def load_timezone(name: str) -> ZoneInfo:
 _DATE = LazyPattern(r"\d{4}-\d{2}-\d{2}")
 
 
+#: a window bound: a date, or a date-time with minutes or seconds, an optional fraction and offset
+BOUND_PATTERN = r"\d{4}-\d\d-\d\d(?:[Tt ]\d\d:\d\d(?::\d\d(?:\.\d+)?)?(?:[Zz]|[+-]\d\d:\d\d)?)?"
+_BOUND_TEXT = re.compile(BOUND_PATTERN, re.ASCII)
+
+
 def parse_bound(value: str | date | datetime, tz: ZoneInfo) -> datetime:
     """A bound as an aware UTC datetime; a date is midnight in ``tz``, a naive time is in ``tz``."""
     if isinstance(value, datetime):  # before `date`: a datetime is also a date
@@ -40,6 +45,8 @@ def parse_bound(value: str | date | datetime, tz: ZoneInfo) -> datetime:
     elif isinstance(value, str):
         text = value.strip()
         try:
+            if not _BOUND_TEXT.fullmatch(text):  # what the JSON Schema's pattern says too
+                raise ValueError
             if _DATE.fullmatch(text):
                 moment = datetime.combine(date.fromisoformat(text), time(0))
             else:

@@ -138,6 +138,9 @@ class _Composer:
         except yaml.constructor.ConstructorError as exc:
             self.problem(node, f"unsupported value: {exc.problem}")
             value = node.value
+        except ValueError as exc:  # a date or time that does not exist: 2021-02-30
+            self.problem(node, f"invalid date or time '{node.value}': {exc}")
+            value = node.value
         if isinstance(value, bytes):
             self.problem(node, "binary values are not supported")
             value = node.value
