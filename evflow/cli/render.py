@@ -8,7 +8,7 @@ from typing import Any
 from evflow.cli.output import Output
 from evflow.core.events import Event
 from evflow.core.records import Delivery
-from evflow.core.text import github_escape
+from evflow.core.text import github_escape, github_property
 from evflow.core.timers import TimerRecord
 from evflow.errors import Problem
 
@@ -144,7 +144,8 @@ def render_problems(problems: list[Problem], fmt: str, out: Any) -> None:
         for p in problems:
             level = "error" if p.severity == "error" else "warning"
             message = github_escape(p.message)
-            out.line(f"::{level} file={p.file},line={p.line},col={p.column}::{message}")
+            where = f"file={github_property(p.file)},line={p.line},col={p.column}"
+            out.line(f"::{level} {where}::{message}")
     else:
         for p in problems:
             out.line(str(p))
