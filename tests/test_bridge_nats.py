@@ -333,6 +333,7 @@ def test_both_directions_at_once_without_loops(tmp_path: Path, target: NatsOptio
     out_flow = Evflow(db=str(db), rules=str(tmp_path / "no-rules"))
     in_flow = Evflow(db=str(db), rules=str(tmp_path / "no-rules"))
     subject = f"{target.prefix}.>"
+    asyncio.run(ensure_only(target))  # ingest needs the stream; only publishing makes it
 
     async def scenario() -> tuple[Any, Any]:
         stop = asyncio.Event()

@@ -18,6 +18,7 @@ already in the log is acknowledged without appending, and one that carries this 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import hashlib
 import json
@@ -27,7 +28,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from evflow.core.events import Event, format_time, normalize, parse_json, to_json
+from evflow.core.events import (
+    Event,
+    format_time,
+    is_json_media_type,
+    normalize,
+    parse_json,
+    to_json,
+)
 from evflow.core.records import EventFilter
 from evflow.core.text import redact
 from evflow.errors import EvflowError, InvalidEvent, MissingExtra, UsageError
@@ -97,7 +105,53 @@ class IngestReport:
 
 
 def subject_for(prefix: str, event_type: str) -> str:
-    return f"{prefix}.{event_type}"
+    """``<prefix>.<type>``: a type whose dot-separated tokens are all letters, digits, ``-`` and
+    ``_`` is its own subject (``order.placed``). Any other token is percent-encoded (UTF-8 bytes
+    outside those characters as ``%XX``; an empty token as ``%``), so every type evflow accepts has
+    a valid subject of its own (``order..placed`` -> ``order.%.placed``, ``a b`` -> ``a%20b``)."""
+    tokens = event_type.split(".")
+    return ".".join([prefix, *(t if _TOKEN.fullmatch(t) else _escape_token(t) for t in tokens)])
+
+
+def _escape_token(token: str) -> str:
+    if not token:
+        return "%"
+    return "".join(
+        chr(b) if chr(b).isascii() and _TOKEN.fullmatch(chr(b)) else f"%{b:02X}"
+        for b in token.encode("utf-8")
+    )
+
+
+def header_value(name: str, value: str) -> str:
+    """A ``ce-`` header's attribute value (NATS binding §3.1.3.2): a double-quoted string
+    unquoted, then one round of percent-decoding; bytes that are not UTF-8 are refused."""
+    if len(value) >= 2 and value[0] == value[-1] == '"':
+        value = re.sub(r"\\(.)", r"\1", value[1:-1])
+    if "%" not in value:
+        return value
+    from urllib.parse import unquote_to_bytes
+
+    try:
+        return unquote_to_bytes(value).decode("utf-8")
+    except UnicodeDecodeError:
+        raise InvalidEvent(name, f"percent-encoding is not UTF-8: {value!r}") from None
+
+
+def _payload_data(payload: bytes, media_type: str | None) -> dict[str, Any]:
+    """A binary-mode payload as ``data`` (JSON, or text) or ``data_base64`` (other bytes), as its
+    content type says; an empty payload is no data."""
+    if not payload:
+        return {}
+    if is_json_media_type(media_type):
+        try:
+            return {"data": parse_json(payload.decode("utf-8"))}
+        except (ValueError, UnicodeDecodeError) as exc:
+            if media_type is not None:
+                raise InvalidEvent("message", f"malformed JSON ({media_type}): {exc}") from None
+    try:
+        return {"data": payload.decode("utf-8")}
+    except UnicodeDecodeError:
+        return {"data_base64": base64.b64encode(payload).decode("ascii")}
 
 
 def message_id(source: str, event_id: str) -> str:
@@ -138,8 +192,10 @@ def event_from_message(
     """A received message as a normalized event; raises :class:`InvalidEvent` with the reason.
 
     - structured CloudEvents (a JSON object with ``specversion``): taken as is;
-    - binary CloudEvents (``ce-specversion`` header): attributes from the ``ce-*`` headers, the
-      payload is ``data``;
+    - binary CloudEvents (``ce-specversion`` header): attributes from the ``ce-*`` headers
+      (percent-decoded, NATS binding §3.1.3.2); the payload is ``data`` as its content type
+      (``ce-datacontenttype``, else ``Content-Type``) says: JSON parsed, other text as a string,
+      other bytes as ``data_base64``, nothing as no data;
     - any other JSON object is ``data``: ``type`` is the subject after ``<prefix>.`` (the whole
       subject when it is outside the prefix), ``source`` ``nats:<subject>``, ``time`` the
       message's JetStream timestamp.
@@ -149,6 +205,20 @@ def event_from_message(
     appended once.
     """
     headers = headers or {}
+    ce_headers = {k.lower(): v for k, v in headers.items() if k.lower().startswith("ce-")}
+    if "ce-specversion" in ce_headers:
+        # binary mode: attributes in the headers, the payload is the data as its type says
+        raw: dict[str, Any] = {k[3:]: header_value(k, v) for k, v in ce_headers.items()}
+        media = raw.get("datacontenttype") or next(
+            (v for k, v in headers.items() if k.lower() == "content-type"), None
+        )
+        if media is not None:
+            raw["datacontenttype"] = media
+        raw.update(_payload_data(payload, media))
+        raw.setdefault("source", f"nats:{subject}")
+        if "id" not in raw:
+            raw["id"] = headers.get(MSG_ID_HEADER) or f"{stream}:{stream_seq}:{timestamp or ''}"
+        return normalize(raw)
     try:
         # strict JSON (no NaN), deep nesting and huge integers refused like any malformed JSON
         body = parse_json(payload.decode("utf-8")) if payload.strip() else {}
@@ -156,12 +226,8 @@ def event_from_message(
         raise InvalidEvent("message", f"not UTF-8 text (byte {exc.start + 1})") from None
     except json.JSONDecodeError as exc:
         raise InvalidEvent("message", f"malformed JSON: {exc}") from None
-    ce_headers = {k.lower(): v for k, v in headers.items() if k.lower().startswith("ce-")}
     if isinstance(body, dict) and "specversion" in body:
-        raw: dict[str, Any] = dict(body)
-    elif "ce-specversion" in ce_headers:
-        raw = {k[3:]: v for k, v in ce_headers.items()}
-        raw["data"] = body
+        raw = dict(body)
     else:
         if not isinstance(body, dict):
             raise InvalidEvent("message", "must be a JSON object (CloudEvents or event data)")
@@ -358,7 +424,7 @@ async def ingest(
     nc = await _connect(options.url)
     try:
         js = nc.jetstream()
-        await ensure_stream(js, options)
+        # only the stream that holds the subject: ingesting never makes the outbound stream
         try:
             stream = await js.find_stream_name_by_subject(subject)
         except NotFoundError:
