@@ -14,8 +14,17 @@ from evflow.errors import Problem
 
 
 def _summary(event: Event) -> str:
-    data = event.get("data", {})
-    text = ", ".join(f"{k}={v}" for k, v in list(data.items())[:4])
+    data = event.get("data")
+    if isinstance(data, dict):
+        text = ", ".join(f"{k}={v}" for k, v in list(data.items())[:4])
+    elif "data_base64" in event:
+        text = f"<{len(event['data_base64']) * 3 // 4 - event['data_base64'].count('=')} bytes>"
+    elif "data" in event:  # any other JSON value, shown as JSON
+        import json
+
+        text = json.dumps(data, ensure_ascii=False)
+    else:
+        text = ""
     return text if len(text) <= 60 else text[:57] + "..."
 
 

@@ -188,6 +188,16 @@ def test_a_batch_line_imports_every_event_in_order(project: Path) -> None:
     assert_schema_valid(back, project)
 
 
+def test_every_kind_of_data_shows_in_the_table(project: Path) -> None:
+    assert import_lines([FORMAT.write(e).decode() for e in sdk_events()]).exit_code == 0
+    result = run_cli(["log", "--format", "table"])
+    assert result.exit_code == 0, result.stderr
+    assert "<256 bytes>" in result.stdout and '[1, "two"' in result.stdout
+    for seq in ("1", "14", "4"):
+        shown = run_cli(["show", seq])
+        assert shown.exit_code == 0, shown.stderr
+
+
 def test_export_imports_again_unchanged(project: Path) -> None:
     """``log --format jsonl`` is valid import input, and what it prints stays as it was."""
     assert import_lines([FORMAT.write(e).decode() for e in sdk_events()]).exit_code == 0
