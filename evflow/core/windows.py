@@ -32,8 +32,11 @@ _DATE = LazyPattern(r"\d{4}-\d{2}-\d{2}")
 
 
 #: a window bound: a date, or a date-time with minutes or seconds, an optional fraction and offset
-BOUND_PATTERN = r"\d{4}-\d\d-\d\d(?:[Tt ]\d\d:\d\d(?::\d\d(?:\.\d+)?)?(?:[Zz]|[+-]\d\d:\d\d)?)?"
-_BOUND_TEXT = re.compile(BOUND_PATTERN, re.ASCII)
+BOUND_PATTERN = (
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}"
+    r"(?:[Tt ][0-9]{2}:[0-9]{2}(?::[0-9]{2}(?:\.[0-9]+)?)?(?:[Zz]|[+-][0-9]{2}:[0-9]{2})?)?"
+)
+_BOUND_TEXT = LazyPattern(BOUND_PATTERN)
 
 
 def parse_bound(value: str | date | datetime, tz: ZoneInfo) -> datetime:
