@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from cronsim import CronSim
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from tests.conftest import run_cli
@@ -108,6 +108,18 @@ def test_dom_star_rule_example(project: Path) -> None:
     ]
 
 
+def is_fixed(cron: str) -> bool:
+    minute, hour = cron.split()[:2]
+    return not minute.startswith("*") and not hour.startswith("*")
+
+
+def test_lord_howe_fall_back_wildcard_minutes_run_at_every_real_minute(project: Path) -> None:
+    """Where cronsim is wrong: 2026-04-05 02:00 +11:00 (15:00Z) falls back to 01:30 +10:30, so
+    02:00 +10:30 (15:30Z) is the first real minute of hour 2; cronsim starts at 02:30."""
+    got = preview(project, "* 2 * * *", "Australia/Lord_Howe", "2026-04-04T01:00:00Z", 2)
+    assert got == [utc("2026-04-05T02:00:00+10:30"), utc("2026-04-05T02:01:00+10:30")]
+
+
 # -- the property: preview equals the oracle across DST changes ------------------------------
 
 ZONES = [
@@ -168,10 +180,14 @@ def cases(draw: st.DrawFn) -> tuple[str, str, str]:
 @settings(
     max_examples=60,
     deadline=None,
+    derandomize=True,  # the same 60 cases on every run: CI never meets a new one by chance
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 @given(case=cases())
 def test_preview_equals_cronsim(project: Path, case: tuple[str, str, str]) -> None:
     cron, zone, start = case
+    # cronsim 2.8 steps wildcard-minute jobs across a fold an hour at a time: on Lord Howe's
+    # 30-minute fall-back it skips 02:00-02:29 +10:30, which are real minutes (see below)
+    assume(zone != "Australia/Lord_Howe" or is_fixed(cron))
     expected = oracle(cron, zone, start, 12)
     assert preview(project, cron, zone, start, 12) == expected, (cron, zone, start)
