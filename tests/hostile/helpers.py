@@ -221,7 +221,8 @@ def database_url(project: Path) -> str:
 
 
 def sql(url: str, *statements: str) -> list[list[tuple[Any, ...]]]:
-    """Run statements on the log's database directly (outside evflow); rows of each."""
+    """Run statements on the log's database directly (outside evflow); rows of each. ``url``:
+    the log's (a SQLite path or a PostgreSQL URL with ``?schema=``) or a MariaDB/MySQL URL."""
     out: list[list[tuple[Any, ...]]] = []
     if url.startswith("postgresql"):
         from urllib.parse import parse_qs, urlsplit, urlunsplit
@@ -236,6 +237,18 @@ def sql(url: str, *statements: str) -> list[list[tuple[Any, ...]]]:
                 cur = conn.execute(statement)
                 out.append(list(cur.fetchall()) if cur.description else [])
         return out
+    if url.startswith("mysql"):
+        import sqlalchemy as sa
+
+        engine = sa.create_engine(url)
+        try:
+            with engine.begin() as conn:
+                for statement in statements:
+                    result = conn.exec_driver_sql(statement)
+                    out.append([tuple(r) for r in result] if result.returns_rows else [])
+        finally:
+            engine.dispose()
+        return out
     import sqlite3
 
     conn = sqlite3.connect(url.removeprefix("sqlite:///"), isolation_level=None)
@@ -249,29 +262,46 @@ def sql(url: str, *statements: str) -> list[list[tuple[Any, ...]]]:
 
 def fail_writes(url: str, table: str, when: str = "TRUE", name: str = "hostile_fault") -> None:
     """Make every INSERT/UPDATE on ``table`` (whose new row satisfies ``when``) fail: a fault
-    injected in the database itself, so evflow meets it exactly where a full disk would be."""
+    injected in the database itself, so evflow meets it exactly where a full disk would be.
+    (On MariaDB/MySQL, quote a column named ``key`` in ``when``: ``NEW.`key```.)"""
+    message = f"injected fault on {table}"
     if url.startswith("postgresql"):
         sql(
             url,
             f"CREATE OR REPLACE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $$"
-            f" BEGIN IF {when} THEN RAISE EXCEPTION 'injected fault on {table}'; END IF;"
+            f" BEGIN IF {when} THEN RAISE EXCEPTION '{message}'; END IF;"
             " RETURN NEW; END $$",
-            f"CREATE TRIGGER {name} BEFORE INSERT OR UPDATE ON {table}"
+            f'CREATE TRIGGER {name} BEFORE INSERT OR UPDATE ON "{table}"'
             f" FOR EACH ROW EXECUTE FUNCTION {name}()",
+        )
+        return
+    if url.startswith("mysql"):
+        sql(
+            url,
+            *(
+                f"CREATE TRIGGER {name}_{op[0].lower()} BEFORE {op} ON `{table}` FOR EACH ROW"
+                f" BEGIN IF {when} THEN SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = '{message}';"
+                " END IF; END"
+                for op in ("INSERT", "UPDATE")
+            ),
         )
         return
     when_sql = when.replace("TRUE", "1")
     sql(
         url,
-        f"CREATE TRIGGER {name}_i BEFORE INSERT ON {table} WHEN {when_sql}"
-        f" BEGIN SELECT RAISE(ABORT, 'injected fault on {table}'); END",
-        f"CREATE TRIGGER {name}_u BEFORE UPDATE ON {table} WHEN {when_sql}"
-        f" BEGIN SELECT RAISE(ABORT, 'injected fault on {table}'); END",
+        f'CREATE TRIGGER {name}_i BEFORE INSERT ON "{table}" WHEN {when_sql}'
+        f" BEGIN SELECT RAISE(ABORT, '{message}'); END",
+        f'CREATE TRIGGER {name}_u BEFORE UPDATE ON "{table}" WHEN {when_sql}'
+        f" BEGIN SELECT RAISE(ABORT, '{message}'); END",
     )
 
 
 def heal(url: str, table: str, name: str = "hostile_fault") -> None:
     if url.startswith("postgresql"):
-        sql(url, f"DROP TRIGGER IF EXISTS {name} ON {table}", f"DROP FUNCTION IF EXISTS {name}()")
+        sql(
+            url,
+            f'DROP TRIGGER IF EXISTS {name} ON "{table}"',
+            f"DROP FUNCTION IF EXISTS {name}()",
+        )
         return
     sql(url, f"DROP TRIGGER IF EXISTS {name}_i", f"DROP TRIGGER IF EXISTS {name}_u")
