@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO, Any
 
 import pytest
 
@@ -104,3 +105,46 @@ def each_backend(
     with fresh_schema_url() as url:
         monkeypatch.setenv("EVFLOW_DB", url)
         yield "postgres"
+
+
+# -- evflow as a child process whose peak memory is measured -------------------------------------
+
+_RSS_WRAPPER = """
+import resource, sys
+from evflow.cli.entry import main
+code = 0
+try:
+    main(sys.argv[1:])
+except SystemExit as exc:
+    code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+sys.stdout.flush()
+print("maxrss-kb", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)
+sys.exit(code)
+"""
+
+
+@dataclass
+class Measured:
+    returncode: int
+    stderr: str  # without the measurement's own line
+    peak_rss_kb: int  # the child's peak resident set size
+
+
+def run_measured(
+    args: list[str],
+    cwd: Path,
+    env: dict[str, str] | None = None,
+    stdout: int | IO[Any] = subprocess.DEVNULL,
+    timeout: float = 120,
+) -> Measured:
+    """``evflow ARGS`` in a child process that reports its own peak RSS when it ends (what a
+    test of bounded memory compares: the child does nothing else)."""
+    done = subprocess.run(
+        [sys.executable, "-c", _RSS_WRAPPER, *args],
+        cwd=cwd, env={**os.environ, **(env or {})}, stdout=stdout, stderr=subprocess.PIPE,
+        text=True, timeout=timeout,
+    )  # fmt: skip
+    lines = done.stderr.splitlines()
+    [kb] = [int(line.split()[1]) for line in lines if line.startswith("maxrss-kb ")]
+    rest = "\n".join(line for line in lines if not line.startswith("maxrss-kb "))
+    return Measured(done.returncode, rest, kb)

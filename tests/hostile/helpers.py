@@ -8,6 +8,7 @@ sees: exit statuses, one-line errors, the log, deliveries and what a webhook rec
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import socket
@@ -15,6 +16,7 @@ import subprocess
 import sys
 import threading
 import time
+import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -202,6 +204,37 @@ def endless(status: int, seconds: float = 8.0, rate: int = 1 << 20) -> Callable:
             h.wfile.flush()
             time.sleep(len(chunk) / rate)
         h.wfile.write(b"0\r\n\r\n")
+
+    return respond
+
+
+@functools.cache
+def _gzip_zeros(size: int) -> bytes:
+    """``size`` zero bytes, gzip-compressed (about a thousandth of that)."""
+    compressor = zlib.compressobj(9, zlib.DEFLATED, 31)
+    block = bytes(1 << 20)
+    parts = [compressor.compress(block) for _ in range(size >> 20)]
+    return b"".join(parts) + compressor.flush()
+
+
+def huge(status: int, size: int = 200 << 20, encoding: str = "identity") -> Callable:
+    """``status`` with a ``size``-byte body sent as fast as the client reads it, as it is
+    (``identity``) or as a gzip bomb (``gzip``: a small answer that decodes to ``size`` bytes)."""
+
+    def respond(h: BaseHTTPRequestHandler) -> None:
+        h.send_response(status)
+        if encoding == "gzip":
+            payload = _gzip_zeros(size)
+            h.send_header("Content-Encoding", "gzip")
+            h.send_header("Content-Length", str(len(payload)))
+            h.end_headers()
+            h.wfile.write(payload)
+            return
+        h.send_header("Content-Length", str(size))
+        h.end_headers()
+        block = b"y" * (1 << 20)
+        for _ in range(size >> 20):
+            h.wfile.write(block)
 
     return respond
 
