@@ -1,4 +1,7 @@
-"""Helpers of the adversarial suite: the CLI as a user drives it, scripted servers, raw SQL.
+"""Helpers of the adversarial suite: the CLI as a user drives it, and raw SQL (fault injection).
+
+Scripted HTTP servers and run-action programs are shared with the delivery tests:
+:mod:`tests.fixtures.dispatch.helpers`.
 
 Every test here is black-box: it drives ``evflow`` through its command line (in process with
 ``run_cli``, or as a real process where bytes, signals or users matter) and judges what a user
@@ -7,26 +10,13 @@ sees: exit statuses, one-line errors, the log, deliveries and what a webhook rec
 
 from __future__ import annotations
 
-import contextlib
-import functools
 import json
 import os
-import socket
 import subprocess
-import sys
-import threading
-import time
-import zlib
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 from tests.conftest import Result, evflow_exe, run_cli
-
-PY = sys.executable
 
 
 def cli(*args: str, stdin: str | None = None) -> Result:
@@ -79,12 +69,6 @@ def write_rules(project: Path, text: str, name: str = "x.yaml") -> Path:
     return folder
 
 
-def script(path: Path, body: str) -> str:
-    """A small Python program for a run action; returns its path."""
-    path.write_text("import json, os, sys\n" + body)
-    return str(path)
-
-
 def run_bytes(
     args: list[bytes | str],
     cwd: Path,
@@ -100,149 +84,6 @@ def run_bytes(
         env={**os.environ, **(env or {})},
         timeout=120,
     )
-
-
-# -- scripted HTTP servers ----------------------------------------------------------------------
-
-
-@dataclass
-class Server:
-    """A local HTTP server whose every answer is ``respond(handler)``; it records requests."""
-
-    url: str = ""
-    requests: list[dict[str, Any]] = field(default_factory=list)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def count(self) -> int:
-        with self.lock:
-            return len(self.requests)
-
-
-@contextmanager
-def http_server(respond: Callable[[BaseHTTPRequestHandler], None]) -> Iterator[Server]:
-    server_state = Server()
-
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def _any(self) -> None:
-            length = int(self.headers.get("Content-Length") or 0)
-            body = self.rfile.read(length).decode("utf-8", "replace")
-            with server_state.lock:
-                server_state.requests.append(
-                    {
-                        "method": self.command,
-                        "path": self.path,
-                        "headers": dict(self.headers),
-                        "body": body,
-                        "at": time.monotonic(),
-                    }
-                )
-            # the client may give up (a deadline, a bounded body), as it should
-            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-                respond(self)
-
-        do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = _any  # noqa: N815 - http.server names
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    server_state.url = f"http://127.0.0.1:{server.server_address[1]}"
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield server_state
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
-def answer(status: int, body: bytes = b"ok", headers: dict[str, str] | None = None) -> Callable:
-    def respond(h: BaseHTTPRequestHandler) -> None:
-        h.send_response(status)
-        for name, value in (headers or {}).items():
-            h.send_header(name, value)
-        h.send_header("Content-Length", str(len(body)))
-        h.end_headers()
-        h.wfile.write(body)
-
-    return respond
-
-
-def dribble(seconds: float, every: float = 0.25) -> Callable:
-    """200 with a declared body that arrives one byte at a time: no single read ever times out."""
-
-    def respond(h: BaseHTTPRequestHandler) -> None:
-        count = int(seconds / every) + 1
-        h.send_response(200)
-        h.send_header("Content-Length", str(count))
-        h.end_headers()
-        h.wfile.flush()
-        for _ in range(count):
-            h.wfile.write(b"x")
-            h.wfile.flush()
-            time.sleep(every)
-
-    return respond
-
-
-def endless(status: int, seconds: float = 8.0, rate: int = 1 << 20) -> Callable:
-    """``status`` with a chunked body that goes on for ``seconds`` at ``rate`` bytes/s: a
-    client that reads it all takes ``seconds`` (gently: ~8 MB, not a memory bomb)."""
-
-    def respond(h: BaseHTTPRequestHandler) -> None:
-        h.send_response(status)
-        h.send_header("Transfer-Encoding", "chunked")
-        h.end_headers()
-        chunk = b"y" * 65536
-        frame = f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n"
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
-            h.wfile.write(frame)
-            h.wfile.flush()
-            time.sleep(len(chunk) / rate)
-        h.wfile.write(b"0\r\n\r\n")
-
-    return respond
-
-
-@functools.cache
-def _gzip_zeros(size: int) -> bytes:
-    """``size`` zero bytes, gzip-compressed (about a thousandth of that)."""
-    compressor = zlib.compressobj(9, zlib.DEFLATED, 31)
-    block = bytes(1 << 20)
-    parts = [compressor.compress(block) for _ in range(size >> 20)]
-    return b"".join(parts) + compressor.flush()
-
-
-def huge(status: int, size: int = 200 << 20, encoding: str = "identity") -> Callable:
-    """``status`` with a ``size``-byte body sent as fast as the client reads it, as it is
-    (``identity``) or as a gzip bomb (``gzip``: a small answer that decodes to ``size`` bytes)."""
-
-    def respond(h: BaseHTTPRequestHandler) -> None:
-        h.send_response(status)
-        if encoding == "gzip":
-            payload = _gzip_zeros(size)
-            h.send_header("Content-Encoding", "gzip")
-            h.send_header("Content-Length", str(len(payload)))
-            h.end_headers()
-            h.wfile.write(payload)
-            return
-        h.send_header("Content-Length", str(size))
-        h.end_headers()
-        block = b"y" * (1 << 20)
-        for _ in range(size >> 20):
-            h.wfile.write(block)
-
-    return respond
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 # -- raw SQL on the test's database (fault injection) ------------------------------------------

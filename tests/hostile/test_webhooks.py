@@ -16,17 +16,8 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import pytest
 
-from tests.hostile.helpers import (
-    answer,
-    cli,
-    deliveries,
-    dribble,
-    endless,
-    http_server,
-    huge,
-    ok,
-    write_rules,
-)
+from tests.fixtures.dispatch.helpers import answer, dribble, endless, http_server, huge
+from tests.hostile.helpers import cli, deliveries, ok, write_rules
 
 pytestmark = pytest.mark.usefixtures("each_backend")
 

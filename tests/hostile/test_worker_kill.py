@@ -27,7 +27,8 @@ from typing import Any
 import pytest
 
 from tests.conftest import evflow_exe
-from tests.hostile.helpers import PY, deliveries, http_server, ok, script, write_rules
+from tests.fixtures.dispatch.helpers import PY, http_server, script
+from tests.hostile.helpers import deliveries, ok, write_rules
 
 pytestmark = [pytest.mark.usefixtures("each_backend"), pytest.mark.slow]
 
