@@ -141,7 +141,8 @@ def run_measured(
     test of bounded memory compares: the child does nothing else)."""
     done = subprocess.run(
         [sys.executable, "-c", _RSS_WRAPPER, *args],
-        cwd=cwd, env={**os.environ, **(env or {})}, stdout=stdout, stderr=subprocess.PIPE,
+        cwd=cwd, env={**os.environ, "PYTHONPATH": str(REPO), **(env or {})}, stdout=stdout,
+        stderr=subprocess.PIPE,
         text=True, timeout=timeout,
     )  # fmt: skip
     lines = done.stderr.splitlines()
