@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,22 +51,40 @@ class Result:
 
 def run_cli(args: list[str], stdin: str | None = None) -> Result:
     """Run the evflow CLI in this process (fast path included), capturing its streams."""
-    from evflow.cli.entry import main
-
-    out, err = io.StringIO(), io.StringIO()
     old_stdin = sys.stdin
     if stdin is not None:
         sys.stdin = io.TextIOWrapper(io.BytesIO(stdin.encode()), encoding="utf-8")
-    code = 0
     try:
-        with redirect_stdout(out), redirect_stderr(err):
-            try:
-                main(args)
-            except SystemExit as exc:
-                code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        return Result(*capture(via_entry, args))
     finally:
         sys.stdin = old_stdin
-    return Result(code, out.getvalue(), err.getvalue())
+
+
+def capture(run: Callable[[list[str]], int | None], args: list[str]) -> tuple[int, str, str]:
+    """(exit status, stdout, stderr) of ``run(args)`` in this process (SystemExit included)."""
+    out, err = io.StringIO(), io.StringIO()
+    with redirect_stdout(out), redirect_stderr(err):
+        try:
+            result = run(args)
+            code = 0 if result is None else result
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    return code, out.getvalue(), err.getvalue()
+
+
+def via_entry(args: list[str]) -> int:
+    """The ``evflow`` console script: its fast paths (emit, a piped replay) skip typer."""
+    from evflow.cli.entry import main
+
+    main(args)
+    return 0
+
+
+def via_typer(args: list[str]) -> int:
+    """The typer application alone: what a fast path must agree with."""
+    from evflow.cli.app import run
+
+    return run(args)
 
 
 def evflow_exe() -> str:
