@@ -47,6 +47,11 @@ class Place:
     table: str
     database: str | None  # the rule file's table.database (None: the evflow database)
 
+    @property
+    def trigger(self) -> str:
+        """The fault's trigger name: unique, as MariaDB's ``test`` database is shared."""
+        return f"fault_{self.table}"
+
     def key(self) -> str:
         """The key column as a trigger names it."""
         return "NEW.`key`" if self.kind == "mariadb" else "NEW.key"
@@ -120,7 +125,7 @@ def place(
                 {"p": table + "%"},
             )
             for trigger in conn.exec_driver_sql("SHOW TRIGGERS").fetchall():
-                if trigger[2] in (table, "evflow_checkpoints") and "fault" in trigger[0]:
+                if trigger[0].startswith(f"fault_{table}"):  # left by a test that crashed
                     conn.exec_driver_sql(f"DROP TRIGGER IF EXISTS `{trigger[0]}`")
         engine.dispose()
 
@@ -185,7 +190,7 @@ def test_a_failed_table_write_leaves_the_checkpoint_and_a_resume_equals_a_rebuil
     assert_table_is_the_snapshot(place, query())
     emit(6, 12)
     table, when = fault(place, point)
-    fail_writes(place.url, table, when)
+    fail_writes(place.url, table, when, place.trigger)
     try:
         failed = cli("replay")
         assert failed.exit_code != 0 and "injected fault" in failed.stderr, failed.stderr
@@ -200,7 +205,7 @@ def test_a_failed_table_write_leaves_the_checkpoint_and_a_resume_equals_a_rebuil
         assert place.checkpoint() == 6
         assert_table_is_the_snapshot(place, query(as_of=6))
     finally:
-        heal(place.url, table)
+        heal(place.url, table, place.trigger)
     ok("replay")
     assert place.checkpoint() == 12
     resumed = place.rows()
@@ -224,14 +229,15 @@ def test_a_definition_change_that_fails_aside_leaves_the_live_table(
     # a new column: the table is rebuilt aside and swapped in; loading the aside table fails
     write_rules(project, rules(place, {**COLUMNS, "n2": "bigint"}))
     aside = place.table + "__evflow_new"
-    fail_writes(place.url, "evflow_checkpoints", f"NEW.table_name = '{aside}' AND NEW.position > 0")
+    when = f"NEW.table_name = '{aside}' AND NEW.position > 0"
+    fail_writes(place.url, "evflow_checkpoints", when, place.trigger)
     try:
         failed = cli("replay")
         assert failed.exit_code != 0 and "injected fault" in failed.stderr, failed.stderr
         assert place.rows() == before and place.checkpoint() == 8
         assert place.checkpoint(aside) in (None, 0)  # never a loaded table aside
     finally:
-        heal(place.url, "evflow_checkpoints")
+        heal(place.url, "evflow_checkpoints", place.trigger)
     ok("replay")
     names, _ = place.rows()
     assert "n2" in names and place.checkpoint() == 8
