@@ -8,10 +8,11 @@ import subprocess
 import sys
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO, Any
 
 import pytest
 
@@ -54,22 +55,40 @@ class Result:
 
 def run_cli(args: list[str], stdin: str | None = None) -> Result:
     """Run the evflow CLI in this process (fast path included), capturing its streams."""
-    from evflow.cli.entry import main
-
-    out, err = io.StringIO(), io.StringIO()
     old_stdin = sys.stdin
     if stdin is not None:
         sys.stdin = io.TextIOWrapper(io.BytesIO(stdin.encode()), encoding="utf-8")
-    code = 0
     try:
-        with redirect_stdout(out), redirect_stderr(err):
-            try:
-                main(args)
-            except SystemExit as exc:
-                code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        return Result(*capture(via_entry, args))
     finally:
         sys.stdin = old_stdin
-    return Result(code, out.getvalue(), err.getvalue())
+
+
+def capture(run: Callable[[list[str]], int | None], args: list[str]) -> tuple[int, str, str]:
+    """(exit status, stdout, stderr) of ``run(args)`` in this process (SystemExit included)."""
+    out, err = io.StringIO(), io.StringIO()
+    with redirect_stdout(out), redirect_stderr(err):
+        try:
+            result = run(args)
+            code = 0 if result is None else result
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    return code, out.getvalue(), err.getvalue()
+
+
+def via_entry(args: list[str]) -> int:
+    """The ``evflow`` console script: its fast paths (emit, a piped replay) skip typer."""
+    from evflow.cli.entry import main
+
+    main(args)
+    return 0
+
+
+def via_typer(args: list[str]) -> int:
+    """The typer application alone: what a fast path must agree with."""
+    from evflow.cli.app import run
+
+    return run(args)
 
 
 def evflow_exe() -> str:
@@ -108,3 +127,47 @@ def each_backend(
     with fresh_schema_url() as url:
         monkeypatch.setenv("EVFLOW_DB", url)
         yield "postgres"
+
+
+# -- evflow as a child process whose peak memory is measured -------------------------------------
+
+_RSS_WRAPPER = """
+import resource, sys
+from evflow.cli.entry import main
+code = 0
+try:
+    main(sys.argv[1:])
+except SystemExit as exc:
+    code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+sys.stdout.flush()
+print("maxrss-kb", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)
+sys.exit(code)
+"""
+
+
+@dataclass
+class Measured:
+    returncode: int
+    stderr: str  # without the measurement's own line
+    peak_rss_kb: int  # the child's peak resident set size
+
+
+def run_measured(
+    args: list[str],
+    cwd: Path,
+    env: dict[str, str] | None = None,
+    stdout: int | IO[Any] = subprocess.DEVNULL,
+    timeout: float = 120,
+) -> Measured:
+    """``evflow ARGS`` in a child process that reports its own peak RSS when it ends (what a
+    test of bounded memory compares: the child does nothing else)."""
+    done = subprocess.run(
+        [sys.executable, "-c", _RSS_WRAPPER, *args],
+        cwd=cwd, env={**os.environ, "PYTHONPATH": str(REPO), **(env or {})}, stdout=stdout,
+        stderr=subprocess.PIPE,
+        text=True, timeout=timeout,
+    )  # fmt: skip
+    lines = done.stderr.splitlines()
+    [kb] = [int(line.split()[1]) for line in lines if line.startswith("maxrss-kb ")]
+    rest = "\n".join(line for line in lines if not line.startswith("maxrss-kb "))
+    return Measured(done.returncode, rest, kb)

@@ -282,3 +282,20 @@ def test_webhook_passwords_are_never_printed_or_stored(project: Path) -> None:
     ):
         out = run_cli(args).stdout
         assert "Sup3rSecret" not in out, args
+
+
+def test_an_encoded_answer_body_decodes_no_further_than_the_cap() -> None:
+    import gzip
+    import zlib
+
+    from evflow.services.actions import MAX_BODY, body_text
+
+    text = "database down " * 10
+    assert body_text(gzip.compress(text.encode()), "gzip") == text
+    assert body_text(zlib.compress(text.encode()), "deflate") == text
+    raw = zlib.compressobj(wbits=-15)
+    assert body_text(raw.compress(text.encode()) + raw.flush(), "Deflate") == text
+    assert len(body_text(gzip.compress(bytes(10 * MAX_BODY)), "gzip")) == MAX_BODY
+    assert body_text(b"\x00garbage", "gzip") == "(gzip-encoded body that does not decode)"
+    assert body_text(b"...", "br") == "(br-encoded body)"
+    assert body_text(b"plain", "") == "plain"

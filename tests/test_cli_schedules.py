@@ -44,8 +44,8 @@ def test_preview_marks_dst_shift_as_json_and_table(project: Path) -> None:
     assert result.exit_code == 0, result.stderr
     assert json.loads(result.stdout) == [
         {
-            "local": "2026-03-29T03:30:00+02:00",
-            "utc": "2026-03-29T01:30:00.000000Z",
+            "local": "2026-03-29T03:00:00+02:00",
+            "utc": "2026-03-29T01:00:00.000000Z",
             "flags": ["dst-shift"],
         },
         {"local": "2026-03-30T02:30:00+02:00", "utc": "2026-03-30T00:30:00.000000Z", "flags": []},
@@ -54,8 +54,8 @@ def test_preview_marks_dst_shift_as_json_and_table(project: Path) -> None:
     lines = table.stdout.splitlines()
     assert lines[0].split() == ["local", "(Europe/Berlin)", "utc", "flags"]
     assert lines[1].split() == [
-        "2026-03-29T03:30:00+02:00",
-        "2026-03-29T01:30:00.000000Z",
+        "2026-03-29T03:00:00+02:00",
+        "2026-03-29T01:00:00.000000Z",
         "dst-shift",
     ]
     assert lines[2].split() == ["2026-03-30T02:30:00+02:00", "2026-03-30T00:30:00.000000Z"]
@@ -85,7 +85,7 @@ def test_list_shows_states_and_next_occurrences(project: Path) -> None:
         "later": "pending",
         "over": "expired",
     }
-    assert rows["berlin"]["next"] == "2026-03-29T03:30:00+02:00"
+    assert rows["berlin"]["next"] == "2026-03-29T03:00:00+02:00"
     assert rows["later"]["next_utc"] == "2030-01-01T09:00:00.000000Z"
     assert rows["over"]["next"] is None
     table = run_cli(["schedules", "list", "--at", "2026-03-28T12:00:00Z", "--format", "table"])
@@ -95,13 +95,13 @@ def test_list_shows_states_and_next_occurrences(project: Path) -> None:
 def test_tick_twice_emits_once_and_reports(project: Path) -> None:
     write_rules(project, BERLIN)
     assert run_cli(["tick", "--now", "2026-03-28T12:00:00Z"]).exit_code == 0
-    first = run_cli(["tick", "--now", "2026-03-29T01:30:10Z", "--format", "json"])
+    first = run_cli(["tick", "--now", "2026-03-29T01:00:10Z", "--format", "json"])
     assert first.exit_code == 0, first.stderr
     [event] = json.loads(first.stdout)
-    assert event["id"] == "schedule:berlin:2026-03-29T01:30:00Z"
+    assert event["id"] == "schedule:berlin:2026-03-29T01:00:00Z"
     assert event["triggered"] == []
     assert "1 occurrence(s) emitted" in first.stderr
-    again = run_cli(["tick", "--now", "2026-03-29T01:30:10Z"])
+    again = run_cli(["tick", "--now", "2026-03-29T01:00:10Z"])
     assert again.stdout == "" and "0 occurrence(s)" in again.stderr
     assert run_cli(["tick", "--now", "yesterday"]).exit_code == 2
 

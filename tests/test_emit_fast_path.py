@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO
+from tests.conftest import REPO, capture, via_entry, via_typer
 
 T = "2016-10-02T03:04:05Z"
 
@@ -46,31 +46,6 @@ LINES: list[list[str]] = [
     ["emit", "x.y", "--id", "n", "--time", T, "-d", '{"a": 1}', "-f", "a=2"],
     ["emit", "x.y", "--id", "o", "--time", T, "--", "more"],
 ]
-
-
-def _capture(fn, args: list[str]) -> tuple[int, str, str]:  # type: ignore[no-untyped-def]
-    out, err = io.StringIO(), io.StringIO()
-    code = 0
-    with redirect_stdout(out), redirect_stderr(err):
-        try:
-            result = fn(args)
-            code = 0 if result is None else result
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    return code, out.getvalue(), err.getvalue()
-
-
-def _main(args: list[str]) -> int | None:
-    from evflow.cli.entry import main
-
-    main(args)
-    return 0
-
-
-def _typer(args: list[str]) -> int:
-    from evflow.cli.app import run
-
-    return run(args)
 
 
 def _log(folder: Path) -> list[dict]:
@@ -110,13 +85,13 @@ def test_the_fast_path_and_typer_agree(
     for name in ("EVFLOW_DB", "EVFLOW_RULES", "NO_COLOR"):
         monkeypatch.delenv(name, raising=False)
     results = []
-    for side, fn in (("main", _main), ("typer", _typer)):
+    for side, fn in (("main", via_entry), ("typer", via_typer)):
         folder = tmp_path / side
         folder.mkdir()
         shutil.copytree(REPO / "rules", folder / "rules")
         monkeypatch.chdir(folder)
         args = ["--db", str(folder / "log.db"), "--rules", str(folder / "rules"), *line]
-        code, out, err = _capture(fn, args)
+        code, out, err = capture(fn, args)
         events = _log(folder) if (folder / "log.db").exists() else []
         for ev in events:
             for volatile in ("id", "time", "recordedtime", "evflowcause", "evflowroot"):

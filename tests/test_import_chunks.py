@@ -29,7 +29,7 @@ def _count() -> int:
 @pytest.mark.parametrize("atomic", [False, True])
 def test_a_bad_line_past_the_first_chunk_records_nothing(project: Path, atomic: bool) -> None:
     f = project / "in.jsonl"
-    f.write_text("\n".join([*_lines(N), '{"type": "t.x", "data": 1}']) + "\n")
+    f.write_text("\n".join([*_lines(N), '{"type": "t.x", "time": "2016-10-02"}']) + "\n")
     r = run_cli(["import", str(f), *(["--atomic"] if atomic else [])])
     assert r.exit_code == 2  # bad input (issue 13)
     assert f"in.jsonl:{N + 1}:" in r.stderr

@@ -213,11 +213,14 @@ def test_missing_parts() -> None:
 
 
 def test_event_types() -> None:
-    assert check("rules:\n- name: r\n  on: [a.*, 'b c']\n  then: [{emit: x.*}]\n") == [
-        "rules/a.yaml:3:13: error: bad event type 'b c' in on "
-        "(letters, digits, '_', '.', '-' and '*')",
+    # any CloudEvents type: 'b c' and 'x:y/v1' are types; '*' is a glob in `on` only
+    assert check("rules:\n- name: r\n  on: [a.*, 'b c', 'x:y/v1']\n  then: [{emit: x.*}]\n") == [
         "rules/a.yaml:4:17: error: bad event type 'x.*' in emit "
-        "(letters, digits, '_', '.', '-'; no globs)",
+        "(any text without control characters; no '*')",
+    ]
+    assert check("rules:\n- name: r\n  on: ['', 5]\n  then: [{emit: x}]\n") == [
+        "rules/a.yaml:3:8: error: on: an event type is a non-empty string",
+        "rules/a.yaml:3:12: error: on must be a string, got int 5",
     ]
 
 

@@ -3,14 +3,12 @@ prints, warns and fails exactly as the typer command does."""
 
 from __future__ import annotations
 
-import io
 import shutil
-from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO
+from tests.conftest import REPO, capture, via_entry, via_typer
 
 LINES = [
     ["replay"],
@@ -23,29 +21,6 @@ LINES = [
 ]
 
 
-def _capture(fn, args: list[str]) -> tuple[int, str, str]:  # type: ignore[no-untyped-def]
-    out, err = io.StringIO(), io.StringIO()
-    with redirect_stdout(out), redirect_stderr(err):
-        try:
-            code = fn(args)
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    return code, out.getvalue(), err.getvalue()
-
-
-def _main(args: list[str]) -> int:
-    from evflow.cli.entry import main
-
-    main(args)
-    return 0
-
-
-def _typer(args: list[str]) -> int:
-    from evflow.cli.app import run
-
-    return run(args)
-
-
 @pytest.mark.parametrize("line", LINES, ids=[" ".join(x) for x in LINES])
 def test_the_fast_path_and_typer_agree(
     line: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -53,7 +28,7 @@ def test_the_fast_path_and_typer_agree(
     for name in ("EVFLOW_DB", "EVFLOW_RULES", "NO_COLOR"):
         monkeypatch.delenv(name, raising=False)
     results = []
-    for side, fn in (("main", _main), ("typer", _typer)):
+    for side, fn in (("main", via_entry), ("typer", via_typer)):
         folder = tmp_path / side
         folder.mkdir()
         shutil.copytree(REPO / "rules", folder / "rules")
@@ -65,7 +40,7 @@ def test_the_fast_path_and_typer_agree(
         )
         monkeypatch.chdir(folder)
         base = ["--db", str(folder / "log.db"), "--rules", str(folder / "rules")]
-        _typer([*base, "import", str(REPO / "sample_events.jsonl"), "--no-dispatch"])
-        code, out, err = _capture(fn, [*base, *line])
+        via_typer([*base, "import", str(REPO / "sample_events.jsonl"), "--no-dispatch"])
+        code, out, err = capture(fn, [*base, *line])
         results.append((code, out, err.replace(str(folder), "<dir>")))
     assert results[0] == results[1]

@@ -53,11 +53,12 @@ def sched(
 # -- DST: a 02:30 daily schedule in Europe/Berlin ---------------------------------------------
 
 
-def test_spring_forward_nonexistent_time_runs_once_at_the_shifted_instant() -> None:
-    # 2026-03-29 02:00 CET jumps to 03:00 CEST: 02:30 never shows on a Berlin clock
+def test_spring_forward_nonexistent_time_runs_at_the_first_instant_after_the_gap() -> None:
+    # 2026-03-29 02:00 CET jumps to 03:00 CEST: 02:30 never shows on a Berlin clock; Vixie cron
+    # (and cronsim, tests/conformance/test_cron.py) run it at 03:00 CEST
     got = preview(sched("30 2 * * *", "Europe/Berlin"), utc("2026-03-28T12:00:00"), 2)
     assert [(o.local.isoformat(), o.utc, o.flags) for o in got] == [
-        ("2026-03-29T03:30:00+02:00", utc("2026-03-29T01:30:00"), (DST_SHIFT,)),
+        ("2026-03-29T03:00:00+02:00", utc("2026-03-29T01:00:00"), (DST_SHIFT,)),
         ("2026-03-30T02:30:00+02:00", utc("2026-03-30T00:30:00"), ()),
     ]
 
@@ -77,7 +78,7 @@ def test_dst_ticks_emit_once_on_both_days(db_url: str, project: Path) -> None:
     )
     assert tick(flow, utc("2026-03-28T12:00:00")) == []
     spring = tick(flow, utc("2026-03-29T01:30:00"))
-    assert [e["time"] for e in spring] == ["2026-03-29T01:30:00.000000Z"]
+    assert [e["time"] for e in spring] == ["2026-03-29T01:00:00.000000Z"]
     assert tick(flow, utc("2026-10-24T12:00:00")) != []  # latest: the one missed in between
     assert [e["time"] for e in tick(flow, utc("2026-10-25T00:30:30"))] == [
         "2026-10-25T00:30:00.000000Z"
@@ -108,9 +109,10 @@ def test_wildcard_hours_follow_elapsed_time_across_dst() -> None:
     assert len(day) == 25
 
 
-def test_shifted_occurrence_that_lands_on_a_real_one_runs_once_in_order() -> None:
-    got = preview(sched("30 2,3 * * *", "Europe/Berlin"), utc("2026-03-28T23:00:00"), 2)
+def test_shifted_occurrences_run_once_and_in_order_with_the_real_ones() -> None:
+    got = preview(sched("30 2,3 * * *", "Europe/Berlin"), utc("2026-03-28T23:00:00"), 3)
     assert [o.local.isoformat() for o in got] == [
+        "2026-03-29T03:00:00+02:00",
         "2026-03-29T03:30:00+02:00",
         "2026-03-30T02:30:00+02:00",
     ]

@@ -19,15 +19,26 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
-import json
 import re
 import signal
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from evflow.core.events import Event, format_time, normalize, parse_json, to_json
+from evflow.bridge.natsformat import (
+    CONTENT_TYPE,
+    MAX_PLAIN_MSG_ID,
+    MSG_ID_HEADER,
+    ORIGIN_HEADER,
+    SEQ_HEADER,
+    TOKEN,
+    encode,
+    event_from_message,
+    header_value,
+    message_id,
+    subject_for,
+)
+from evflow.core.events import Event, format_time
 from evflow.core.records import EventFilter
 from evflow.core.text import redact
 from evflow.errors import EvflowError, InvalidEvent, MissingExtra, UsageError
@@ -35,19 +46,34 @@ from evflow.errors import EvflowError, InvalidEvent, MissingExtra, UsageError
 if TYPE_CHECKING:
     from evflow.app import Evflow
 
+__all__ = [
+    "IngestReport",
+    "NatsOptions",
+    "PublishReport",
+    "default_durable",
+    "ensure_stream",
+    "ingest",
+    "publish_log",
+    "run",
+    # the message format (evflow.bridge.natsformat), for callers of this module
+    "CONTENT_TYPE",
+    "MAX_PLAIN_MSG_ID",
+    "MSG_ID_HEADER",
+    "ORIGIN_HEADER",
+    "SEQ_HEADER",
+    "encode",
+    "event_from_message",
+    "header_value",
+    "message_id",
+    "subject_for",
+]
+
 DEFAULT_URL = "nats://127.0.0.1:4222"
 DEFAULT_STREAM = "EVFLOW"
 DEFAULT_PREFIX = "evflow"
-ORIGIN_HEADER = "Evflow-Origin"
-SEQ_HEADER = "Evflow-Seq"
-MSG_ID_HEADER = "Nats-Msg-Id"
-CONTENT_TYPE = "application/cloudevents+json; charset=utf-8"
 POLL_SECONDS = 0.2
 ACK_TIMEOUT_SECONDS = 10.0
-MAX_PLAIN_MSG_ID = 200
-_TOKEN = re.compile(r"[A-Za-z0-9_-]+")
 _NAME = re.compile(r"[A-Za-z0-9_-]+")
-_PRINTABLE = re.compile(r"[\x21-\x7e]+")
 
 Log = Callable[[str], None]
 
@@ -64,7 +90,7 @@ class NatsOptions:
             raise UsageError(
                 f"--stream: a stream name is letters, digits, '-' and '_' (got {self.stream!r})"
             )
-        if not all(_TOKEN.fullmatch(t) for t in self.prefix.split(".")):
+        if not all(TOKEN.fullmatch(t) for t in self.prefix.split(".")):
             raise UsageError(
                 f"--subject-prefix: dot-separated tokens of letters, digits, '-' and '_'"
                 f" (got {self.prefix!r})"
@@ -91,88 +117,6 @@ class IngestReport:
     own: int = 0  # published by this database: acknowledged and skipped
     terminated: int = 0  # not an event: terminated, with the reason logged
     reasons: list[str] = field(default_factory=list)
-
-
-# -- the message format (no nats-py needed) ---------------------------------------------------
-
-
-def subject_for(prefix: str, event_type: str) -> str:
-    return f"{prefix}.{event_type}"
-
-
-def message_id(source: str, event_id: str) -> str:
-    """The ``Nats-Msg-Id`` of an event: ``<source>/<id>``, or a hash when that would be unsafe.
-
-    Plain when the id holds no ``/`` (so the text splits back unambiguously at its last ``/``) and
-    the whole is printable ASCII without spaces, at most 200 characters; otherwise
-    ``sha256-<hex of source + "\\n" + id>`` (never contains a ``/``, so the forms cannot collide).
-    """
-    plain = f"{source}/{event_id}"
-    if "/" not in event_id and len(plain) <= MAX_PLAIN_MSG_ID and _PRINTABLE.fullmatch(plain):
-        return plain
-    digest = hashlib.sha256(f"{source}\n{event_id}".encode()).hexdigest()
-    return f"sha256-{digest}"
-
-
-def encode(event: Event, origin: str) -> tuple[bytes, dict[str, str]]:
-    """An event as a structured-mode CloudEvents message: JSON payload and headers."""
-    headers = {
-        MSG_ID_HEADER: message_id(event["source"], event["id"]),
-        ORIGIN_HEADER: origin,
-        SEQ_HEADER: str(event["seq"]),
-        "Content-Type": CONTENT_TYPE,
-    }
-    return to_json(event).encode(), headers
-
-
-def event_from_message(
-    subject: str,
-    payload: bytes,
-    headers: dict[str, str] | None,
-    *,
-    prefix: str,
-    stream: str,
-    stream_seq: int,
-    timestamp: str | None,
-) -> Event:
-    """A received message as a normalized event; raises :class:`InvalidEvent` with the reason.
-
-    - structured CloudEvents (a JSON object with ``specversion``): taken as is;
-    - binary CloudEvents (``ce-specversion`` header): attributes from the ``ce-*`` headers, the
-      payload is ``data``;
-    - any other JSON object is ``data``: ``type`` is the subject after ``<prefix>.`` (the whole
-      subject when it is outside the prefix), ``source`` ``nats:<subject>``, ``time`` the
-      message's JetStream timestamp.
-
-    An event without an ``id`` gets ``Nats-Msg-Id`` when the publisher set one, else
-    ``<stream>:<stream seq>:<timestamp>``: the same message redelivered gets the same id, so it is
-    appended once.
-    """
-    headers = headers or {}
-    try:
-        # strict JSON (no NaN), deep nesting and huge integers refused like any malformed JSON
-        body = parse_json(payload.decode("utf-8")) if payload.strip() else {}
-    except UnicodeDecodeError as exc:
-        raise InvalidEvent("message", f"not UTF-8 text (byte {exc.start + 1})") from None
-    except json.JSONDecodeError as exc:
-        raise InvalidEvent("message", f"malformed JSON: {exc}") from None
-    ce_headers = {k.lower(): v for k, v in headers.items() if k.lower().startswith("ce-")}
-    if isinstance(body, dict) and "specversion" in body:
-        raw: dict[str, Any] = dict(body)
-    elif "ce-specversion" in ce_headers:
-        raw = {k[3:]: v for k, v in ce_headers.items()}
-        raw["data"] = body
-    else:
-        if not isinstance(body, dict):
-            raise InvalidEvent("message", "must be a JSON object (CloudEvents or event data)")
-        head = prefix + "."
-        raw = {"type": subject[len(head) :] if subject.startswith(head) else subject, "data": body}
-        if timestamp is not None:
-            raw["time"] = timestamp
-    raw.setdefault("source", f"nats:{subject}")
-    if "id" not in raw:
-        raw["id"] = headers.get(MSG_ID_HEADER) or f"{stream}:{stream_seq}:{timestamp or ''}"
-    return normalize(raw)
 
 
 # -- running ---------------------------------------------------------------------------------
@@ -358,7 +302,7 @@ async def ingest(
     nc = await _connect(options.url)
     try:
         js = nc.jetstream()
-        await ensure_stream(js, options)
+        # only the stream that holds the subject: ingesting never makes the outbound stream
         try:
             stream = await js.find_stream_name_by_subject(subject)
         except NotFoundError:

@@ -87,6 +87,7 @@ def build_event(opts: EmitOptions, stdin: Any = None) -> dict[str, Any]:
         "type": opts.type,
         "data": read_data(opts.data, opts.fields, stdin, opts.sets),
     }
+    raw["datacontenttype"] = "application/json"  # emit makes JSON data
     for name in ("subject", "source", "time", "id"):
         value = getattr(opts, name)
         if value is not None:

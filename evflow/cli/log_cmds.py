@@ -147,12 +147,19 @@ def _read_lines(path: str, spooled: BinaryIO | None = None) -> Iterator[tuple[st
             if not line.strip():
                 continue
             try:
-                yield where, parse_json(line)
+                value = parse_json(line)
             except json.JSONDecodeError as exc:
                 yield (
                     where,
                     InvalidEvent("line", f"malformed JSON: {exc.msg} (column {exc.colno})", where),
                 )
+                continue
+            if isinstance(value, list):
+                # a CloudEvents JSON batch (application/cloudevents-batch+json) on one line
+                for index, item in enumerate(value, 1):
+                    yield f"{where}[{index}]", item
+            else:
+                yield where, value
     finally:
         if stream is not sys.stdin.buffer and stream is not spooled:
             stream.close()

@@ -8,14 +8,23 @@ from typing import Any
 from evflow.cli.output import Column, Output
 from evflow.core.events import Event
 from evflow.core.records import Delivery
-from evflow.core.text import github_escape
+from evflow.core.text import github_escape, github_property
 from evflow.core.timers import TimerRecord
 from evflow.errors import Problem
 
 
 def _summary(event: Event) -> str:
-    data = event.get("data", {})
-    text = ", ".join(f"{k}={v}" for k, v in list(data.items())[:4])
+    data = event.get("data")
+    if isinstance(data, dict):
+        text = ", ".join(f"{k}={v}" for k, v in list(data.items())[:4])
+    elif "data_base64" in event:
+        text = f"<{len(event['data_base64']) * 3 // 4 - event['data_base64'].count('=')} bytes>"
+    elif "data" in event:  # any other JSON value, shown as JSON
+        import json
+
+        text = json.dumps(data, ensure_ascii=False)
+    else:
+        text = ""
     return text if len(text) <= 60 else text[:57] + "..."
 
 
@@ -144,7 +153,8 @@ def render_problems(problems: list[Problem], fmt: str, out: Any) -> None:
         for p in problems:
             level = "error" if p.severity == "error" else "warning"
             message = github_escape(p.message)
-            out.line(f"::{level} file={p.file},line={p.line},col={p.column}::{message}")
+            where = f"file={github_property(p.file)},line={p.line},col={p.column}"
+            out.line(f"::{level} {where}::{message}")
     else:
         for p in problems:
             out.line(str(p))

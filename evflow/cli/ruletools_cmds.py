@@ -9,7 +9,7 @@ import typer
 
 from evflow.cli.context import Globals
 from evflow.cli.render import render_problems
-from evflow.core.text import github_escape
+from evflow.core.text import github_escape, github_property
 from evflow.errors import UsageError
 
 
@@ -54,7 +54,8 @@ def test(
         for r in report.results:
             if not r.passed:
                 message = github_escape(f"{r.case}: " + "\n".join(r.failures))
-                out.line(f"::error file={r.file},line={r.line},title=rule test failed::{message}")
+                where = f"file={github_property(r.file)},line={r.line}"
+                out.line(f"::error {where},title=rule test failed::{message}")
     else:
         render_problems(report.problems, "text", out)
         for r in report.results:

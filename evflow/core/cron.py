@@ -6,10 +6,11 @@ Daylight-saving time follows Vixie cron, the behaviour most users know from thei
 * a *fixed-time* schedule (neither the minute nor the hour field starts with ``*``; ``@daily``,
   ``@weekly``… are fixed, ``@hourly`` is not) runs once per matching local time:
 
-  - a local time that does not exist (the spring-forward gap) runs at the shifted instant, the
-    wall time read with the offset in force before the change (PEP 495 ``fold=0``): ``02:30`` in
-    Europe/Berlin on 2026-03-29 runs at ``03:30 CEST`` (01:30 UTC). Skipping it would silently
-    drop a nightly job once a year; running it an hour "late" keeps the day's count right.
+  - a local time that does not exist (the spring-forward gap) runs at the first instant after
+    the gap: ``02:30`` in Europe/Berlin on 2026-03-29 runs at ``03:00 CEST`` (01:00 UTC), as
+    Vixie cron does. Skipping it would silently drop a nightly job once a year; several times in
+    one gap run once, and a time after the gap still runs at its own time (``30 0-23 * * *``
+    runs 01:30, 03:00, 03:30, 04:30 that day).
   - a local time that happens twice (fall back) runs once, at its first occurrence: ``02:30``
     on 2026-10-25 runs at ``02:30 CEST`` (00:30 UTC), not again at ``02:30 CET``.
 
@@ -18,6 +19,10 @@ Daylight-saving time follows Vixie cron, the behaviour most users know from thei
   and the skipped hour not at all (an hourly schedule has 25 runs on the fall-back day, 23 on the
   spring-forward day), as in Vixie cron.
 
+When both day fields are restricted a day matches either; when one starts with ``*`` both must
+match (Vixie's DOM_STAR/DOW_STAR rule: ``0 0 */2 * 1`` is odd days that are Mondays).
+
+The tests compare these occurrences with cronsim, an independent implementation of Debian's cron.
 croniter's own DST handling (7.x) differs from both (the gap occurrence at 03:00, the repeated
 one twice for a daily schedule), so croniter only iterates naive wall times here and the mapping
 to instants is ours. croniter is imported lazily, here and in :mod:`evflow.core.windows` only.
@@ -29,12 +34,14 @@ from __future__ import annotations
 
 import bisect
 import heapq
+import re
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, NamedTuple
 from zoneinfo import ZoneInfo
 
 from evflow.core.events import Event, format_time, normalize
+from evflow.core.windows import day_or
 from evflow.errors import EvflowError
 
 if TYPE_CHECKING:
@@ -80,6 +87,11 @@ def is_fixed_time(cron: str) -> bool:
     return len(fields) >= 2 and not fields[0].startswith("*") and not fields[1].startswith("*")
 
 
+def _real(wall: datetime, tz: ZoneInfo) -> datetime:
+    """The wall time that ``wall`` (naive, read with ``fold=0``) shows once it is an instant."""
+    return wall.replace(tzinfo=tz, fold=0).astimezone(UTC).astimezone(tz).replace(tzinfo=None)
+
+
 def _instants(wall: datetime, tz: ZoneInfo, fixed: bool) -> list[tuple[datetime, tuple[str, ...]]]:
     """The instants (UTC) at which the naive local time ``wall`` runs, with DST flags."""
     first = wall.replace(tzinfo=tz, fold=0).astimezone(UTC)
@@ -87,17 +99,31 @@ def _instants(wall: datetime, tz: ZoneInfo, fixed: bool) -> list[tuple[datetime,
     if first == second:
         return [(first, ())]
     if first.astimezone(tz).replace(tzinfo=None) != wall:  # in the gap: the wall time never shows
-        return [(first, (DST_SHIFT,))] if fixed else []
+        if not fixed:
+            return []
+        # the first minute after the gap, as Vixie cron (and cronsim) run it
+        shifted = wall
+        while _real(shifted, tz) != shifted:
+            shifted += timedelta(minutes=1)
+        return [(shifted.replace(tzinfo=tz, fold=0).astimezone(UTC), (DST_SHIFT,))]
     if fixed:
         return [(first, (DST_REPEAT,))]
     return [(first, (DST_REPEAT,)), (second, (DST_REPEAT,))]
+
+
+_SINGLE_RANGE = re.compile(r"(?<![\w/])(\w+)-\1(?:/\d+)?(?![\w-])")
+
+
+def _single_ranges(cron: str) -> str:
+    """``1-1`` as ``1``: croniter 7 reads a range of one value as the whole field (``*``)."""
+    return _SINGLE_RANGE.sub(r"\1", cron)
 
 
 def _walls(cron: str, start: datetime, backwards: bool = False) -> Iterator[datetime]:
     """Naive wall times matching ``cron`` after (or before) the naive ``start``."""
     from croniter import CroniterBadDateError, croniter  # lazily: see the module docstring
 
-    it = croniter(cron, start)
+    it = croniter(_single_ranges(cron), start, day_or=day_or(cron))
     step = it.get_prev if backwards else it.get_next
     while True:
         try:

@@ -14,20 +14,16 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from evflow.core.text import LazyPattern
 from evflow.errors import InvalidEvent
 
 Event = dict[str, Any]
 
 DEFAULT_SOURCE = "evflow:cli"
-TYPE_PATTERN = re.compile(r"[A-Za-z0-9_.-]+")
 #: attributes that the store sets; ignored on input
 STORE_ATTRIBUTES = ("seq", "recordedtime")
 #: attributes that only evflow sets for derived events, kept as given on import
 LINEAGE_ATTRIBUTES = ("causationid", "correlationid", "evflowrule")
-_EXTENSION_NAME = re.compile(r"[a-z0-9]{1,20}")
-# UTC times that only need padding to become canonical (the common shape of incoming events)
-_UTC_TIME = re.compile(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d{1,6}))?Z")
-_CORE = {"specversion", "id", "type", "source", "time", "subject", "datacontenttype", "data"}
 #: how deeply data may nest (objects and arrays). One limit for accepting an event and for reading
 #: it back: Python's JSON reader gives up near 1,000 levels (inside the envelope, with the caller's
 #: frames), so anything accepted here is far from that edge.
@@ -36,6 +32,68 @@ MAX_DEPTH = 512
 MAX_INT_DIGITS = 4300
 #: sources that evflow gives its own events (derived, scheduled, timers): never from outside
 RESERVED_SOURCE_PREFIX = "evflow:"
+#: CloudEvents extension names: lowercase letters and digits (the 20-character limit is a SHOULD)
+_EXTENSION_NAME = LazyPattern(r"[a-z0-9]+")
+#: RFC 3339 ``date-time`` (section 5.6), nothing more: ``T`` or ``t``, seconds, a ``.`` fraction
+_RFC3339 = LazyPattern(
+    r"([0-9]{4}-[0-9]{2}-[0-9]{2})[Tt]([0-9]{2}:[0-9]{2}:[0-9]{2})(?:\.([0-9]+))?"
+    r"([Zz]|[+-][0-9]{2}:[0-9]{2})"
+)
+# the characters the CloudEvents String type excludes (controls), and lone surrogates
+_NOT_STRING = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+_INT32 = range(-(2**31), 2**31)
+_CORE = {
+    "specversion",
+    "id",
+    "type",
+    "source",
+    "time",
+    "subject",
+    "datacontenttype",
+    "dataschema",
+    "data",
+    "data_base64",
+}
+# RFC 3986 URI-reference and URI, as the ABNF of its appendix A (percent-encodings checked)
+_PCHAR = r"(?:[A-Za-z0-9\-._~!$&'()*+,;=:@]|%[0-9A-Fa-f]{2})"
+_QUERY = rf"(?:{_PCHAR}|[/?])*"
+_HOST = (
+    r"(?:\[(?:[0-9A-Fa-f:.]+|v[0-9A-Fa-f]+\.[A-Za-z0-9\-._~!$&'()*+,;=:]+)\]"
+    r"|(?:[A-Za-z0-9\-._~!$&'()*+,;=]|%[0-9A-Fa-f]{2})*)"
+)
+_AUTHORITY = rf"(?:(?:[A-Za-z0-9\-._~!$&'()*+,;=:]|%[0-9A-Fa-f]{{2}})*@)?{_HOST}(?::[0-9]*)?"
+_HIER = rf"(?://{_AUTHORITY}(?:/{_PCHAR}*)*|/?(?:{_PCHAR}+(?:/{_PCHAR}*)*)?)"
+_NOSCHEME = rf"(?://{_AUTHORITY}(?:/{_PCHAR}*)*|/?(?:(?:[A-Za-z0-9\-._~!$&'()*+,;=@]|%[0-9A-Fa-f]{{2}})+(?:/{_PCHAR}*)*)?)"
+_URI = LazyPattern(rf"[A-Za-z][A-Za-z0-9+\-.]*:{_HIER}(?:\?{_QUERY})?(?:#{_QUERY})?")
+_RELATIVE_REF = LazyPattern(rf"{_NOSCHEME}(?:\?{_QUERY})?(?:#{_QUERY})?")
+#: RFC 2045 media type: type "/" subtype, then parameters
+_TOKEN = r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
+_MEDIA_TYPE = LazyPattern(rf"(?s){_TOKEN}/{_TOKEN}(?:\s*;.*)?")
+_JSON_MEDIA_TYPE = LazyPattern(r"[^/;]+/(?:[^;]*\+)?json\s*(?:;.*)?", re.IGNORECASE | re.DOTALL)
+_BASE64 = LazyPattern(r"(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?")
+
+
+def is_uri_reference(text: str) -> bool:
+    return bool(_URI.fullmatch(text) or _RELATIVE_REF.fullmatch(text))
+
+
+def is_uri(text: str) -> bool:
+    return bool(_URI.fullmatch(text))
+
+
+def is_json_media_type(media_type: str | None) -> bool:
+    """``application/json``, ``text/json``, ``*/*+json``, with or without parameters (absent:
+    JSON, as the CloudEvents JSON format says)."""
+    return media_type is None or bool(_JSON_MEDIA_TYPE.fullmatch(media_type))
+
+
+def event_data(event: Mapping[str, Any]) -> Any:
+    """The event's data as rules see it: the JSON value, the bytes of ``data_base64``, or None."""
+    if "data_base64" in event:
+        import base64
+
+        return base64.b64decode(event["data_base64"])
+    return event.get("data")
 
 
 def new_id(now_ns: int | None = None) -> str:
@@ -52,7 +110,8 @@ def new_id(now_ns: int | None = None) -> str:
 
 
 def format_time(dt: datetime) -> str:
-    """RFC 3339 in UTC with microseconds and ``Z``: fixed width, so text order is time order.
+    """RFC 3339 in UTC with microseconds and ``Z``: fixed width, so text order is time order
+    (an event's own time may carry nanoseconds: :func:`canonical_time`).
 
     The year is always four digits (``0999-…``): strftime's ``%Y`` writes ``999`` on glibc, which
     no RFC 3339 reader (evflow included) can read back."""
@@ -94,6 +153,51 @@ def now_utc() -> datetime:
     return datetime.now(UTC)
 
 
+def canonical_time(text: Any) -> str:
+    """An RFC 3339 ``date-time`` as evflow keeps it: the same instant in UTC with ``Z``, and its
+    precision up to nanoseconds (6 fraction digits when the text had at most 6, else 9; digits past
+    the ninth are dropped). Raises ValueError naming what is wrong."""
+    if not isinstance(text, str):
+        raise ValueError("must be an RFC 3339 string")
+    match = _RFC3339.fullmatch(text)
+    if match is None:
+        raise ValueError(
+            f"not an RFC 3339 time: {text!r} (expected YYYY-MM-DDTHH:MM:SS[.fraction] and Z or"
+            " +HH:MM)"
+        )
+    day, clock, fraction, offset = match.groups()
+    fraction = fraction or ""
+    try:
+        dt = datetime.fromisoformat(
+            f"{day}T{clock}.{fraction[:6].ljust(6, '0')}{'+00:00' if offset in 'Zz' else offset}"
+        )
+    except ValueError:
+        raise ValueError(f"not an RFC 3339 time: {text!r} (no such date or time)") from None
+    if offset not in "Zz":
+        try:
+            dt = dt.astimezone(UTC)
+        except OverflowError:
+            raise ValueError(
+                f"time out of range once in UTC (years 1 to 9999): {text!r}"
+            ) from None
+    stamp = format_time(dt)[:-1]
+    if len(fraction) > 6:
+        stamp += fraction[6:9].ljust(3, "0")
+    return stamp + "Z"
+
+
+def _string(name: str, value: Any, where: str | None, *, empty: bool = False) -> str:
+    if not isinstance(value, str):
+        raise InvalidEvent(name, f"must be a string, got {_json_kind(value)}", where)
+    if not value and not empty:
+        raise InvalidEvent(name, "must not be empty", where)
+    if bad := _NOT_STRING.search(value):
+        raise InvalidEvent(
+            name, f"must not contain control characters (U+{ord(bad.group()):04X})", where
+        )
+    return value
+
+
 def normalize(
     raw: Mapping[str, Any],
     *,
@@ -101,74 +205,52 @@ def normalize(
     default_source: str = DEFAULT_SOURCE,
     where: str | None = None,
 ) -> Event:
-    """Validate an incoming event and fill what is missing (SPEC §1).
+    """Validate an incoming CloudEvents 1.0 JSON object and fill what is missing (SPEC §1).
 
-    ``seq`` and ``recordedtime`` are dropped (the store assigns them); every other attribute is
-    kept as given. ``where`` prefixes error messages (``FILE:LINE``).
+    What the JSON event format allows is kept as it came: an attribute given as null is absent,
+    ``data`` is any JSON value or absent, ``data_base64`` binary data. What it forbids is refused
+    with one :class:`InvalidEvent` naming the attribute. ``id``, ``source`` and ``time`` are filled
+    when missing, ``time`` is kept in UTC (:func:`canonical_time`), ``correlationid`` defaults to
+    the id. ``seq`` and ``recordedtime`` are dropped (the store assigns them). ``where`` prefixes
+    error messages (``FILE:LINE``).
     """
     if not isinstance(raw, Mapping):
         raise InvalidEvent("event", f"must be a JSON object, got {_json_kind(raw)}", where)
-    etype = raw.get("type")
-    if not isinstance(etype, str) or not etype:
-        raise InvalidEvent("type", "missing or not a string", where)
-    if not TYPE_PATTERN.fullmatch(etype):
-        raise InvalidEvent("type", f"must match [A-Za-z0-9_.-]+ (got {etype!r})", where)
-    data = raw.get("data", {})
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise InvalidEvent("data", f"must be a JSON object, got {_json_kind(data)}", where)
+    if None in raw.values():
+        raw = {name: value for name, value in raw.items() if value is not None}
     specversion = raw.get("specversion", "1.0")
     if specversion != "1.0":
         raise InvalidEvent("specversion", f"must be '1.0' (got {specversion!r})", where)
+    if "type" not in raw:
+        raise InvalidEvent("type", "missing", where)
+    etype = _string("type", raw["type"], where)
     eid = raw.get("id")
-    if eid is None:
-        eid = new_id()
-    elif not isinstance(eid, str) or not eid:
-        raise InvalidEvent("id", "must be a non-empty string", where)
-    source = raw.get("source", default_source)
-    if not isinstance(source, str) or not source:
-        raise InvalidEvent("source", "must be a non-empty string (a URI-reference)", where)
+    eid = new_id() if eid is None else _string("id", eid, where)
+    source = _string("source", raw.get("source", default_source), where)
+    if source != DEFAULT_SOURCE and not is_uri_reference(source):  # emit skips the big pattern
+        raise InvalidEvent("source", f"not a URI-reference: {source!r}", where)
     when = raw.get("time")
     if when is None:
         stamp = format_time(now or now_utc())
-    elif isinstance(when, str) and (utc := _UTC_TIME.fullmatch(when)):
-        # already in UTC: validate the date, pad the fraction (no datetime round trip)
+    else:
         try:
-            datetime.fromisoformat(utc.group(1))
-        except ValueError:
-            raise InvalidEvent("time", f"not an RFC 3339 time: {when!r}", where) from None
-        stamp = f"{utc.group(1)}.{(utc.group(2) or '').ljust(6, '0')}Z"
-    elif isinstance(when, str):
-        try:
-            stamp = format_time(parse_time(when))
+            stamp = canonical_time(when)
         except ValueError as exc:
             raise InvalidEvent("time", str(exc), where) from None
-    else:
-        raise InvalidEvent("time", "must be an RFC 3339 string", where)
-    subject = raw.get("subject")
-    if subject is not None and not isinstance(subject, str):
-        if isinstance(subject, bool) or not isinstance(subject, int | float):
-            raise InvalidEvent("subject", "must be a string", where)
-        subject = str(subject)
-    # these are stored in text columns too: PostgreSQL's text cannot hold NUL at all
-    for field, text in (("id", eid), ("source", source), ("subject", subject)):
-        if text is not None and "\x00" in text:
-            raise InvalidEvent(field, "must not contain NUL (U+0000)", where)
-    contenttype = raw.get("datacontenttype", "application/json")
-    if contenttype != "application/json":
-        raise InvalidEvent("datacontenttype", "only application/json is supported", where)
 
-    event: Event = {
-        "specversion": "1.0",
-        "id": eid,
-        "source": source,
-        "type": etype,
-        "time": stamp,
-    }
-    if subject is not None:
-        event["subject"] = subject
-    event["datacontenttype"] = "application/json"
+    event: Event = {"specversion": "1.0", "id": eid, "source": source, "type": etype, "time": stamp}
+    if "subject" in raw:
+        event["subject"] = _string("subject", raw["subject"], where)
+    if "datacontenttype" in raw:
+        media = _string("datacontenttype", raw["datacontenttype"], where)
+        if not _MEDIA_TYPE.fullmatch(media):
+            raise InvalidEvent("datacontenttype", f"not a media type: {media!r}", where)
+        event["datacontenttype"] = media
+    if "dataschema" in raw:
+        schema = _string("dataschema", raw["dataschema"], where)
+        if not is_uri(schema):
+            raise InvalidEvent("dataschema", f"not an absolute URI: {schema!r}", where)
+        event["dataschema"] = schema
     for name, value in raw.items():
         if name in _CORE or name in STORE_ATTRIBUTES:
             continue
@@ -176,17 +258,37 @@ def normalize(
             raise InvalidEvent(
                 name, "unknown attribute (extension names are lowercase letters and digits)", where
             )
-        if name in LINEAGE_ATTRIBUTES and (not isinstance(value, str) or "\x00" in value):
-            raise InvalidEvent(name, "must be a string (without NUL)", where)
+        if name in LINEAGE_ATTRIBUTES:
+            _string(name, value, where)
+        elif isinstance(value, str):
+            _string(name, value, where, empty=True)
+        elif isinstance(value, bool):
+            pass
+        elif isinstance(value, int):
+            if value not in _INT32:
+                raise InvalidEvent(name, f"integer out of the int32 range: {value}", where)
+        else:
+            raise InvalidEvent(
+                name,
+                f"an extension value is a string, a boolean or an int32 integer, got"
+                f" {_json_kind(value)}",
+                where,
+            )
         event[name] = value
     if "correlationid" not in event:
         event["correlationid"] = eid
+    if "data_base64" in raw:
+        if "data" in raw:
+            raise InvalidEvent("data_base64", "an event has data or data_base64, not both", where)
+        encoded = raw["data_base64"]
+        if not isinstance(encoded, str) or not _BASE64.fullmatch(encoded):
+            raise InvalidEvent("data_base64", "not base64 text (RFC 4648, padded)", where)
+        event["data_base64"] = encoded
+    elif "data" in raw:
+        event["data"] = raw["data"]
     for name, value in event.items():
         if type(value) is not str or not value.isascii():
             check_json(value, name, where)
-    event["data"] = data
-    if data:
-        check_json(data, "data", where)
     return event
 
 

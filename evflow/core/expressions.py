@@ -29,9 +29,10 @@ VARIABLES_RULE = frozenset({"data", "event"})
 VARIABLES_PROJECTION = frozenset({"data", "event", "state", "key"})
 VARIABLES_SCHEDULE = frozenset({"schedule"})
 
-# Maps where the value is always an object, so `data + 1` fails at load time rather than per event;
-# `state` and `key` stay dynamic because a new row's state may be null and keys may be any scalar.
-_MAP_VARIABLES = frozenset({"data", "event", "schedule"})
+# Maps where the value is always an object, so `event + 1` fails at load time rather than per
+# event; `data` is any JSON value (or bytes, or null: CloudEvents data), `state` may be null and
+# `key` any scalar, so those stay dynamic.
+_MAP_VARIABLES = frozenset({"event", "schedule"})
 _ALL_VARIABLES = VARIABLES_PROJECTION | VARIABLES_SCHEDULE
 _FAST = frozenset(_SCALARS)
 

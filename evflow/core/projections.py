@@ -43,6 +43,7 @@ from collections.abc import Callable, Mapping
 from functools import lru_cache
 from typing import Any
 
+from evflow.core.events import event_data
 from evflow.core.expressions import (
     VARIABLES_PROJECTION,
     Bindings,
@@ -109,7 +110,9 @@ class Vars:
 
     def __init__(self, event: Event, state: Any = None, key: Any = None) -> None:
         self.event = event
-        self.data = event.get("data") or {}
+        # any JSON value, bytes for data_base64, None without data: a handler that needs a map
+        # says so (EvaluationError), as for a missing field
+        self.data = event_data(event)
         self.state = state
         self.key = key
         self._bound: Bindings | None = None
@@ -349,12 +352,20 @@ def _shown(value: Any) -> str:
     return f"{json_type(value)} {text}"
 
 
+def _data_map(v: Vars, handler: str) -> dict[str, Any]:
+    if type(v.data) is not dict:
+        kind = "no data" if v.data is None else f"data that is {type(v.data).__name__}"
+        raise _Failure(f"{handler} needs data that is a map (a JSON object), got {kind}")
+    return v.data
+
+
 def _upsert(state: Any, v: Vars) -> Any:
-    return dict(v.data)
+    return dict(_data_map(v, "upsert"))
 
 
 def _merge(state: Any, v: Vars) -> Any:
-    return {**state, **v.data} if state else dict(v.data)
+    data = _data_map(v, "merge")
+    return {**state, **data} if state else dict(data)
 
 
 def _delete(state: Any, v: Vars) -> Any:

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
 
-from evflow.core.events import Event, parse_time
+from evflow.core.events import Event, event_data, parse_time
 from evflow.core.expressions import Bindings, EvaluationError, Expression, Template
 from evflow.core.structs import dataclass, field
 from evflow.core.tables import TableSpec
@@ -47,7 +47,7 @@ class EmitAction:
     """Append a derived event, in the same transaction as its cause."""
 
     type: str
-    data: Template | None = None  # None: an empty object
+    data: Template | None = None  # None: an empty object; else any JSON value it renders
     subject: Template | None = None
     source: Template | None = None
     location: Location | None = None
@@ -57,8 +57,9 @@ class EmitAction:
     def render(self, variables: Mapping[str, Any] | Bindings, rule: str) -> dict[str, Any]:
         """The derived event's attributes (before normalization); raises EvaluationError."""
         data = self.data.render(variables) if self.data is not None else {}
-        if not isinstance(data, dict):
-            raise EvaluationError(f"emit {self.type}: data must render to an object")
+        if isinstance(data, bytes | bytearray):
+            # CloudEvents data may be any JSON value; bytes would need data_base64
+            raise EvaluationError(f"emit {self.type}: data must render to a JSON value, not bytes")
         out: dict[str, Any] = {"type": self.type, "data": data}
         if self.subject is not None:
             subject = self.subject.render(variables)
@@ -119,8 +120,9 @@ def type_matches(patterns: tuple[str, ...], etype: str) -> bool:
 
 
 def event_variables(event: Event) -> dict[str, Any]:
-    """What CEL sees: ``data`` and ``event`` (the envelope)."""
-    return {"data": event.get("data", {}), "event": event}
+    """What CEL sees: ``data`` (any JSON value, the bytes of ``data_base64``, or null when the
+    event has none) and ``event`` (the envelope)."""
+    return {"data": event_data(event), "event": event}
 
 
 @dataclass(frozen=True, slots=True)

@@ -99,7 +99,8 @@ def redact_text(text: str) -> str:
 
 
 def github_escape(text: str) -> str:
-    """A GitHub Actions workflow-command message: ``%``, CR and LF escaped."""
+    """A GitHub Actions workflow-command message: ``%``, CR and LF escaped (``escapeData`` of
+    GitHub's toolkit, @actions/core)."""
     return text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
 
 
@@ -136,3 +137,9 @@ def sha256(data: bytes = b"") -> Any:
     except ImportError:
         from hashlib import sha256 as made
     return made(data)
+
+
+def github_property(text: str) -> str:
+    """A workflow-command property value (``file=``, ``title=``): as a message, and ``:`` and
+    ``,`` too, which would end it (``escapeProperty`` of GitHub's toolkit)."""
+    return github_escape(text).replace(":", "%3A").replace(",", "%2C")

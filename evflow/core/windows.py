@@ -52,6 +52,14 @@ def suggest_timezone(name: str) -> str | None:
 _DATE = LazyPattern(r"\d{4}-\d{2}-\d{2}")
 
 
+#: a window bound: a date, or a date-time with minutes or seconds, an optional fraction and offset
+BOUND_PATTERN = (
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}"
+    r"(?:[Tt ][0-9]{2}:[0-9]{2}(?::[0-9]{2}(?:\.[0-9]+)?)?(?:[Zz]|[+-][0-9]{2}:[0-9]{2})?)?"
+)
+_BOUND_TEXT = LazyPattern(BOUND_PATTERN)
+
+
 def parse_bound(value: str | date | datetime, tz: ZoneInfo) -> datetime:
     """A bound as an aware UTC datetime; a date is midnight in ``tz``, a naive time is in ``tz``."""
     if isinstance(value, datetime):  # before `date`: a datetime is also a date
@@ -61,6 +69,8 @@ def parse_bound(value: str | date | datetime, tz: ZoneInfo) -> datetime:
     elif isinstance(value, str):
         text = value.strip()
         try:
+            if not _BOUND_TEXT.fullmatch(text):  # what the JSON Schema's pattern says too
+                raise ValueError
             if _DATE.fullmatch(text):
                 moment = datetime.combine(date.fromisoformat(text), time(0))
             else:
@@ -124,6 +134,16 @@ def _field_ranges(fields: list[str]) -> str | None:
 
 
 @cache
+def day_or(expr: str) -> bool:
+    """Vixie cron's rule for the two day fields: a day matches either of them when both are
+    restricted; when one of them starts with ``*`` (``*``, ``*/2``: DOM_STAR, DOW_STAR) it must
+    match both (``0 0 */2 * 1``: odd days that are Mondays)."""
+    fields = expr.split()
+    if len(fields) < 5:  # @daily, @weekly…: one day field is always '*'
+        return False
+    return not (fields[2].startswith("*") or fields[4].startswith("*"))
+
+
 def _matcher(expr: str) -> Any:
     """A fast test for one expression: croniter.match rebuilds an iterator per call (~0.3 ms)."""
     from croniter import croniter
@@ -136,15 +156,15 @@ def _matcher(expr: str) -> Any:
         and all(isinstance(v, int) or v == "*" for f in expanded for v in f)
     )
     if not simple:  # 'L', '#', 'W': leave the calendar arithmetic to croniter
-        return lambda local: croniter.match(expr, local)
+        either = day_or(expr)
+        return lambda local: croniter.match(expr, local, day_or=either)
 
     def allowed(values: list[Any]) -> frozenset[int] | None:
         return None if values[0] == "*" else frozenset(values)
 
     minute, hour, dom, month, dow = (allowed(f) for f in expanded[:5])
     second = allowed(expanded[5]) if len(expanded) > 5 else None
-    # Like croniter (and Vixie cron), when both day fields are restricted either may match.
-    day_or = dom is not None and dow is not None
+    either = day_or(expr)
 
     def match(local: datetime) -> bool:
         if (
@@ -156,7 +176,7 @@ def _matcher(expr: str) -> Any:
             return False
         dom_ok = dom is None or local.day in dom
         dow_ok = dow is None or (local.isoweekday() % 7) in dow
-        return (dom_ok or dow_ok) if day_or else (dom_ok and dow_ok)
+        return (dom_ok or dow_ok) if either else (dom_ok and dow_ok)
 
     return match
 

@@ -61,8 +61,9 @@ from evflow.rulefiles.tables import build_table
 from evflow.rulefiles.yamltree import Document, Node
 
 NAME = re.compile(r"[a-z0-9][a-z0-9._-]*")
-TYPE = re.compile(r"[A-Za-z0-9_.-]+")
-TYPE_GLOB = re.compile(r"[A-Za-z0-9_.*-]+")
+# CloudEvents types are any non-empty string (without control characters); in `on`, '*' is a glob
+TYPE = re.compile(r"[^\x00-\x1f\x7f-\x9f*]+")
+TYPE_GLOB = re.compile(r"[^\x00-\x1f\x7f-\x9f]+")
 PYTHON_REF = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*")
 HTTP_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
 TOP_KEYS = ("version", "defaults", "rules", "schedules", "projections")
@@ -190,15 +191,25 @@ class _Builder:
         return {key: value for key, (_, value) in node.value.items()}
 
     def text(self, node: Node | None, what: str) -> str:
-        """A string; plain scalars that YAML resolved to something else count as written."""
+        """A string. A plain date counts as written (JSON Schema tools read YAML dates as
+        strings too); a number or a boolean is not a string here, as in the JSON Schema."""
         if node is None:
             return ""
         if node.kind == "scalar" and isinstance(node.value, str):
             return node.value
-        if node.kind == "scalar" and node.value is not None and node.raw is not None:
+        if node.kind == "scalar" and isinstance(node.value, date) and node.raw is not None:
             return node.raw
         self.error(node, f"{what} must be a string, got {_describe(node)}")
         return ""
+
+    def scalar_text(self, node: Node | None, what: str) -> str:
+        """A string, or a number or boolean taken as written (argv items, env and headers:
+        the JSON Schema allows those too)."""
+        if node is not None and node.kind == "scalar" and node.raw is not None and (
+            node.value is not None
+        ):
+            return node.raw
+        return self.text(node, what)
 
     def choice(self, node: Node | None, what: str, choices: Sequence[str], default: str) -> str:
         if node is None:
@@ -210,9 +221,13 @@ class _Builder:
 
     def event_type(self, node: Node | None, what: str, glob: bool = False) -> str:
         value = self.text(node, what)
-        if node is not None and value and not (TYPE_GLOB if glob else TYPE).fullmatch(value):
-            allowed = "letters, digits, '_', '.', '-'" + (" and '*'" if glob else "; no globs")
-            self.error(node, f"bad event type '{value}' in {what} ({allowed})")
+        if node is None or not isinstance(node.value, str):
+            return value
+        if not value:
+            self.error(node, f"{what}: an event type is a non-empty string")
+        elif not (TYPE_GLOB if glob else TYPE).fullmatch(value):
+            allowed = "any text without control characters" + ("" if glob else "; no '*'")
+            self.error(node, f"bad event type {value!r} in {what} ({allowed})")
         return value
 
     def types(self, node: Node | None, what: str) -> tuple[str, ...]:
@@ -323,7 +338,7 @@ class _Builder:
         fields = self.fields(node, what, None) if node is not None else None
         if node is None or fields is None:
             return None
-        values = {key: self.text(value, f"{what}.{key}") for key, value in fields.items()}
+        values = {key: self.scalar_text(value, f"{what}.{key}") for key, value in fields.items()}
         return self.template(node, what, VARIABLES_RULE, values)
 
     def claim(self, kind: str, node: Node | None, item: Node) -> str:
@@ -416,7 +431,10 @@ class _Builder:
         if fields is None:
             return
         version = fields.get("version")
-        if version is not None and (type(version.value) is not int or version.value != 1):
+        # 1.0 is the number 1, as JSON Schema's `const: 1` says too; true is not
+        if version is not None and (
+            type(version.value) not in (int, float) or version.value != 1
+        ):
             self.error(version, f"version must be 1, got {_describe(version)}")
         defaults = fields.get("defaults")
         settings = None
@@ -572,7 +590,7 @@ class _Builder:
         elif node.kind != "seq" or not node.value:
             self.error(node, "run takes a non-empty argv list, like [./script.sh, arg]")
         else:
-            args = [self.text(n, "run argument") for n in node.value]
+            args = [self.scalar_text(n, "run argument") for n in node.value]
             argv = self.template(node, "run", VARIABLES_RULE, args)
         cwd = self.text(fields.get("cwd"), "cwd")
         return RunAction(

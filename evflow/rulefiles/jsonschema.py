@@ -12,13 +12,16 @@ from __future__ import annotations
 
 from typing import Any
 
+from evflow.core.windows import BOUND_PATTERN
+
 DRAFT = "https://json-schema.org/draft/2020-12/schema"
 RULES_ID = "https://evflow.dev/schema/rules.schema.json"
 TESTS_ID = "https://evflow.dev/schema/rules-test.schema.json"
 
 NAME_PATTERN = "^[a-z0-9][a-z0-9._-]*$"
-TYPE_PATTERN = "^[A-Za-z0-9_.-]+$"
-GLOB_PATTERN = "^[A-Za-z0-9_.*-]+$"
+# CloudEvents types: any non-empty text without control characters; '*' is a glob in `on` only
+TYPE_PATTERN = "^[^\\u0000-\\u001f\\u007f-\\u009f*]+$"
+GLOB_PATTERN = "^[^\\u0000-\\u001f\\u007f-\\u009f]+$"
 PYTHON_PATTERN = r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*$"
 HTTP_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
 
@@ -41,7 +44,11 @@ def _obj(
 
 
 _ANY_VALUE = {"description": "Any value; strings may hold ${{ expr }} templates."}
-_STRING_MAP = {"type": "object", "additionalProperties": {"type": "string"}}
+# values are text; a number or boolean counts as written
+_STRING_MAP = {
+    "type": "object",
+    "additionalProperties": {"type": ["string", "number", "boolean"]},
+}
 _DURATION = {
     "description": "A duration: 30s, 10m, 2h, 1d, 500ms, 1h30m, or a number of seconds.",
     "anyOf": [
@@ -49,10 +56,24 @@ _DURATION = {
         {"type": "number", "minimum": 0},
     ],
 }
-_BOUND = {
-    "description": "A date (midnight in the window's timezone) or an RFC 3339 date-time.",
-    "type": "string",
+# a timeout must be more than 0: a digit other than 0 somewhere
+_POSITIVE_DURATION = {
+    "description": "A duration more than 0: 30s, 10m, 2h, 1d, 500ms, 1h30m, or seconds.",
+    "anyOf": [
+        {"type": "string", "pattern": r"^(?=.*[1-9])\s*(\d+(\.\d+)?\s*(ms|s|m|h|d)?\s*)+$"},
+        {"type": "number", "exclusiveMinimum": 0},
+    ],
 }
+_BOUND = {
+    "description": "A date (midnight in the window's timezone) or a date-time (with an optional"
+    " offset; without one, in the window's timezone).",
+    "type": "string",
+    "pattern": f"^\\s*{BOUND_PATTERN}\\s*$",
+}
+
+
+def _any_case(word: str) -> str:
+    return "".join(f"[{c.upper()}{c.lower()}]" for c in word)
 
 
 def _window(with_cron: bool) -> dict[str, Any]:
@@ -116,7 +137,7 @@ _ACTIONS = {
             },
             "env": {**_STRING_MAP, "description": "Extra environment variables (templated)."},
             "cwd": _text("Working folder, relative to the rule file's folder."),
-            "timeout": {**_DURATION},
+            "timeout": {**_POSITIVE_DURATION},
             "stdin": {**_ANY_VALUE, "description": "Standard input (default: the event JSON)."},
             "emit_result": _text(
                 "Turn the program's stdout (a JSON object) into an event of this type.",
@@ -130,22 +151,30 @@ _ACTIONS = {
         {
             "http": _text("The webhook URL (templated)."),
             "method": {
-                "description": "HTTP method (default POST).",
-                "enum": [*HTTP_METHODS, *(m.lower() for m in HTTP_METHODS)],
+                "description": "HTTP method (default POST; case does not matter).",
+                "type": "string",
+                "pattern": "^(" + "|".join(_any_case(m) for m in HTTP_METHODS) + ")$",
             },
             "headers": {**_STRING_MAP, "description": "Request headers (templated)."},
             "body": {**_ANY_VALUE, "description": "Request body (default: the event JSON)."},
-            "timeout": {**_DURATION},
+            "timeout": {**_POSITIVE_DURATION},
         },
         "Call a webhook after the commit; 2xx is success.",
     ),
 }
 
+_OPS = ("set", "inc", "append", "unset")
 _HANDLER = {
     "description": "upsert, merge, delete, or a mapping of operations.",
     "anyOf": [
         {"enum": ["upsert", "merge", "delete"]},
-        _obj(
+        {
+            # at least one operation, or python (which takes only `if` beside it)
+            "anyOf": [
+                {"required": ["python"], "not": {"anyOf": [{"required": [op]} for op in _OPS]}},
+                {"anyOf": [{"required": [op]} for op in _OPS], "not": {"required": ["python"]}},
+            ],
+            **_obj(
             {
                 "set": {"type": "object", "description": "Fields to set (templated)."},
                 "inc": {"type": "object", "description": "Fields to add to (templated)."},
@@ -160,7 +189,8 @@ _HANDLER = {
                     pattern=PYTHON_PATTERN,
                 ),
             }
-        ),
+            ),
+        },
     ],
 }
 
@@ -267,7 +297,13 @@ _PROJECTION = _obj(
 
 
 def rules_schema() -> dict[str, Any]:
-    """The JSON Schema of a rule file (``rules/*.yaml``)."""
+    """The JSON Schema of a rule file (``rules/*.yaml``); an empty file is a valid one."""
+    schema = _rules_schema()
+    schema["type"] = ["object", "null"]
+    return schema
+
+
+def _rules_schema() -> dict[str, Any]:
     return {
         "$schema": DRAFT,
         "$id": RULES_ID,

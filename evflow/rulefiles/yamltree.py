@@ -52,6 +52,9 @@ class Document:
 # Phase 1: YAML -> Node ---------------------------------------------------------------------------
 
 
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
 def parse_document(text: str, file: str) -> Document:
     """Parse one rule file's text; YAML errors become problems, never exceptions."""
     import yaml  # lazily: see the module docstring
@@ -139,22 +142,29 @@ class _Composer:
                 problem="too deeply nested or too big", problem_mark=node.start_mark
             )
         if isinstance(node, yaml.MappingNode):
-            self.loader.flatten_mapping(node)  # resolves `<<` merge keys
-            items: dict[str, tuple[Node, Node]] = {}
-            for key_node, value_node in node.value:
+            explicit = sum(1 for k, _ in node.value if k.tag != _MERGE_TAG)
+            # `<<` merge keys: yaml puts the merged pairs first, in the order of the `<<: [*a, *b]`
+            # list; as YAML defines it an earlier map wins over a later one, and explicit keys
+            # (which follow) over every merged one
+            self.loader.flatten_mapping(node)
+            cut = len(node.value) - explicit
+            items: dict[str, tuple[Node, Node, bool]] = {}
+            for index, (key_node, value_node) in enumerate(node.value):
                 if not isinstance(key_node, yaml.ScalarNode):
                     self.problem(key_node, "a key must be a plain value, not a list or mapping")
                     continue
+                if index < cut and key_node.value in items:
+                    continue  # merged from an earlier map
                 key = self.convert(key_node, depth + 1)
-                if key_node.value in items:
+                if index >= cut and key_node.value in items and items[key_node.value][2]:
                     first = items[key_node.value][0]
                     self.problem(
                         key_node,
                         f"duplicate key '{key_node.value}' (first at line {first.line})",
                     )
                     continue
-                items[key_node.value] = (key, self.convert(value_node, depth + 1))
-            return Node("map", line, column, items)
+                items[key_node.value] = (key, self.convert(value_node, depth + 1), index >= cut)
+            return Node("map", line, column, {k: (kn, vn) for k, (kn, vn, _) in items.items()})
         if isinstance(node, yaml.SequenceNode):
             return Node("seq", line, column, [self.convert(n, depth + 1) for n in node.value])
         return self.scalar(node, line, column)
@@ -167,6 +177,9 @@ class _Composer:
             value = self.loader.construct_object(node)
         except yaml.constructor.ConstructorError as exc:
             self.problem(node, f"unsupported value: {exc.problem}")
+            value = node.value
+        except ValueError as exc:  # a date or time that does not exist: 2021-02-30
+            self.problem(node, f"invalid date or time '{node.value}': {exc}")
             value = node.value
         if isinstance(value, bytes):
             self.problem(node, "binary values are not supported")

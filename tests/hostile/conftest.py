@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import unique
+from tests.fixtures.nats_server import NATS_URL, require_nats
 
 # -- hostile values -------------------------------------------------------------------------------
 
@@ -78,8 +77,6 @@ def third_db(each_backend: str, project: Path) -> Iterator[str]:
 
 # -- NATS -----------------------------------------------------------------------------------------
 
-NATS_URL = os.environ.get("EVFLOW_TEST_NATS", "nats://127.0.0.1:4222")
-
 
 @dataclass
 class NatsTarget:
@@ -88,23 +85,10 @@ class NatsTarget:
     prefix: str
 
 
-def _nats_up() -> bool:
-    host_port = NATS_URL.split("://", 1)[-1].rsplit("@", 1)[-1]
-    host, _, port = host_port.partition(":")
-    try:
-        with socket.create_connection((host, int(port or 4222)), timeout=1):
-            return True
-    except OSError:
-        return False
-
-
 @pytest.fixture
 def nats_target() -> Iterator[NatsTarget]:
     """A fresh JetStream stream taking ``<prefix>.>``; deleted afterwards."""
-    if not _nats_up():
-        if os.environ.get("CI"):
-            pytest.fail(f"NATS server not reachable at {NATS_URL} (CI is set)")
-        pytest.skip(f"NATS server not reachable at {NATS_URL}")
+    require_nats()
     target = NatsTarget(NATS_URL, unique("HOSTILE"), unique("hostile"))
 
     async def create() -> None:

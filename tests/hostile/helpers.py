@@ -1,4 +1,7 @@
-"""Helpers of the adversarial suite: the CLI as a user drives it, scripted servers, raw SQL.
+"""Helpers of the adversarial suite: the CLI as a user drives it, and raw SQL (fault injection).
+
+Scripted HTTP servers and run-action programs are shared with the delivery tests:
+:mod:`tests.fixtures.dispatch.helpers`.
 
 Every test here is black-box: it drives ``evflow`` through its command line (in process with
 ``run_cli``, or as a real process where bytes, signals or users matter) and judges what a user
@@ -7,24 +10,13 @@ sees: exit statuses, one-line errors, the log, deliveries and what a webhook rec
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import socket
 import subprocess
-import sys
-import threading
-import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 from tests.conftest import Result, evflow_exe, run_cli
-
-PY = sys.executable
 
 
 def cli(*args: str, stdin: str | None = None) -> Result:
@@ -82,12 +74,6 @@ def write_rules(project: Path, text: str, name: str = "x.yaml") -> Path:
     return folder
 
 
-def script(path: Path, body: str) -> str:
-    """A small Python program for a run action; returns its path."""
-    path.write_text("import json, os, sys\n" + body)
-    return str(path)
-
-
 def run_bytes(
     args: list[bytes | str],
     cwd: Path,
@@ -105,118 +91,6 @@ def run_bytes(
     )
 
 
-# -- scripted HTTP servers ----------------------------------------------------------------------
-
-
-@dataclass
-class Server:
-    """A local HTTP server whose every answer is ``respond(handler)``; it records requests."""
-
-    url: str = ""
-    requests: list[dict[str, Any]] = field(default_factory=list)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def count(self) -> int:
-        with self.lock:
-            return len(self.requests)
-
-
-@contextmanager
-def http_server(respond: Callable[[BaseHTTPRequestHandler], None]) -> Iterator[Server]:
-    server_state = Server()
-
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def _any(self) -> None:
-            length = int(self.headers.get("Content-Length") or 0)
-            body = self.rfile.read(length).decode("utf-8", "replace")
-            with server_state.lock:
-                server_state.requests.append(
-                    {
-                        "method": self.command,
-                        "path": self.path,
-                        "headers": dict(self.headers),
-                        "body": body,
-                        "at": time.monotonic(),
-                    }
-                )
-            # the client may give up (a deadline, a bounded body), as it should
-            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-                respond(self)
-
-        do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = _any  # noqa: N815 - http.server names
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    server_state.url = f"http://127.0.0.1:{server.server_address[1]}"
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield server_state
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
-def answer(status: int, body: bytes = b"ok", headers: dict[str, str] | None = None) -> Callable:
-    def respond(h: BaseHTTPRequestHandler) -> None:
-        h.send_response(status)
-        for name, value in (headers or {}).items():
-            h.send_header(name, value)
-        h.send_header("Content-Length", str(len(body)))
-        h.end_headers()
-        h.wfile.write(body)
-
-    return respond
-
-
-def dribble(seconds: float, every: float = 0.25) -> Callable:
-    """200 with a declared body that arrives one byte at a time: no single read ever times out."""
-
-    def respond(h: BaseHTTPRequestHandler) -> None:
-        count = int(seconds / every) + 1
-        h.send_response(200)
-        h.send_header("Content-Length", str(count))
-        h.end_headers()
-        h.wfile.flush()
-        for _ in range(count):
-            h.wfile.write(b"x")
-            h.wfile.flush()
-            time.sleep(every)
-
-    return respond
-
-
-def endless(status: int, seconds: float = 8.0, rate: int = 1 << 20) -> Callable:
-    """``status`` with a chunked body that goes on for ``seconds`` at ``rate`` bytes/s: a
-    client that reads it all takes ``seconds`` (gently: ~8 MB, not a memory bomb)."""
-
-    def respond(h: BaseHTTPRequestHandler) -> None:
-        h.send_response(status)
-        h.send_header("Transfer-Encoding", "chunked")
-        h.end_headers()
-        chunk = b"y" * 65536
-        frame = f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n"
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
-            h.wfile.write(frame)
-            h.wfile.flush()
-            time.sleep(len(chunk) / rate)
-        h.wfile.write(b"0\r\n\r\n")
-
-    return respond
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 # -- raw SQL on the test's database (fault injection) ------------------------------------------
 
 
@@ -226,7 +100,8 @@ def database_url(project: Path) -> str:
 
 
 def sql(url: str, *statements: str) -> list[list[tuple[Any, ...]]]:
-    """Run statements on the log's database directly (outside evflow); rows of each."""
+    """Run statements on the log's database directly (outside evflow); rows of each. ``url``:
+    the log's (a SQLite path or a PostgreSQL URL with ``?schema=``) or a MariaDB/MySQL URL."""
     out: list[list[tuple[Any, ...]]] = []
     if url.startswith("postgresql"):
         from urllib.parse import parse_qs, urlsplit, urlunsplit
@@ -241,6 +116,18 @@ def sql(url: str, *statements: str) -> list[list[tuple[Any, ...]]]:
                 cur = conn.execute(statement)
                 out.append(list(cur.fetchall()) if cur.description else [])
         return out
+    if url.startswith("mysql"):
+        import sqlalchemy as sa
+
+        engine = sa.create_engine(url)
+        try:
+            with engine.begin() as conn:
+                for statement in statements:
+                    result = conn.exec_driver_sql(statement)
+                    out.append([tuple(r) for r in result] if result.returns_rows else [])
+        finally:
+            engine.dispose()
+        return out
     import sqlite3
 
     conn = sqlite3.connect(url.removeprefix("sqlite:///"), isolation_level=None)
@@ -254,29 +141,46 @@ def sql(url: str, *statements: str) -> list[list[tuple[Any, ...]]]:
 
 def fail_writes(url: str, table: str, when: str = "TRUE", name: str = "hostile_fault") -> None:
     """Make every INSERT/UPDATE on ``table`` (whose new row satisfies ``when``) fail: a fault
-    injected in the database itself, so evflow meets it exactly where a full disk would be."""
+    injected in the database itself, so evflow meets it exactly where a full disk would be.
+    (On MariaDB/MySQL, quote a column named ``key`` in ``when``: ``NEW.`key```.)"""
+    message = f"injected fault on {table}"
     if url.startswith("postgresql"):
         sql(
             url,
             f"CREATE OR REPLACE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $$"
-            f" BEGIN IF {when} THEN RAISE EXCEPTION 'injected fault on {table}'; END IF;"
+            f" BEGIN IF {when} THEN RAISE EXCEPTION '{message}'; END IF;"
             " RETURN NEW; END $$",
-            f"CREATE TRIGGER {name} BEFORE INSERT OR UPDATE ON {table}"
+            f'CREATE TRIGGER {name} BEFORE INSERT OR UPDATE ON "{table}"'
             f" FOR EACH ROW EXECUTE FUNCTION {name}()",
+        )
+        return
+    if url.startswith("mysql"):
+        sql(
+            url,
+            *(
+                f"CREATE TRIGGER {name}_{op[0].lower()} BEFORE {op} ON `{table}` FOR EACH ROW"
+                f" BEGIN IF {when} THEN SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = '{message}';"
+                " END IF; END"
+                for op in ("INSERT", "UPDATE")
+            ),
         )
         return
     when_sql = when.replace("TRUE", "1")
     sql(
         url,
-        f"CREATE TRIGGER {name}_i BEFORE INSERT ON {table} WHEN {when_sql}"
-        f" BEGIN SELECT RAISE(ABORT, 'injected fault on {table}'); END",
-        f"CREATE TRIGGER {name}_u BEFORE UPDATE ON {table} WHEN {when_sql}"
-        f" BEGIN SELECT RAISE(ABORT, 'injected fault on {table}'); END",
+        f'CREATE TRIGGER {name}_i BEFORE INSERT ON "{table}" WHEN {when_sql}'
+        f" BEGIN SELECT RAISE(ABORT, '{message}'); END",
+        f'CREATE TRIGGER {name}_u BEFORE UPDATE ON "{table}" WHEN {when_sql}'
+        f" BEGIN SELECT RAISE(ABORT, '{message}'); END",
     )
 
 
 def heal(url: str, table: str, name: str = "hostile_fault") -> None:
     if url.startswith("postgresql"):
-        sql(url, f"DROP TRIGGER IF EXISTS {name} ON {table}", f"DROP FUNCTION IF EXISTS {name}()")
+        sql(
+            url,
+            f'DROP TRIGGER IF EXISTS {name} ON "{table}"',
+            f"DROP FUNCTION IF EXISTS {name}()",
+        )
         return
     sql(url, f"DROP TRIGGER IF EXISTS {name}_i", f"DROP TRIGGER IF EXISTS {name}_u")

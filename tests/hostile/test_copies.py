@@ -15,14 +15,13 @@ from pathlib import Path
 
 import pytest
 
+from tests.fixtures.dispatch.helpers import answer, http_server
 from tests.hostile.helpers import (
-    answer,
     as_json,
     assert_one_line_error,
     cli,
     deliveries,
     events,
-    http_server,
     ok,
     write_rules,
 )

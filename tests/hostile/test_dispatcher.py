@@ -14,17 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.hostile.helpers import (
-    PY,
-    answer,
-    cli,
-    deliveries,
-    events,
-    http_server,
-    ok,
-    script,
-    write_rules,
-)
+from tests.fixtures.dispatch.helpers import PY, answer, http_server, script
+from tests.hostile.helpers import cli, deliveries, events, ok, write_rules
 
 pytestmark = pytest.mark.usefixtures("each_backend")
 

@@ -151,7 +151,7 @@ def test_query_catch_up_under_a_fault_changes_nothing(project: Path) -> None:
 def test_a_failed_position_write_republishes_nothing_twice(
     project: Path, nats_target: NatsTarget
 ) -> None:
-    from tests.hostile.conftest import NATS_URL
+    from tests.fixtures.nats_server import NATS_URL
 
     write_rules(project, "rules: []\n")
     for i in range(5):

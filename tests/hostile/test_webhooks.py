@@ -16,16 +16,8 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import pytest
 
-from tests.hostile.helpers import (
-    answer,
-    cli,
-    deliveries,
-    dribble,
-    endless,
-    http_server,
-    ok,
-    write_rules,
-)
+from tests.fixtures.dispatch.helpers import answer, dribble, endless, http_server, huge
+from tests.hostile.helpers import cli, deliveries, ok, write_rules
 
 pytestmark = pytest.mark.usefixtures("each_backend")
 
@@ -90,6 +82,36 @@ def test_an_endless_body_is_cut_short(project: Path, status: int) -> None:
         else:
             assert d["status"] == "failed" and "HTTP 500" in d["last_error"]
             assert len(d["last_error"]) < 70_000
+
+
+@pytest.mark.parametrize("encoding", ["identity", "gzip"])
+def test_a_200_mb_body_keeps_the_workers_memory_bounded(project: Path, encoding: str) -> None:
+    """The body cap bounds memory, not only time: a worker answered with 200 MB (or with a gzip
+    bomb that decodes to 200 MB) peaks within a few MB of one answered ``no``, and keeps a few
+    hundred characters of it."""
+    from tests.conftest import run_measured
+
+    def peak(url: str) -> int:
+        hook_rule(project, url, "        timeout: 20s\n", "{attempts: 1}")
+        measured = run_measured(["emit", "ping"], project)
+        assert measured.returncode == 0, measured.stderr
+        return measured.peak_rss_kb
+
+    bomb = huge(500, 200 << 20, encoding)
+    with http_server(answer(500, b"no")) as small, http_server(bomb) as big:
+        started = time.monotonic()
+        baseline = peak(small.url + "/small")
+        bombed = peak(big.url + "/big")
+        elapsed = time.monotonic() - started
+    assert bombed - baseline < 16_000, f"peak RSS {baseline} kB, then {bombed} kB for 200 MB"
+    assert elapsed < 5, f"{elapsed:.1f}s"
+    first, second = deliveries()
+    assert first["status"] == second["status"] == "dead"
+    assert first["last_error"].endswith("HTTP 500: no")
+    kept = second["last_error"]
+    assert "HTTP 500" in kept and len(kept) < 1000  # the start of the body, never all of it
+    # decoded (a NUL is kept as \\0), as far as the cap allows
+    assert ("y" * 200 if encoding == "identity" else "\\0" * 200) in kept
 
 
 def test_template_values_in_a_url_are_percent_encoded(project: Path) -> None:

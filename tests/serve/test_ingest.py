@@ -8,7 +8,6 @@ import pytest
 
 from tests.serve.ce import (
     BATCH,
-    FORMAT,
     assert_same,
     batch_body,
     make,
@@ -16,8 +15,6 @@ from tests.serve.ce import (
     post_binary,
     post_structured,
     read_back,
-    require_library_keeps,
-    require_library_refuses,
 )
 from tests.serve.server import Server
 
@@ -58,7 +55,6 @@ STRUCTURED_CASES = {
 @pytest.mark.parametrize("case", sorted(STRUCTURED_CASES))
 def test_structured_event_is_recorded_and_read_back_equal(server: Server, case: str) -> None:
     event = STRUCTURED_CASES[case]()
-    require_library_keeps(event)
     with server.client() as c:
         r = post_structured(c, event)
         assert r.status_code == 201, r.text
@@ -92,7 +88,6 @@ BINARY_CASES = {
 @pytest.mark.parametrize("case", sorted(BINARY_CASES))
 def test_binary_event_is_recorded_and_read_back_equal(server: Server, case: str) -> None:
     event = BINARY_CASES[case]()
-    require_library_keeps(event)
     with server.client() as c:
         r = post_binary(c, event)
         assert r.status_code == 201, r.text
@@ -107,7 +102,8 @@ def test_binary_header_values_are_percent_decoded(server: Server) -> None:
             headers={
                 "ce-specversion": "1.0",
                 "ce-id": "pct-1",
-                "ce-source": "https://shop.example/a%20b",
+                # the source https://shop.example/a%20b (a URI keeps its own %20): '%' as %25
+                "ce-source": "https://shop.example/a%2520b",
                 "ce-type": "order.placed",
                 "ce-subject": "Zo%C3%AB%20%25",
                 "content-type": "application/json",
@@ -117,7 +113,7 @@ def test_binary_header_values_are_percent_decoded(server: Server) -> None:
         assert r.status_code == 201, r.text
         event = c.get("/events/pct-1").json()["event"]
         assert event["subject"] == "Zoë %"
-        assert event["source"] == "https://shop.example/a b"
+        assert event["source"] == "https://shop.example/a%20b"
 
 
 def test_answer_says_what_was_triggered_and_nothing_is_dispatched_in_the_request(
@@ -225,8 +221,6 @@ STRUCTURED_BAD = {
 def test_bad_structured_event_is_a_400_problem_naming_the_attribute(
     server: Server, attribute: str
 ) -> None:
-    if attribute in ("time", "subject"):  # values the library judges; the rest, the binding
-        require_library_refuses(dict(STRUCTURED_BAD[attribute]), attribute)
     with server.client() as c:
         r = c.post(
             "/events",
@@ -239,7 +233,6 @@ def test_bad_structured_event_is_a_400_problem_naming_the_attribute(
 
 def test_an_outside_event_cannot_claim_an_evflow_source(server: Server) -> None:
     forged = make("order.placed", {}, id="forged", source="evflow:rule/x")
-    require_library_refuses(json.loads(FORMAT.write(forged)), "source")
     with server.client() as c:
         r = post_structured(c, forged)
         _problem(r, 400, "source")
@@ -247,7 +240,6 @@ def test_an_outside_event_cannot_claim_an_evflow_source(server: Server) -> None:
 
 def test_a_batch_cannot_claim_an_evflow_source_either(server: Server) -> None:
     forged = make("order.placed", {}, id="forged-2", source="evflow:rule/ship-on-order")
-    require_library_refuses(json.loads(FORMAT.write(forged)), "source")
     good = make("order.placed", {"orderId": "fine"}, id="fine-1")
     with server.client() as c:
         r = post_batch(c, [good, forged])
