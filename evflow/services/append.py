@@ -267,6 +267,7 @@ def normalized_chunks(
     chunk: int = 500,
     *,
     reroute: bool = False,
+    checked: bool = False,
 ) -> Iterator[tuple[str, Event | InvalidEvent]]:
     """Raw lines normalized (or their :class:`InvalidEvent`), a chunk at a time, with one lookup
     per chunk of which identities the log already holds (instead of one per event).
@@ -276,6 +277,7 @@ def normalized_chunks(
     carry evflow's own sources; ``reroute`` treats it as a new event instead. Any other line may
     not claim an ``evflow:`` source. A line without ``id`` gets one derived from its content
     (:func:`~evflow.core.events.content_id`), so importing a file twice records it once.
+    ``checked``: the lines are already normalized events (an import's checking pass made them).
     """
     pending: list[tuple[str, Event | InvalidEvent]] = []
 
@@ -285,7 +287,7 @@ def normalized_chunks(
         pending.clear()
 
     for where, raw in lines:
-        if isinstance(raw, InvalidEvent):
+        if checked or isinstance(raw, InvalidEvent):
             pending.append((where, raw))
         else:
             try:
