@@ -135,10 +135,12 @@ class _Target:
         "expected",
         "failed",
         "hash",
+        "latest",
         "result",
         "sink",
         "table",
         "to_swap",
+        "tracked_from",
         "values",
     )
 
@@ -154,6 +156,12 @@ class _Target:
         self.dirty: set[str] | None = None
         self.sink: TableSink | None = None  # the projection's SQL table, if it has one
         self.values: dict[str, dict[str, Any] | None] = {}  # this batch's rows as table values
+        # The latest event time among the events of the projection's types after
+        # ``tracked_from``, seen while folding: the next snapshot copy's ``max_time`` without
+        # reading the log's range again. None when a handler names a glob (the copy's range
+        # then holds events this target does not see).
+        self.latest = ""
+        self.tracked_from: int | None = expected if _types([self]) else None
 
 
 def _plan(
@@ -285,6 +293,7 @@ def _fold_batch(
     routes: dict[str, list[tuple[_Target, Fold]]] = {}
     work: list[_Work] = []
     keys: dict[_Target, set[str]] = {t: set() for t in active}
+    latest: dict[_Target, str] = {t: "" for t in active}
     loads = rows.loads
     decode = rows.event_from_row
     for seq, recorded, etype, body in batch:
@@ -302,6 +311,9 @@ def _fold_batch(
         for t, fold in route:
             if seq <= t.expected:
                 continue
+            when = event["time"]
+            if when > latest[t]:
+                latest[t] = when
             v = Vars(event)
             key, why = t.compiled.key(v)
             if key is None:
@@ -325,7 +337,12 @@ def _fold_batch(
             if position != t.expected:  # another process moved it: follow, fold nothing here
                 t.expected = position
                 t.cache = {}
+                t.latest = ""
+                if t.tracked_from is not None:
+                    t.tracked_from = position
                 continue
+            if latest[t] > t.latest:
+                t.latest = latest[t]
             cache = t.cache
             missing = [k for k in keys[t] if k not in cache]
             if missing:
@@ -418,10 +435,18 @@ def _keep_copy(store: Store, t: _Target, position: int) -> None:
     name = t.compiled.name
     previous = snapshots.nearest_mark(store, name, t.hash, seq=position - 1)
     since = previous.position if previous is not None else 0
-    latest = snapshots.max_time(store, since, position, _types([t]))
+    if t.tracked_from is not None and t.tracked_from <= since:
+        # this process folded every event of the range (a few it saw before ``since`` are
+        # within the previous copy's max_time, which is the latest up to ``since``)
+        latest = t.latest
+    else:
+        latest = snapshots.max_time(store, since, position, _types([t]))
     if previous is not None and previous.max_time > latest:
         latest = previous.max_time
     snapshots.keep_copy(store, t.table, name, position, t.hash, latest)
+    if t.tracked_from is not None:
+        t.tracked_from = position
+        t.latest = ""
 
 
 def _trim(
