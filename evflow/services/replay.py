@@ -34,6 +34,9 @@ that it is behind the log by N events (:func:`catch_up`).
 ``seq`` (inclusive) or up to a time: the events whose own ``time`` is at or before it, in ``seq``
 order (event time, as for windows, so back-filled events land where they belong). The stored
 snapshot is not touched.
+
+Over 500 lines as one cohesive module: the plan, the batch fold, its row cache, checkpoints and
+snapshot copies all work on the same per-projection state (``_Target``), read together.
 """
 
 from __future__ import annotations
@@ -131,6 +134,7 @@ class _Target:
     __slots__ = (
         "cache",
         "compiled",
+        "complete",
         "dirty",
         "expected",
         "failed",
@@ -153,6 +157,9 @@ class _Target:
         self.failed = False
         self.to_swap = table != compiled.name
         self.cache: dict[str, list[Any]] = {}
+        # the cache holds every row of ``table`` (it was empty when this process started on it,
+        # and nobody else wrote it since): a key not cached has no row, no need to ask
+        self.complete = False
         self.dirty: set[str] | None = None
         self.sink: TableSink | None = None  # the projection's SQL table, if it has one
         self.values: dict[str, dict[str, Any] | None] = {}  # this batch's rows as table values
@@ -197,11 +204,14 @@ def _plan(
             targets.append(_Target(compiled, name, current.position))
             continue
         if why is None and pending is None and not snapshots.has_rows(store, name):
-            targets.append(_Target(compiled, name, 0))  # first build: nothing to hide
+            target = _Target(compiled, name, 0)  # first build: nothing to hide
+            target.complete = True
+            targets.append(target)
             continue
         with store.write():
             snapshots.clear(store, aside)
         target = _Target(compiled, aside, 0)
+        target.complete = True  # just cleared
         target.result.rebuilt = why or "no checkpoint"
         targets.append(target)
     return targets
@@ -337,6 +347,7 @@ def _fold_batch(
             if position != t.expected:  # another process moved it: follow, fold nothing here
                 t.expected = position
                 t.cache = {}
+                t.complete = False
                 t.latest = ""
                 if t.tracked_from is not None:
                     t.tracked_from = position
@@ -345,7 +356,10 @@ def _fold_batch(
                 t.latest = latest[t]
             cache = t.cache
             missing = [k for k in keys[t] if k not in cache]
-            if missing:
+            if missing and t.complete:
+                for k in missing:
+                    cache[k] = [None, 0]
+            elif missing:
                 found = snapshots.load_rows(store, t.table, missing)
                 for k in missing:
                     hit = found.get(k)
@@ -368,6 +382,7 @@ def _fold_batch(
                 t.failed = True
                 t.result.error = exc
                 t.cache = {}  # holds part of the failed batch
+                t.complete = False
                 t.dirty = None
                 t.values = {}
                 continue
@@ -398,6 +413,7 @@ def _fold_batch(
                     t.compiled.name, seq, "", f"row {key}: the state is not JSON: {exc}"
                 )
                 t.cache = {}
+                t.complete = False
                 continue
             snapshots.write_rows(store, t.table, upserts, deletes)
             snapshots.save_checkpoint(store, t.table, batch_end, t.hash)
@@ -407,7 +423,8 @@ def _fold_batch(
             if t.sink is not None:
                 tables.append((t.sink, {k: t.values[k] for k in dirty}))
                 t.values = {}
-            _trim(cache, dirty, upserts)
+            if _trim(cache, dirty, upserts):
+                t.complete = False
     # The snapshot committed first, then each table (in its own database, outside evflow's
     # write lock: it may be the same SQLite file): a crash in between leaves the table behind,
     # which the next replay catches up from the snapshot (services/tables.py).
@@ -451,12 +468,12 @@ def _keep_copy(store: Store, t: _Target, position: int) -> None:
 
 def _trim(
     cache: dict[str, list[Any]], touched: set[str], written: list[tuple[str, str, int]]
-) -> None:
+) -> bool:
     """Keep the cache within its bounds (see CACHE_ROWS): the rows just touched move to the end
     (the most recent); past CACHE_ROWS the rows just written keep their text, not their state;
-    past CACHE_TEXT_ROWS the rows at the front (touched longest ago) go."""
+    past CACHE_TEXT_ROWS the rows at the front (touched longest ago) go. True when rows went."""
     if len(cache) <= CACHE_ROWS:
-        return
+        return False
     for key in touched:
         cache[key] = cache.pop(key)
     for key, text, _ in written:
@@ -465,6 +482,8 @@ def _trim(
     if excess > 0:
         for key in list(islice(cache, excess)):
             del cache[key]
+        return True
+    return False
 
 
 @dataclass(slots=True)
