@@ -43,11 +43,11 @@ from __future__ import annotations
 
 import gc
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from itertools import islice
 from typing import TYPE_CHECKING, Any
 
 from evflow.core.projections import SKIP, CompiledProjection, Fold, HandlerError, Vars
+from evflow.core.structs import dataclass, field
 from evflow.core.tables import ColumnMismatch, row_values
 from evflow.errors import EvflowError, ReplayFailed, TablesNotKept, UnknownProjection
 from evflow.store import rows, snapshots
