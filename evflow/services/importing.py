@@ -69,6 +69,28 @@ def import_events(
     chunk: int | None = None,
 ) -> ImportResult:
     """Append the events of ``lines`` (see the module doc); one transaction without ``chunk``."""
+    import gc
+
+    # An import allocates many small objects and keeps few: the cyclic collector would rescan
+    # the checked events over and over (as for replay, it is paused while the import runs).
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        return _import(store, ruleset, lines, skip_invalid, reroute, progress, chunk)
+    finally:
+        if collecting:
+            gc.enable()
+
+
+def _import(
+    store: Store,
+    ruleset: RuleSet,
+    lines: Lines | Callable[[], Lines],
+    skip_invalid: bool,
+    reroute: bool,
+    progress: Callable[[int], None] | None,
+    chunk: int | None,
+) -> ImportResult:
     result = ImportResult()
     store.prepare_bulk_write()
     if chunk is None:
@@ -81,7 +103,7 @@ def import_events(
     if not callable(lines):
         raise TypeError("a chunked import reads its lines twice: pass a function giving them")
     kept = None if skip_invalid else _check(lines(), reroute)  # before anything is written
-    source: Iterator[tuple[str, Any]] = iter(lines()) if kept is None else _decoded(kept)
+    source: Iterator[tuple[str, Any]] = iter(lines()) if kept is None else iter(kept)
     done = 0
     while True:
         block = list(islice(source, chunk))
@@ -121,14 +143,6 @@ def _check(lines: Lines, reroute: bool) -> list[tuple[str, str]] | None:
     return kept
 
 
-def _decoded(kept: list[tuple[str, str]]) -> Iterator[tuple[str, Any]]:
-    """The checked events again (the same dicts normalize made: JSON text round-trips them)."""
-    from evflow.store.rows import loads
-
-    for where, text in kept:
-        yield where, loads(text)
-
-
 def _write(
     store: Store,
     ruleset: RuleSet,
@@ -141,15 +155,25 @@ def _write(
     checked: bool = False,
 ) -> int:
     """One transaction of an import; returns how many lines have been read in all.
-    ``checked``: the lines are events already normalized (by :func:`_check`)."""
+    ``checked``: the lines are ``(where, JSON text)`` of events already normalized (by
+    :func:`_check`); decoded, they are the same dicts normalize made, and the text is the body."""
     from evflow.core.routing import Outcome
     from evflow.services.append import Appender, normalized_chunks
 
     appender = Appender(ruleset)
     count = before
+    bodies: dict[str, str] | None = None
+    if checked:
+        from evflow.store.rows import loads
+
+        block = list(lines)
+        lines = [(where, loads(text)) for where, text in block]
+        bodies = dict(block)
+        if len(bodies) != len(block):  # two lines with one ``where``: encode each, as before
+            bodies = None
     with store.write() as tx:
         items = normalized_chunks(tx, lines, reroute=reroute, checked=checked)
-        done = appender.append_each(tx, items, isolate=skip_invalid)
+        done = appender.append_each(tx, items, isolate=skip_invalid, bodies=bodies)
         for count, (where, outcome) in enumerate(done, before + 1):
             if isinstance(outcome, InvalidEvent):
                 result.invalid.append(str(outcome))
