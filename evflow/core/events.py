@@ -205,6 +205,8 @@ def _string(name: str, value: Any, where: str | None, *, empty: bool = False) ->
         raise InvalidEvent(name, f"must be a string, got {_json_kind(value)}", where)
     if not value and not empty:
         raise InvalidEvent(name, "must not be empty", where)
+    if value.isascii() and value.isprintable():  # U+0020..U+007E: nothing _NOT_STRING finds
+        return value
     if bad := _NOT_STRING.search(value):
         raise InvalidEvent(
             name, f"must not contain control characters (U+{ord(bad.group()):04X})", where
