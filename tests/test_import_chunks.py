@@ -74,3 +74,35 @@ def test_skip_invalid_in_chunks_records_the_good_lines(project: Path) -> None:
     summary = json.loads(r.stdout)
     assert (summary["recorded"], summary["invalid"]) == (N, 1)
     assert _count() == N
+
+
+def test_a_long_input_is_read_again_when_its_checked_events_are_too_many_to_keep(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The checking pass keeps the checked events for the writing pass up to a size; past it the
+    writing pass reads the input again: the same log either way, with history and no-id lines."""
+    from evflow.services import importing
+
+    t = "2016-10-01T00:00:00.5Z"
+    lines = [
+        *(json.dumps({**json.loads(x), "time": t}) for x in _lines(3)),
+        json.dumps({"type": "t.y", "source": "bench", "time": t, "data": {"s": "é"}}),  # no id
+        json.dumps({"type": "t.z", "source": "s", "id": "h1", "seq": 9,
+                    "recordedtime": "2016-10-02T00:00:00Z", "time": "2016-10-01T09:00:00+09:00"}),
+    ]  # fmt: skip
+    logs = []
+    for keep in (importing.KEEP_CHECKED, 0):
+        monkeypatch.setattr(importing, "KEEP_CHECKED", keep)
+        db = project / f"keep{keep}.db"
+        f = project / "in.jsonl"
+        f.write_text("\n".join(lines) + "\n")
+        r = run_cli(["--db", str(db), "import", str(f), "--format", "json"])
+        assert r.exit_code == 0, r.stderr
+        assert json.loads(r.stdout)["recorded"] == 5
+        out = run_cli(["--db", str(db), "log", "--format", "jsonl"]).stdout.splitlines()
+        logs.append([json.loads(x) for x in out])
+    for log in logs:  # the store's clock, except on the history line
+        for e in log[:4]:
+            e.pop("recordedtime")
+    assert logs[0] == logs[1]
+    assert logs[0][3]["data"] == {"s": "é"} and logs[0][4]["recordedtime"].startswith("2016-10-02")

@@ -258,8 +258,18 @@ def _convertible(value: Any) -> bool:
     if t is int:
         return -_INT64 <= value < _UINT64
     if t is dict:
+        # the scalars inline: an event's values are checked for every expression evaluated on it
         for k, x in value.items():
-            if type(k) is not str or not _convertible(k) or not _convertible(x):
+            if type(k) is not str or not (k.isascii() or _utf8(k)):
+                return False
+            tx = type(x)
+            if tx is str:
+                if not (x.isascii() or _utf8(x)):
+                    return False
+            elif tx is int:
+                if not -_INT64 <= x < _UINT64:
+                    return False
+            elif tx is not float and tx is not bool and x is not None and not _convertible(x):
                 return False
         return True
     if t is list:

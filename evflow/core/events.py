@@ -74,7 +74,17 @@ _BASE64 = LazyPattern(r"(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]
 
 
 def is_uri_reference(text: str) -> bool:
-    return bool(_URI.fullmatch(text) or _RELATIVE_REF.fullmatch(text))
+    known = _URI_REFERENCES.get(text)
+    if known is None:
+        known = bool(_URI.fullmatch(text) or _RELATIVE_REF.fullmatch(text))
+        if len(_URI_REFERENCES) < 4096:
+            _URI_REFERENCES[text] = known
+    return known
+
+
+# the answers for the sources seen so far: an import's events share a few sources, and the
+# pattern costs several microseconds per event (issue 16)
+_URI_REFERENCES: dict[str, bool] = {}
 
 
 def is_uri(text: str) -> bool:
@@ -173,14 +183,18 @@ def canonical_time(text: Any) -> str:
         )
     except ValueError:
         raise ValueError(f"not an RFC 3339 time: {text!r} (no such date or time)") from None
-    if offset not in "Zz":
+    if offset in "Zz":
+        # already UTC: what format_time would write is the matched digits themselves (the
+        # pattern takes exactly 4-2-2 and 2:2:2 digits, and fromisoformat accepted them)
+        stamp = f"{day}T{clock}.{fraction[:6].ljust(6, '0')}"
+    else:
         try:
             dt = dt.astimezone(UTC)
         except OverflowError:
             raise ValueError(
                 f"time out of range once in UTC (years 1 to 9999): {text!r}"
             ) from None
-    stamp = format_time(dt)[:-1]
+        stamp = format_time(dt)[:-1]
     if len(fraction) > 6:
         stamp += fraction[6:9].ljust(3, "0")
     return stamp + "Z"
@@ -191,6 +205,8 @@ def _string(name: str, value: Any, where: str | None, *, empty: bool = False) ->
         raise InvalidEvent(name, f"must be a string, got {_json_kind(value)}", where)
     if not value and not empty:
         raise InvalidEvent(name, "must not be empty", where)
+    if value.isascii() and value.isprintable():  # U+0020..U+007E: nothing _NOT_STRING finds
+        return value
     if bad := _NOT_STRING.search(value):
         raise InvalidEvent(
             name, f"must not contain control characters (U+{ord(bad.group()):04X})", where

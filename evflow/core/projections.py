@@ -112,7 +112,7 @@ class Vars:
         self.event = event
         # any JSON value, bytes for data_base64, None without data: a handler that needs a map
         # says so (EvaluationError), as for a missing field
-        self.data = event_data(event)
+        self.data: Any = event.get("data") if "data_base64" not in event else event_data(event)
         self.state = state
         self.key = key
         self._bound: Bindings | None = None
@@ -453,7 +453,7 @@ class CompiledProjection:
         if value is None:
             return None, f"key {self.projection.key.source} is null"
         v.key = value
-        return key_text(value), None
+        return (value if type(value) is str else key_text(value)), None
 
     def step(self, fold: Fold, state: Any, v: Vars, seq: int | None, etype: str) -> Any:
         """Apply ``fold``; a failure becomes a HandlerError naming this projection and ``seq``."""

@@ -17,10 +17,10 @@ from evflow.core.events import Event, event_data, parse_time
 from evflow.core.expressions import Bindings, EvaluationError, Expression, Template
 from evflow.core.structs import dataclass, field
 from evflow.core.tables import TableSpec
-from evflow.core.windows import Window
 
 if TYPE_CHECKING:
     from evflow.core.timers import Timing
+    from evflow.core.windows import Window  # imported with the rules that have one (zoneinfo)
 
 MAX_CHAIN_DEPTH = 16
 

@@ -114,6 +114,8 @@ def _write_cache(cache_dir: Path, target: Path, content: bytes) -> None:
 
 def _load(paths: Sequence[Path], cache_dir: Path | None) -> tuple[RuleSet, list[Problem]]:
     """Read, parse and build, or take both from the cache; the cache is written after a miss."""
+    if not paths:  # no rule file (an empty rules folder): nothing to read, build or cache
+        return RuleSet(), []
     import pickle
 
     contents: list[tuple[Path, bytes]] = []

@@ -12,7 +12,7 @@ tests all append through :class:`Appender`.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -44,7 +44,7 @@ class Appender:
         self.at = at  # judge windows as of this time instead of each event's own
 
     def append(
-        self, tx: WriteTransaction, event: Event, *, history: bool = False
+        self, tx: WriteTransaction, event: Event, *, history: bool = False, body: str | None = None
     ) -> Outcome:
         """Append ``event`` (normalized) and everything it triggers.
 
@@ -53,6 +53,7 @@ class Appender:
         failed ``emit`` becomes a dead delivery of kind ``emit`` that ``evflow retry`` re-runs,
         and every other rule's effects are kept. ``history``: an event from another evflow log
         (an export), recorded as it is, with its ``recordedtime``, and no rule runs on it.
+        ``body``: the event's JSON text, when the caller has it (see ``WriteTransaction.append``).
         """
         outcome = Outcome(event, history=history)
         if history:
@@ -64,11 +65,18 @@ class Appender:
                 outcome.duplicate = True
                 outcome.event = tx.recorded(appended.seq)
             return outcome
-        self._append(tx, event, outcome, depth=0)
+        self._append(tx, event, outcome, depth=0, body=body)
         return outcome
 
-    def _append(self, tx: WriteTransaction, event: Event, outcome: Outcome, depth: int) -> None:
-        appended = tx.append(event)
+    def _append(
+        self,
+        tx: WriteTransaction,
+        event: Event,
+        outcome: Outcome,
+        depth: int,
+        body: str | None = None,
+    ) -> None:
+        appended = tx.append(event, body=body)
         event["seq"] = appended.seq
         event["recordedtime"] = appended.recordedtime
         if appended.duplicate:
@@ -224,13 +232,15 @@ class Appender:
         items: Iterable[tuple[str, Event | InvalidEvent]],
         *,
         isolate: bool,
+        bodies: Mapping[str, str] | None = None,
     ) -> Iterator[tuple[str, Outcome | EvflowError]]:
         """Append many events in ``tx``, in order; yields ``(where, outcome or error)``.
 
         ``isolate``: each event in a savepoint, so one that fails (invalid, a rule failing, a
         chain too deep) is undone alone and yielded as its error while the others are recorded.
         Otherwise the first failure raises (``where: problem``) and the caller's transaction rolls
-        everything back.
+        everything back. ``bodies``: the JSON text of events by ``where``, when the caller has it
+        (not for history lines, whose text holds their ``recordedtime``).
         """
         for where, event in items:
             if isinstance(event, InvalidEvent):
@@ -242,7 +252,9 @@ class Appender:
                 tx.savepoint()
             try:
                 # a line of an evflow log's export carries its recordedtime: history
-                outcome = self.append(tx, event, history="recordedtime" in event)
+                history = "recordedtime" in event
+                body = None if bodies is None or history else bodies.get(where)
+                outcome = self.append(tx, event, history=history, body=body)
             except (EvflowError, ValueError, RecursionError) as exc:
                 error = (
                     exc
@@ -267,6 +279,7 @@ def normalized_chunks(
     chunk: int = 500,
     *,
     reroute: bool = False,
+    checked: bool = False,
 ) -> Iterator[tuple[str, Event | InvalidEvent]]:
     """Raw lines normalized (or their :class:`InvalidEvent`), a chunk at a time, with one lookup
     per chunk of which identities the log already holds (instead of one per event).
@@ -276,6 +289,7 @@ def normalized_chunks(
     carry evflow's own sources; ``reroute`` treats it as a new event instead. Any other line may
     not claim an ``evflow:`` source. A line without ``id`` gets one derived from its content
     (:func:`~evflow.core.events.content_id`), so importing a file twice records it once.
+    ``checked``: the lines are already normalized events (an import's checking pass made them).
     """
     pending: list[tuple[str, Event | InvalidEvent]] = []
 
@@ -285,7 +299,7 @@ def normalized_chunks(
         pending.clear()
 
     for where, raw in lines:
-        if isinstance(raw, InvalidEvent):
+        if checked or isinstance(raw, InvalidEvent):
             pending.append((where, raw))
         else:
             try:

@@ -34,17 +34,20 @@ that it is behind the log by N events (:func:`catch_up`).
 ``seq`` (inclusive) or up to a time: the events whose own ``time`` is at or before it, in ``seq``
 order (event time, as for windows, so back-filled events land where they belong). The stored
 snapshot is not touched.
+
+Over 500 lines as one cohesive module: the plan, the batch fold, its row cache, checkpoints and
+snapshot copies all work on the same per-projection state (``_Target``), read together.
 """
 
 from __future__ import annotations
 
 import gc
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from itertools import islice
 from typing import TYPE_CHECKING, Any
 
 from evflow.core.projections import SKIP, CompiledProjection, Fold, HandlerError, Vars
+from evflow.core.structs import dataclass, field
 from evflow.core.tables import ColumnMismatch, row_values
 from evflow.errors import EvflowError, ReplayFailed, TablesNotKept, UnknownProjection
 from evflow.store import rows, snapshots
@@ -131,14 +134,17 @@ class _Target:
     __slots__ = (
         "cache",
         "compiled",
+        "complete",
         "dirty",
         "expected",
         "failed",
         "hash",
+        "latest",
         "result",
         "sink",
         "table",
         "to_swap",
+        "tracked_from",
         "values",
     )
 
@@ -151,9 +157,18 @@ class _Target:
         self.failed = False
         self.to_swap = table != compiled.name
         self.cache: dict[str, list[Any]] = {}
+        # the cache holds every row of ``table`` (it was empty when this process started on it,
+        # and nobody else wrote it since): a key not cached has no row, no need to ask
+        self.complete = False
         self.dirty: set[str] | None = None
         self.sink: TableSink | None = None  # the projection's SQL table, if it has one
         self.values: dict[str, dict[str, Any] | None] = {}  # this batch's rows as table values
+        # The latest event time among the events of the projection's types after
+        # ``tracked_from``, seen while folding: the next snapshot copy's ``max_time`` without
+        # reading the log's range again. None when a handler names a glob (the copy's range
+        # then holds events this target does not see).
+        self.latest = ""
+        self.tracked_from: int | None = expected if _types([self]) else None
 
 
 def _plan(
@@ -189,11 +204,14 @@ def _plan(
             targets.append(_Target(compiled, name, current.position))
             continue
         if why is None and pending is None and not snapshots.has_rows(store, name):
-            targets.append(_Target(compiled, name, 0))  # first build: nothing to hide
+            target = _Target(compiled, name, 0)  # first build: nothing to hide
+            target.complete = True
+            targets.append(target)
             continue
         with store.write():
             snapshots.clear(store, aside)
         target = _Target(compiled, aside, 0)
+        target.complete = True  # just cleared
         target.result.rebuilt = why or "no checkpoint"
         targets.append(target)
     return targets
@@ -285,6 +303,7 @@ def _fold_batch(
     routes: dict[str, list[tuple[_Target, Fold]]] = {}
     work: list[_Work] = []
     keys: dict[_Target, set[str]] = {t: set() for t in active}
+    latest: dict[_Target, str] = {t: "" for t in active}
     loads = rows.loads
     decode = rows.event_from_row
     for seq, recorded, etype, body in batch:
@@ -302,6 +321,9 @@ def _fold_batch(
         for t, fold in route:
             if seq <= t.expected:
                 continue
+            when = event["time"]
+            if when > latest[t]:
+                latest[t] = when
             v = Vars(event)
             key, why = t.compiled.key(v)
             if key is None:
@@ -325,10 +347,19 @@ def _fold_batch(
             if position != t.expected:  # another process moved it: follow, fold nothing here
                 t.expected = position
                 t.cache = {}
+                t.complete = False
+                t.latest = ""
+                if t.tracked_from is not None:
+                    t.tracked_from = position
                 continue
+            if latest[t] > t.latest:
+                t.latest = latest[t]
             cache = t.cache
             missing = [k for k in keys[t] if k not in cache]
-            if missing:
+            if missing and t.complete:
+                for k in missing:
+                    cache[k] = [None, 0]
+            elif missing:
                 found = snapshots.load_rows(store, t.table, missing)
                 for k in missing:
                     hit = found.get(k)
@@ -351,6 +382,7 @@ def _fold_batch(
                 t.failed = True
                 t.result.error = exc
                 t.cache = {}  # holds part of the failed batch
+                t.complete = False
                 t.dirty = None
                 t.values = {}
                 continue
@@ -381,6 +413,7 @@ def _fold_batch(
                     t.compiled.name, seq, "", f"row {key}: the state is not JSON: {exc}"
                 )
                 t.cache = {}
+                t.complete = False
                 continue
             snapshots.write_rows(store, t.table, upserts, deletes)
             snapshots.save_checkpoint(store, t.table, batch_end, t.hash)
@@ -390,7 +423,8 @@ def _fold_batch(
             if t.sink is not None:
                 tables.append((t.sink, {k: t.values[k] for k in dirty}))
                 t.values = {}
-            _trim(cache, dirty, upserts)
+            if _trim(cache, dirty, upserts):
+                t.complete = False
     # The snapshot committed first, then each table (in its own database, outside evflow's
     # write lock: it may be the same SQLite file): a crash in between leaves the table behind,
     # which the next replay catches up from the snapshot (services/tables.py).
@@ -418,20 +452,28 @@ def _keep_copy(store: Store, t: _Target, position: int) -> None:
     name = t.compiled.name
     previous = snapshots.nearest_mark(store, name, t.hash, seq=position - 1)
     since = previous.position if previous is not None else 0
-    latest = snapshots.max_time(store, since, position, _types([t]))
+    if t.tracked_from is not None and t.tracked_from <= since:
+        # this process folded every event of the range (a few it saw before ``since`` are
+        # within the previous copy's max_time, which is the latest up to ``since``)
+        latest = t.latest
+    else:
+        latest = snapshots.max_time(store, since, position, _types([t]))
     if previous is not None and previous.max_time > latest:
         latest = previous.max_time
     snapshots.keep_copy(store, t.table, name, position, t.hash, latest)
+    if t.tracked_from is not None:
+        t.tracked_from = position
+        t.latest = ""
 
 
 def _trim(
     cache: dict[str, list[Any]], touched: set[str], written: list[tuple[str, str, int]]
-) -> None:
+) -> bool:
     """Keep the cache within its bounds (see CACHE_ROWS): the rows just touched move to the end
     (the most recent); past CACHE_ROWS the rows just written keep their text, not their state;
-    past CACHE_TEXT_ROWS the rows at the front (touched longest ago) go."""
+    past CACHE_TEXT_ROWS the rows at the front (touched longest ago) go. True when rows went."""
     if len(cache) <= CACHE_ROWS:
-        return
+        return False
     for key in touched:
         cache[key] = cache.pop(key)
     for key, text, _ in written:
@@ -440,6 +482,8 @@ def _trim(
     if excess > 0:
         for key in list(islice(cache, excess)):
             del cache[key]
+        return True
+    return False
 
 
 @dataclass(slots=True)

@@ -9,9 +9,9 @@ the schema-v1 tables ``snapshots(projection, key, state, seq)`` and
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from evflow.core.structs import dataclass
 from evflow.store.rows import CHECKPOINT_COLUMNS
 
 if TYPE_CHECKING:

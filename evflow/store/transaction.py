@@ -58,11 +58,13 @@ class Transaction:
     def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
         return self.store.execute(sql, params)
 
-    def append(self, event: Event, recordedtime: str | None = None) -> Appended:
+    def append(
+        self, event: Event, recordedtime: str | None = None, body: str | None = None
+    ) -> Appended:
         """Append one normalized event; a known ``source``+``id`` appends nothing.
 
         ``recordedtime``: keep this one (history imported from another log) instead of the
-        store's clock."""
+        store's clock. ``body``: the event's JSON text (:func:`encode_event`'s), if known."""
         store = self.store
         identity = (event["source"], event["id"])
         recorded = recordedtime or self.now()
@@ -82,7 +84,7 @@ class Transaction:
             row = store.raw_execute("SELECT COALESCE(MAX(seq), 0) FROM events").fetchone()
             self._next_seq = int(row[0]) + 1
         try:
-            body = encode_event(event)
+            body = encode_event(event) if body is None else body
         except ValueError:  # NaN or Infinity: not JSON, no other reader could take it back
             raise InvalidEvent("data", "holds NaN or Infinity, which JSON cannot hold") from None
         seq = self._next_seq
