@@ -831,7 +831,8 @@ def test_a_hundred_thousand_timers_fire_in_due_order_in_bounded_memory(
     small = tick_peak_rss_kb(project / "small", 1_000, seed=1)
     big = tick_peak_rss_kb(project / "big", 100_000, seed=2)
     # every timer's row, rendered event and outcome held at once would take far more than this
-    assert big - small < 40_000, f"peak RSS {small} kB for 1,000 timers, {big} kB for 100,000"
+    # (measured: 1 to 2 MB more for 100,000 timers than for 1,000)
+    assert big - small < 16_000, f"peak RSS {small} kB for 1,000 timers, {big} kB for 100,000"
     fired = 0
     previous = ""
     with open(project / "big" / "tick.jsonl") as fh:
