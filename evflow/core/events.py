@@ -77,7 +77,7 @@ def is_uri_reference(text: str) -> bool:
     known = _URI_REFERENCES.get(text)
     if known is None:
         known = bool(_URI.fullmatch(text) or _RELATIVE_REF.fullmatch(text))
-        if len(_URI_REFERENCES) < 4096:
+        if len(_URI_REFERENCES) < 4096 and len(text) <= 512:  # a bounded cache, whatever comes
             _URI_REFERENCES[text] = known
     return known
 
