@@ -10,8 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,19 +17,10 @@ from typing import Any
 import pytest
 
 from tests.conftest import run_cli, unique
+from tests.fixtures.nats_server import NATS_URL, require_nats
 
-URL = os.environ.get("EVFLOW_TEST_NATS", "nats://127.0.0.1:4222")
+URL = NATS_URL
 pytestmark = pytest.mark.nats
-
-
-def _server_up() -> bool:
-    host_port = URL.split("://", 1)[-1].rsplit("@", 1)[-1]
-    host, _, port = host_port.partition(":")
-    try:
-        with socket.create_connection((host, int(port or 4222)), timeout=1):
-            return True
-    except OSError:
-        return False
 
 
 class Server:
@@ -122,10 +111,7 @@ class Server:
 
 @pytest.fixture
 def server() -> Iterator[Server]:
-    if not _server_up():
-        if os.environ.get("CI"):
-            pytest.fail(f"NATS server not reachable at {URL} (CI is set)")
-        pytest.skip(f"NATS server not reachable at {URL}")
+    require_nats()
     s = Server()
     yield s
     s.cleanup()
