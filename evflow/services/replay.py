@@ -69,6 +69,11 @@ CACHE_TEXT_ROWS = 1_000_000
 # the batch that crosses the multiple), for `query --as-of`, which folds forward from the nearest
 # copy: its cost follows the distance to a copy, not the position (issue 16).
 COPY_EVERY = 50_000
+# A rebuild built aside (``--rebuild``, a changed definition) writes its rows and checkpoint every
+# ASIDE_WRITE_EVERY events rather than every batch: nobody reads the aside rows, and a row touched
+# in several batches is written once (a tenth of a rebuild). A rebuild that is interrupted resumes
+# from its last write, up to this many events back.
+ASIDE_WRITE_EVERY = 50_000
 ASIDE = "~rebuild"  # projection names cannot hold '~', so NAME~rebuild never clashes
 MAX_EXAMPLES = 3
 
@@ -138,7 +143,9 @@ class _Target:
         "dirty",
         "expected",
         "failed",
+        "folded",
         "hash",
+        "held",
         "latest",
         "result",
         "sink",
@@ -152,9 +159,11 @@ class _Target:
         self.compiled = compiled
         self.table = table
         self.expected = expected  # the checkpoint position this process believes is stored
+        self.folded = expected  # the position folded up to (past ``expected`` while held)
         self.hash = compiled.projection.definition_hash
         self.result = ReplayResult(compiled.name, start=expected, position=expected)
         self.failed = False
+        self.held = 0  # events folded into the cache, not yet written (an aside rebuild's)
         self.to_swap = table != compiled.name
         self.cache: dict[str, list[Any]] = {}
         # the cache holds every row of ``table`` (it was empty when this process started on it,
@@ -249,14 +258,14 @@ def replay(
     gc.disable()
     try:
         while True:
-            active = [t for t in targets if not t.failed and t.expected < end]
+            active = [t for t in targets if not t.failed and t.folded < end]
             if not active:
                 break
-            after = min(t.expected for t in active)
+            after = min(t.folded for t in active)
             batch = store.scan(after, end, _types(active), batch_size)
             # a short batch means nothing else up to ``end`` concerns these projections
             scanned = int(batch[-1][0]) if len(batch) == batch_size else end
-            _fold_batch(store, active, batch, scanned)
+            _fold_batch(store, active, batch, scanned, end)
             if progress is not None:
                 progress(scanned - first, total)
     finally:
@@ -297,13 +306,23 @@ _Work = tuple[_Target, str, Vars, Fold, int, str]
 
 
 def _fold_batch(
-    store: Store, active: list[_Target], batch: list[tuple[Any, ...]], batch_end: int
+    store: Store, active: list[_Target], batch: list[tuple[Any, ...]], batch_end: int, end: int
 ) -> None:
-    # Phase 1, outside the lock: decode the events some target needs, and compute their keys.
+    # Phase 1, outside the lock: decode the events some target needs and compute their keys. A
+    # target whose cache holds every row of its table (``complete``: a first build or a rebuild)
+    # folds at once, as it reads (nothing to load, and each event freed while it is fresh); phase
+    # 2 then only checks its checkpoint, and drops what it folded if another process moved it;
+    # built aside, it writes every ASIDE_WRITE_EVERY events, holding what it folded until then.
+    # The others note their work, and fold in phase 2 once their rows are loaded under the lock.
     routes: dict[str, list[tuple[_Target, Fold]]] = {}
     work: list[_Work] = []
     keys: dict[_Target, set[str]] = {t: set() for t in active}
     latest: dict[_Target, str] = {t: "" for t in active}
+    applied: dict[_Target, int] = {t: 0 for t in active}
+    eager = {t for t in active if t.complete}
+    for t in eager:
+        if t.dirty is None:
+            t.dirty = set()
     loads = rows.loads
     decode = rows.event_from_row
     for seq, recorded, etype, body in batch:
@@ -319,7 +338,7 @@ def _fold_batch(
             continue
         event = decode(seq, recorded, body)
         for t, fold in route:
-            if seq <= t.expected:
+            if seq <= t.folded or t.failed:
                 continue
             when = event["time"]
             if when > latest[t]:
@@ -332,28 +351,59 @@ def _fold_batch(
                 if len(result.skip_examples) < MAX_EXAMPLES:
                     result.skip_examples.append(f"seq {seq}: {why}")
                 continue
-            keys[t].add(key)
-            work.append((t, key, v, fold, seq, etype))
+            if t not in eager:
+                keys[t].add(key)
+                work.append((t, key, v, fold, seq, etype))
+                continue
+            row = t.cache.get(key)
+            if row is None:
+                row = t.cache[key] = [None, 0]
+            if _fold_one(t, row, key, v, fold, seq, etype):
+                applied[t] += 1
 
     # Phase 2, in one write: check each checkpoint, load the rows not cached, fold, write.
     # ``t.cache`` maps key -> [state or None, seq] as committed (kept between batches while this
     # process is the one moving the checkpoint); ``dirty`` holds the keys this batch changed.
     tables: list[tuple[TableSink, dict[str, dict[str, Any] | None]]] = []
+    writing: list[_Target] = []
+    for t in active:
+        if t in eager:
+            t.held += applied[t]
+            hold = batch_end < end and batch_end - t.expected < ASIDE_WRITE_EVERY
+            if hold and t.to_swap and t.dirty is not None:
+                if latest[t] > t.latest:
+                    t.latest = latest[t]
+                t.folded = batch_end
+                continue
+        writing.append(t)
+    if not writing:
+        return
     with store.write():
         live: list[_Target] = []
-        for t in active:
+        for t in writing:
             stored = snapshots.checkpoint(store, t.table)
             position = stored.position if stored is not None else 0
             if position != t.expected:  # another process moved it: follow, fold nothing here
-                t.expected = position
+                t.expected = t.folded = position
                 t.cache = {}
                 t.complete = False
+                t.dirty = None
+                t.values = {}
+                t.held = 0
                 t.latest = ""
                 if t.tracked_from is not None:
                     t.tracked_from = position
+                if t in eager and t.failed:  # the failure was in events it does not own
+                    t.failed = False
+                    t.result.error = None
                 continue
             if latest[t] > t.latest:
                 t.latest = latest[t]
+            if t in eager:
+                t.result.applied += t.held
+                t.held = 0
+                live.append(t)
+                continue
             cache = t.cache
             missing = [k for k in keys[t] if k not in cache]
             if missing and t.complete:
@@ -369,29 +419,8 @@ def _fold_batch(
         for t, key, v, fold, seq, etype in work:
             if t.dirty is None:
                 continue
-            row = t.cache[key]
-            state = row[0]
-            if type(state) is str:  # kept as the text written (see CACHE_ROWS)
-                state = row[0] = loads(state)
-            v.set_state(state)
-            try:
-                new = t.compiled.step(fold, state, v, seq, etype)
-                if new is not SKIP and t.sink is not None:
-                    t.values[key] = _table_values(t, key, new, seq, etype)
-            except HandlerError as exc:
-                t.failed = True
-                t.result.error = exc
-                t.cache = {}  # holds part of the failed batch
-                t.complete = False
-                t.dirty = None
-                t.values = {}
-                continue
-            if new is SKIP:
-                continue
-            t.result.applied += 1
-            row[0] = new
-            row[1] = seq
-            t.dirty.add(key)
+            if _fold_one(t, t.cache[key], key, v, fold, seq, etype):
+                t.result.applied += 1
         for t in live:
             dirty = t.dirty
             if dirty is None:
@@ -419,7 +448,7 @@ def _fold_batch(
             snapshots.save_checkpoint(store, t.table, batch_end, t.hash)
             if batch_end // COPY_EVERY > t.expected // COPY_EVERY:
                 _keep_copy(store, t, batch_end)
-            t.expected = batch_end
+            t.expected = t.folded = batch_end
             if t.sink is not None:
                 tables.append((t.sink, {k: t.values[k] for k in dirty}))
                 t.values = {}
@@ -430,6 +459,36 @@ def _fold_batch(
     # which the next replay catches up from the snapshot (services/tables.py).
     for sink, changed in tables:
         sink.write(changed, batch_end)
+
+
+def _fold_one(
+    t: _Target, row: list[Any], key: str, v: Vars, fold: Fold, seq: int, etype: str
+) -> bool:
+    """Fold one event into its cached ``row``; True when it changed the row. A handler error
+    fails the target: its cache (which holds part of the batch) and the batch's work are dropped."""
+    state = row[0]
+    if type(state) is str:  # kept as the text written (see CACHE_ROWS)
+        state = row[0] = rows.loads(state)
+    v.set_state(state)
+    try:
+        new = t.compiled.step(fold, state, v, seq, etype)
+        if new is not SKIP and t.sink is not None:
+            t.values[key] = _table_values(t, key, new, seq, etype)
+    except HandlerError as exc:
+        t.failed = True
+        t.result.error = exc
+        t.cache = {}  # holds part of the failed batch
+        t.complete = False
+        t.dirty = None
+        t.values = {}
+        return False
+    if new is SKIP:
+        return False
+    row[0] = new
+    row[1] = seq
+    assert t.dirty is not None
+    t.dirty.add(key)
+    return True
 
 
 def _table_values(
