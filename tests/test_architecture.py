@@ -39,8 +39,13 @@ CORE_FORBIDDEN = (
 )  # fmt: skip
 SQL = re.compile(
     r"\b(SELECT\b[\s\S]*\bFROM|INSERT\s+INTO|UPDATE\s+\w+\s+SET|DELETE\s+FROM|"
-    r"CREATE\s+(TABLE|INDEX)|DROP\s+(TABLE|INDEX|SCHEMA)|ALTER\s+TABLE|SAVEPOINT)\b"
+    r"CREATE\s+(TABLE|INDEX)|DROP\s+(TABLE|INDEX|SCHEMA)|ALTER\s+TABLE|SAVEPOINT)\b",
+    re.IGNORECASE,  # ``select … from`` is SQL too
 )
+#: the database drivers and SQLAlchemy: imported by the storage layer only
+DRIVERS = ("sqlite3", "psycopg", "psycopg2", "pymysql", "MySQLdb", "sqlalchemy")
+#: the facade's attributes that are the store itself: the edges call use cases, not these
+STORE_ATTRIBUTES = ("store", "_store")
 MAX_LINES = 500
 
 
@@ -178,8 +183,8 @@ def test_no_import_cycles() -> None:
     assert not cycles, "import cycles: " + "; ".join(" <-> ".join(c) for c in cycles)
 
 
-def _strings(path: Path) -> Iterator[tuple[str, int]]:
-    tree = ast.parse(path.read_text(encoding="utf-8"))
+def _strings(path: Path, text: str | None = None) -> Iterator[tuple[str, int]]:
+    tree = ast.parse(path.read_text(encoding="utf-8") if text is None else text)
     docstrings = {
         id(node.body[0].value)
         for node in ast.walk(tree)
@@ -219,6 +224,45 @@ def test_the_core_does_no_io() -> None:
     assert not problems, "\n".join(problems)
 
 
+def store_reaches(path: Path, text: str | None = None) -> list[int]:
+    """The lines where the code reads an attribute that is the store (``flow.store``,
+    ``self._store``): an edge doing so uses the storage layer without importing it."""
+    tree = ast.parse(path.read_text(encoding="utf-8") if text is None else text)
+    return sorted(
+        node.lineno
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Attribute) and node.attr in STORE_ATTRIBUTES
+    )
+
+
+def test_edges_do_not_reach_into_the_store_through_the_facade() -> None:
+    problems = [
+        f"{path}:{line}: {name} reads the facade's store; add a use case to evflow.app instead"
+        for name, path in MODULES.items()
+        if _within(name, ("evflow.cli", "evflow.bridge", "evflow.serve"))
+        for line in store_reaches(path)
+    ]
+    assert not problems, "\n".join(problems)
+
+
+def driver_imports(name: str, path: Path, text: str | None = None) -> list[str]:
+    return [
+        f"{path}:{line}: {name} imports {target}"
+        for target, line in _imports(name, path, text)
+        if _within(target, DRIVERS)
+    ]
+
+
+def test_database_drivers_are_imported_only_by_the_store() -> None:
+    problems = [
+        problem
+        for name, path in MODULES.items()
+        if not _within(name, ("evflow.store",))
+        for problem in driver_imports(name, path)
+    ]
+    assert not problems, "\n".join(problems)
+
+
 def test_long_modules_say_why() -> None:
     problems = []
     for path in MODULES.values():
@@ -251,3 +295,37 @@ def test_the_contract_catches_an_upward_import(name: str, source: str) -> None:
         (t, line) for t, line in _imports(name, MODULES[name], source) if t.startswith("evflow")
     ]
     assert upward(name, imports), f"{source!r} in {name} should break the contract"
+
+
+@pytest.mark.parametrize(
+    ("name", "source"),
+    [
+        ("evflow.cli.delivery_cmds", "def f(flow):\n    return flow.store.stats()\n"),
+        ("evflow.serve.reading", "def f(self):\n    return self._store\n"),
+    ],
+)
+def test_the_contract_catches_an_edge_reading_the_store(name: str, source: str) -> None:
+    assert store_reaches(MODULES[name], source), f"{source!r} in {name} should break the contract"
+
+
+@pytest.mark.parametrize(
+    ("name", "source"),
+    [
+        ("evflow.services.replay", "q = 'delete from snapshots where name = ?'\n"),
+        ("evflow.cli.log_cmds", "def f(t):\n    return f'select seq from {t}'\n"),
+    ],
+)
+def test_the_contract_catches_sql_in_any_case(name: str, source: str) -> None:
+    assert any(SQL.search(t) for t, _ in _strings(MODULES[name], source)), source
+
+
+@pytest.mark.parametrize(
+    ("name", "source"),
+    [
+        ("evflow.services.tables", "import sqlalchemy as sa\n"),
+        ("evflow.app", "def f():\n    import sqlite3\n"),
+        ("evflow.cli.projection_cmds", "from psycopg import sql\n"),
+    ],
+)
+def test_the_contract_catches_a_driver_outside_the_store(name: str, source: str) -> None:
+    assert driver_imports(name, MODULES[name], source), f"{source!r} in {name} should break it"

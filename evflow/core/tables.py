@@ -86,13 +86,12 @@ def expand(text: str, environ: Mapping[str, str] | None = None) -> str:
 class ColumnMismatch(ValueError):
     """A state value that does not fit its column's type."""
 
-    def __init__(self, column: str, kind: str, value: Any) -> None:
+    def __init__(self, column: str, kind: str, value: Any, why: str | None = None) -> None:
         shown = json.dumps(value, ensure_ascii=False, default=str)
         if len(shown) > 60:
             shown = shown[:57] + "..."
-        super().__init__(
-            f"table column {column} ({kind}): {shown} is not {COLUMN_TYPES.get(kind, kind)}"
-        )
+        why = why or f"is not {COLUMN_TYPES.get(kind, kind)}"
+        super().__init__(f"table column {column} ({kind}): {shown} {why}")
         self.column = column
         self.kind = kind
 
@@ -161,12 +160,58 @@ CONVERT: dict[str, Callable[[Any], Any]] = {
 }
 
 
-def row_values(spec: TableSpec, key: str, state: Mapping[str, Any]) -> dict[str, Any]:
+def dialect_of(url: str) -> str:
+    """The backend family of a table database URL: ``postgresql``, ``mysql`` (MariaDB too),
+    ``sqlite`` (a path), or the URL's own dialect name."""
+    if "://" not in url:
+        return "sqlite"
+    name = url.partition("://")[0].partition("+")[0].lower()
+    return {"postgres": "postgresql", "mariadb": "mysql"}.get(name, name)
+
+
+MYSQL_TEXT_BYTES = 65_535  # a MariaDB/MySQL TEXT column
+MYSQL_NUMERIC = 10**35  # DECIMAL(65,30): 35 digits before the point
+
+
+def _has_nul(value: Any) -> bool:
+    """A NUL character anywhere in ``value`` (PostgreSQL's TEXT and JSONB cannot hold one)."""
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any("\x00" in k or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(v) for v in value)
+    return False
+
+
+def _backend_refuses(dialect: str | None, kind: str, value: Any) -> str | None:
+    """Why the table's backend would refuse a value that passed its type's check (the write
+    would fail after the snapshot moved on, so it is caught with the type's checks), else None."""
+    if dialect == "postgresql" and kind in ("text", "json") and _has_nul(value):
+        return "holds a NUL character, which PostgreSQL cannot store"
+    if dialect == "mysql":
+        if kind == "numeric" and abs(value) >= MYSQL_NUMERIC:
+            return "is beyond DECIMAL(65,30) on MariaDB/MySQL (35 digits before the point)"
+        if (
+            kind == "text"
+            and len(value) * 4 > MYSQL_TEXT_BYTES
+            and len(value.encode()) > MYSQL_TEXT_BYTES
+        ):
+            return f"is longer than a MariaDB/MySQL TEXT column holds ({MYSQL_TEXT_BYTES} bytes)"
+    return None
+
+
+def row_values(
+    spec: TableSpec, key: str, state: Mapping[str, Any], dialect: str | None = None
+) -> dict[str, Any]:
     """The typed column values of a row (``key`` and the state column included, not ``seq``);
-    raises :class:`ColumnMismatch` for the first value that does not fit."""
+    raises :class:`ColumnMismatch` for the first value that does not fit, in the table's
+    backend when ``dialect`` (:func:`dialect_of`) names it."""
     if len(key) > MAX_KEY:
         raise ColumnMismatch("key", "text", key)
     values: dict[str, Any] = {"key": key}
+    if dialect is not None and (why := _backend_refuses(dialect, "text", key)):
+        raise ColumnMismatch("key", "text", key, why)
     for column, kind in spec.columns:
         value = state.get(column)
         if value is None:
@@ -176,6 +221,10 @@ def row_values(spec: TableSpec, key: str, state: Mapping[str, Any]) -> dict[str,
             values[column] = CONVERT[kind](value)
         except (TypeError, ValueError, OverflowError):
             raise ColumnMismatch(column, kind, value) from None
+        if dialect is not None and (why := _backend_refuses(dialect, kind, value)):
+            raise ColumnMismatch(column, kind, value, why)
     if spec.state_column is not None:
+        if dialect is not None and (why := _backend_refuses(dialect, "json", state)):
+            raise ColumnMismatch(spec.state_column, "json", dict(state), why)
         values[spec.state_column] = dict(state)
     return values

@@ -500,7 +500,7 @@ def _table_values(
     spec = t.compiled.projection.table
     assert spec is not None
     try:
-        values = row_values(spec, key, state)
+        values = row_values(spec, key, state, t.sink.dialect if t.sink else None)
     except ColumnMismatch as exc:
         raise HandlerError(t.compiled.name, seq, etype, str(exc)) from None
     values["seq"] = seq

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from evflow.core.projections import CompiledProjection, Vars
-from evflow.core.tables import ColumnMismatch, MissingVariable, expand, row_values
+from evflow.core.tables import ColumnMismatch, MissingVariable, dialect_of, expand, row_values
 from evflow.errors import EvflowError, TableFailed, UsageError
 from evflow.store import rows, snapshots
 from evflow.store.sqltables import SqlTable
@@ -60,6 +60,7 @@ class TableSink:
         self.ahead = 0  # batches ending at or before this are in the table already
         self.swap_at_end = False
         self.error: EvflowError | None = None
+        self.dialect: str | None = None  # the table database's backend, for its limits
 
     # -- planning
 
@@ -72,6 +73,7 @@ class TableSink:
         try:
             url = expand(self.spec.database) if self.spec.database else store.tables_url
             display = None if self.spec.database else store.display_url
+            self.dialect = dialect_of(url)
         except MissingVariable as exc:
             self.error = TableFailed(
                 f"projection {self.name}: table {self.spec.name}: database"
@@ -172,7 +174,7 @@ class TableSink:
 
     def _values(self, key: str, state: Mapping[str, Any], seq: int) -> dict[str, Any]:
         try:
-            values = row_values(self.spec, key, state)
+            values = row_values(self.spec, key, state, self.dialect)
         except ColumnMismatch as exc:
             raise TableFailed(
                 f"projection {self.name}: event seq {seq} (row {key}): {exc}",
