@@ -66,7 +66,9 @@ async def post_events(request: Request, ctx: Context) -> Response:
     answer = outcome_json(outcome)
     if outcome.duplicate:
         return json_answer(answer, 200)
-    location = str(request.url_for("event", id=outcome.event["id"]))
+    # by seq: an id is unique only with its source, may be all digits (a seq to GET /events/{id})
+    # and may hold characters that a URL cannot carry as they are
+    location = str(request.url_for("event", id=str(outcome.event["seq"])))
     return json_answer(answer, 201, {"Location": location})
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import shutil
 from datetime import UTC, datetime
+from html import escape
 from pathlib import Path
 
 import pytest
@@ -121,6 +122,25 @@ def test_dashboard_needs_the_read_scope(shop: Path) -> None:
             r = c.get("/")
             assert r.status_code == 200
             assert TOKEN not in r.text  # the page never echoes the token
+
+
+def test_dashboard_lists_a_failed_delivery_with_its_last_error(server: Server, shop: Path) -> None:
+    _seed(server)  # amount 300: notify-sales calls a webhook nobody listens to
+    p = run_process(["run", "--once"], shop)  # the worker tries it once and records why it failed
+    assert p.returncode == 0, p.stderr
+    p = run_process(["deliveries", "--format", "json"], shop)
+    assert p.returncode == 0, p.stderr
+    failed = [d for d in json.loads(p.stdout) if d["status"] == "failed"]
+    assert [d["rule"] for d in failed] == ["notify-sales"] and failed[0]["last_error"]
+    with server.client() as c:
+        html = c.get("/").text
+    section = html[html.index('id="deliveries"') :]
+    section = section[: section.index("</section>")]
+    assert "failed: 1" in section  # the count by status
+    row = section[section.index('class="status-failed"') :]
+    row = row[: row.index("</tr>")]
+    assert "notify-sales" in row
+    assert escape(failed[0]["last_error"]) in row
 
 
 TRIAL_RULES = """\

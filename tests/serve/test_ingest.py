@@ -63,8 +63,26 @@ def test_structured_event_is_recorded_and_read_back_equal(server: Server, case: 
         assert body["source"] == event.get_source()
         assert body["duplicate"] is False
         assert isinstance(body["seq"], int) and body["seq"] >= 1
-        assert r.headers["location"].endswith(f"/events/{event.get_id()}")
+        assert r.headers["location"].endswith(f"/events/{body['seq']}")
         assert_same(event, read_back(c, event.get_id()))
+
+
+def test_location_names_the_recorded_event_whatever_its_id(server: Server) -> None:
+    """``Location`` leads to the event just recorded: an id is unique only with its source, may
+    be all digits (``/events/2`` is seq 2) and may hold characters a URL cannot carry as is."""
+    odd = [("2", "/weird"), ("a b?c#d/e%f", "/weird"), ("2", "https://other.example")]
+    with server.client() as c:
+        for n in range(3):
+            r = post_structured(c, make("filler.made", {"n": n}, id=f"fill-{n}"))
+            assert r.status_code == 201, r.text
+        for event_id, source in odd:
+            r = post_structured(c, make("odd.id", {"n": 0}, id=event_id, source=source))
+            assert r.status_code == 201, r.text
+            followed = c.get(r.headers["location"])
+            assert followed.status_code == 200, (r.headers["location"], followed.text)
+            shown = followed.json()["event"]
+            assert shown["seq"] == r.json()["seq"]
+            assert (shown["id"], shown["source"]) == (event_id, source)
 
 
 BINARY_CASES = {
