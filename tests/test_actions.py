@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+
+import pytest
 
 from evflow.app import Evflow
 from evflow.services.dispatch import dispatch
@@ -134,6 +137,47 @@ def test_timeout_kills_the_whole_process_group(project: Path, db_url: str) -> No
     assert "timed out after 0.5s" in (result.error or "")
     time.sleep(1.5)  # longer than the grandchild would have waited
     assert not late.exists()
+
+
+def test_the_exit_of_a_program_that_closed_its_output_is_awaited_without_polling(
+    project: Path, db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After a program's output ends, the worker waits for its exit in poll() on a pidfd: Popen's
+    own timed wait polls waitpid with sleeps that double up to 50 ms (issue 16). A program that
+    closes its output and lives on is still timed out and its group killed."""
+    quiet = script(
+        project / "quiet.py", "import os, time\nos.close(1); os.close(2)\ntime.sleep(0.3)\n"
+    )
+    hang = script(
+        project / "hang.py", "import os, time\nos.close(1); os.close(2)\ntime.sleep(30)\n"
+    )
+    rules = f"""
+  - name: quiet
+    on: x.quiet
+    then:
+      - run: [{jsonq(PY)}, {jsonq(quiet)}]
+  - name: hang
+    on: x.hang
+    then:
+      - run: [{jsonq(PY)}, {jsonq(hang)}]
+        timeout: 0.5s
+"""
+
+    def no_sleeping(seconds: float) -> None:
+        raise AssertionError(f"slept {seconds}s waiting for a program")
+
+    with flow_with(project, db_url, rules) as flow:
+        flow.emit({"type": "x.quiet"})
+        monkeypatch.setattr(subprocess.time, "sleep", no_sleeping)  # Popen's polling wait
+        [result] = dispatch(flow.store, flow.ruleset, now=soon())
+        monkeypatch.undo()
+        assert result.status == "done", result.error
+        flow.emit({"type": "x.hang"})
+        started = time.monotonic()
+        [result] = dispatch(flow.store, flow.ruleset, now=soon())
+        assert time.monotonic() - started < 10
+    assert result.status == "failed"
+    assert "timed out after 0.5s" in (result.error or "")
 
 
 def test_emit_result_appends_a_derived_event_once(project: Path, db_url: str) -> None:
