@@ -12,8 +12,9 @@ from the checkpoint. Replay never runs actions: it only reads events and writes 
   forces that. A rebuild is built aside, under the name ``NAME~rebuild``, and swapped in by one
   transaction at the end, so ``query`` sees the old snapshot or the new one, never half a rebuild.
   A rebuild that was interrupted resumes (aside) on the next replay if the definition is still the
-  same; ``--rebuild`` starts over. (A ``python:`` handler's code is not part of the hash: after
-  changing it, run ``evflow replay --rebuild NAME``.)
+  same; ``--rebuild`` starts over. A rebuild from scratch commits every ASIDE_WRITE_EVERY events
+  rather than every batch (nobody reads the aside rows). (A ``python:`` handler's code is not
+  part of the hash: after changing it, run ``evflow replay --rebuild NAME``.)
 - **Handler errors** stop that projection at the event: :class:`ReplayFailed` names the event's
   ``seq``, the projection and the reason. The failing batch is not written for that projection, so
   its snapshot stays as it was before the batch; the other projections of the same run go on.
