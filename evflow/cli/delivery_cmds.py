@@ -9,7 +9,7 @@ import typer
 from evflow.cli.context import Globals
 from evflow.cli.options import FormatOpt, SinceOpt, SummaryFormatOpt, UntilOpt
 from evflow.cli.output import Column
-from evflow.cli.parsing import parse_position
+from evflow.core.positions import parse_position
 from evflow.core.records import DELIVERY_STATUSES
 from evflow.core.reports import delivery_json
 from evflow.errors import UsageError
@@ -72,7 +72,7 @@ def retry(
     g: Globals = ctx.obj
     if not ids and not dead:
         raise UsageError("retry: name delivery ids or use --dead", hint="see 'evflow deliveries'")
-    from evflow.cli.parsing import check_position
+    from evflow.core.positions import check_position
 
     for delivery_id in ids or []:
         check_position(delivery_id, "ID")

@@ -97,8 +97,8 @@ def build_event(opts: EmitOptions, stdin: Any = None) -> dict[str, Any]:
 
 def run_emit(opts: EmitOptions, db: str | None, rules: str | None, out: Output) -> int:
     from evflow.app import Evflow
-    from evflow.cli.parsing import parse_time_option
     from evflow.core.events import check_outside_source, normalize
+    from evflow.core.positions import parse_time_option
 
     fmt = out.resolve(opts.format, piped="table")
     try:

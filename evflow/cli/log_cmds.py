@@ -21,8 +21,8 @@ from evflow.cli.options import (
     SummaryFormatOpt,
     UntilOpt,
 )
-from evflow.cli.parsing import parse_position
 from evflow.core.events import Event
+from evflow.core.positions import parse_position
 from evflow.core.records import EventFilter
 from evflow.core.structs import replace
 from evflow.errors import InvalidEvent, NotFound, UsageError

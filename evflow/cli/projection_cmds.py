@@ -12,7 +12,7 @@ import typer
 
 from evflow.cli.context import Globals
 from evflow.cli.output import FIRST_PAGE, Column
-from evflow.cli.parsing import parse_position
+from evflow.core.positions import parse_position
 from evflow.errors import UsageError
 
 QUERY_FORMATS = ("table", "json", "jsonl", "csv")

@@ -9,8 +9,8 @@ from typing import Annotated, Any
 import typer
 
 from evflow.cli.context import Globals
-from evflow.cli.parsing import parse_time_option
 from evflow.cli.render import render_problems
+from evflow.core.positions import parse_time_option
 from evflow.core.reports import action_text, rule_json
 from evflow.errors import UsageError
 

@@ -11,7 +11,7 @@ import typer
 
 from evflow.cli.context import Globals
 from evflow.cli.output import Column
-from evflow.cli.parsing import parse_time_option
+from evflow.core.positions import parse_time_option
 from evflow.core.reports import schedule_json
 from evflow.errors import NoDatabase, NotFound
 

@@ -13,7 +13,6 @@ from urllib.parse import urlencode
 from starlette.requests import Request
 from starlette.responses import Response
 
-from evflow.core.events import format_time, parse_time
 from evflow.core.text import redact_text
 from evflow.errors import (
     EvflowError,
@@ -119,21 +118,6 @@ def limit_param(request: Request, default: int | None) -> int | None:
     if number is None or number < 1:
         raise UsageError(f"limit: expected a positive number (got {text!r})")
     return min(number, MAX_LIMIT)
-
-
-def position_param(value: str | None, name: str) -> tuple[int | None, str | None]:
-    """A seq (digits) or an RFC 3339 time, as ``(seq, canonical time text)``."""
-    if value is None:
-        return None, None
-    if value.isdigit():
-        number = _number(value)
-        if number is None:
-            raise UsageError(f"{name}: {value[:30]!r} is not a position in the log")
-        return number, None
-    try:
-        return None, format_time(parse_time(value))
-    except ValueError as exc:
-        raise UsageError(f"{name}: expected a seq or an RFC 3339 time ({exc})") from None
 
 
 def next_link(request: Request, **changes: str) -> str:

@@ -18,6 +18,7 @@ from starlette.responses import Response, StreamingResponse
 
 from evflow.app import Evflow
 from evflow.core.events import Event
+from evflow.core.positions import parse_position
 from evflow.core.records import DELIVERY_STATUSES, EventFilter
 from evflow.core.reports import delivery_json, show_json, stats_json
 from evflow.core.text import redact_text
@@ -29,7 +30,6 @@ from evflow.serve.answers import (
     json_answer,
     limit_param,
     next_link,
-    position_param,
 )
 
 STREAM_PAGE = 1000
@@ -39,8 +39,8 @@ SSE_MAX_SECONDS = 600.0  # then the browser reconnects (Last-Event-ID): no conne
 
 def _event_filter(request: Request) -> EventFilter:
     q = request.query_params
-    since_seq, since_time = position_param(q.get("since"), "since")
-    until_seq, until_time = position_param(q.get("until"), "until")
+    since_seq, since_time = parse_position(q.get("since"), "since")
+    until_seq, until_time = parse_position(q.get("until"), "until")
     cursor = q.get("cursor")
     if cursor is not None:
         if not cursor.isdigit() or len(cursor) > 18:
@@ -208,7 +208,7 @@ async def get_projection(request: Request, ctx: Context) -> Response:
     name = request.path_params["name"]
     q = request.query_params
     where = q.get("where")
-    seq, time = position_param(q.get("as_of"), "as_of")
+    seq, time = parse_position(q.get("as_of"), "as_of")
     after = _cursor_key(q.get("cursor"))
     limit = limit_param(request, None)
     warnings: list[str] = []

@@ -225,3 +225,10 @@ def test_numbers_no_database_can_hold_are_a_400(server: Server) -> None:
             assert r.status_code == 400, (params, r.text)
             assert r.headers["content-type"].startswith("application/problem+json")
         assert c.get("/projections/orders", params={"as_of": "9" * 30}).status_code == 400
+        # a position is read as the CLI reads it (one parser): the largest a log can hold is one
+        assert c.get("/events", params={"since": str(2**63 - 1)}).json() == []
+        beyond = c.get("/events", params={"since": str(2**63)}).json()["detail"]
+        assert beyond == f"since: {2**63} is out of range (0 to {2**63 - 1})"
+        unicode_digits = c.get("/events", params={"since": "\u0663"})  # an Arabic-Indic three
+        assert unicode_digits.status_code == 400
+        assert unicode_digits.json()["detail"].startswith("since: expected a seq or an RFC 3339")

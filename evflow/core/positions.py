@@ -1,6 +1,6 @@
-"""Parsing option values that name a time or a position in the log, for every command.
-
-Kept apart from typer so that ``emit``'s fast path can use it too.
+"""Parsing values that name a time or a position in the log: the CLI's options (``--since``,
+``--as-of``…) and serve's query parameters (``since``, ``as_of``…), with the same answers and the
+same one-line errors. Pure (no typer: ``emit``'s fast path uses it too).
 """
 
 from __future__ import annotations
