@@ -240,13 +240,19 @@ def test_a_late_cancelling_event_does_not_cancel(project: Path) -> None:
     emit("subscription.paid", {"accountId": "late"}, "2026-01-21T00:00:00Z")
     # "before the due time" is strict
     emit("subscription.paid", {"accountId": "exact"}, "2026-01-15T10:00:00Z")
+    # and holds for a time with nanoseconds: a nanosecond after the due time is not before it
+    emit("account.created", {"accountId": "nano"}, T0)
+    emit("subscription.paid", {"accountId": "nano"}, "2026-01-15T10:00:00.000000001Z")
     assert {t["status"] for t in timers()} == {"pending"}
+    emit("account.created", {"accountId": "just-in-time"}, T0)
+    emit("subscription.paid", {"accountId": "just-in-time"}, "2026-01-15T09:59:59.999999999Z")
+    assert [t["status"] for t in timers("--key", "just-in-time")] == ["cancelled"]
     fired, _ = tick("2026-02-01T00:00:00Z")
-    assert sorted(e["data"]["accountId"] for e in fired) == ["exact", "late"]
+    assert sorted(e["data"]["accountId"] for e in fired) == ["exact", "late", "nano"]
     # once fired, a payment that arrives later (even dated before the due time) changes nothing
     emit("subscription.paid", {"accountId": "late"}, "2026-01-03T00:00:00Z")
-    assert {t["status"] for t in timers()} == {"fired"}
-    assert len(log("trial.ended")) == 2
+    assert [t["status"] for t in timers("--key", "late")] == ["fired"]
+    assert len(log("trial.ended")) == 3
 
 
 def test_show_shows_the_cancellation_on_both_events(project: Path) -> None:
