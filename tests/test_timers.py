@@ -325,6 +325,11 @@ BROKEN = """rules:
       - emit: b
         after: 1h
         cancel_key: "${{ data.x }}"
+  - name: at-a-number
+    on: a
+    then:
+      - emit: b
+        at: 12
 """
 
 
@@ -349,6 +354,8 @@ def test_validation_reports_each_timer_problem_with_its_place(project: Path) -> 
     assert any("cancel_on needs after or at" in m for m in by_rule["key-without-timer"])
     assert any(m.startswith("at:") for m in by_rule["bad-at"]), by_rule["bad-at"]
     assert any("cancel_key needs cancel_on" in m for m in by_rule["cancel-key-alone"])
+    # said once, not once as no string and again as an empty time
+    assert by_rule["at-a-number"] == ["at must be a string, got int 12"]
 
 
 def test_valid_timers_on_every_action_kind_and_globs_in_cancel_on(project: Path) -> None:
