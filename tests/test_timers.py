@@ -231,6 +231,21 @@ rules:
     assert timer["status"] == "pending"
 
 
+def test_a_glob_in_cancel_on_cancels_by_any_type_it_matches(project: Path) -> None:
+    write_rules(project, TRIAL.replace("[subscription.paid, account.deleted]", '"subscription.*"'))
+    for account in ("upgraded", "other-type", "other-key"):
+        emit("account.created", {"accountId": account}, T0)
+    cancelling = emit("subscription.upgraded", {"accountId": "upgraded"}, "2026-01-02T00:00:00Z")
+    assert [t["key"] for t in cancelling["triggered"] if t["kind"] == "cancelled_timer"] == [
+        "upgraded"
+    ]
+    emit("subscriptions.upgraded", {"accountId": "other-type"}, "2026-01-02T00:00:00Z")
+    emit("subscription.paid", {"accountId": "nobody"}, "2026-01-02T00:00:00Z")
+    assert {t["key"]: t["status"] for t in timers()} == {
+        "upgraded": "cancelled", "other-type": "pending", "other-key": "pending"
+    }  # fmt: skip
+
+
 def test_a_late_cancelling_event_does_not_cancel(project: Path) -> None:
     write_rules(project, TRIAL)
     emit("account.created", {"accountId": "late"}, T0)
