@@ -113,6 +113,19 @@ def test_a_tick_with_nothing_due_costs_one_indexed_query(db_url: str) -> None:
     store.close()
 
 
+def test_cancelling_by_key_looks_the_key_up_in_its_index(db_url: str) -> None:
+    """Not a range over every pending timer due after the cancelling event (SQLite's choice
+    without statistics: 40 ms per cancelling event with 100,000 pending timers)."""
+    store = open_store(db_url)
+    for n in range(20):
+        add(store, n, t(20), key=f"k{n}")
+    params = (1, t(1), "r", 0, "k3", t(5))
+    plan = _plan(store, timer_rows.CANCEL_BY_KEY, params)
+    assert "timers_key" in plan and "timers_due" not in plan, plan
+    assert [x.status for x in timer_rows.select(store, key="k3")] == ["pending"]  # only planned
+    store.close()
+
+
 def _plan(store: SqlStore, sql: str, params: tuple[Any, ...]) -> str:
     """The query plan of ``sql``, as text (sequential scans ruled out on PostgreSQL, whose planner
     prefers them on tables this small)."""

@@ -24,6 +24,7 @@ __all__ = [
     "TimerError",
     "TimerRecord",
     "Timing",
+    "cancels_before",
     "fired_event",
     "preview",
     "preview_cancel",
@@ -93,6 +94,14 @@ def _key(template: Template | None, event: Event, variables: Bindings, what: str
     if value is None or isinstance(value, str):
         return value
     return json.dumps(value, separators=(",", ":"), sort_keys=True, ensure_ascii=False)
+
+
+def cancels_before(time: str) -> str:
+    """The time a cancelling event's timers must be due after, as due times are written: to the
+    microsecond. An event's time may carry nanoseconds, and ``…00.000000001Z`` sorts before
+    ``…00.000000Z`` as text although it is after it; cut to the microsecond it is not before a
+    timer due at ``…00.000000Z`` (due times are whole microseconds, so nothing else changes)."""
+    return format_time(parse_time(time))
 
 
 def preview(

@@ -560,7 +560,10 @@ class _Builder:
         if node.kind != "scalar" or node.value is None or node.value == "":
             self.error(node, f"at must be an RFC 3339 time or a template, got {_describe(node)}")
             return None
+        before = len(self.problems)
         text = self.text(node, "at")
+        if len(self.problems) > before:  # a number or a boolean: said once, not again as no time
+            return None
         if "${{" not in text:
             try:
                 text = format_time(parse_time(text))

@@ -29,7 +29,7 @@ from evflow.core.events import (
 from evflow.core.expressions import Bindings, bind
 from evflow.core.routing import Outcome, derive
 from evflow.core.rules import MAX_CHAIN_DEPTH, Action, EmitAction, Rule, RuleSet, event_variables
-from evflow.core.timers import TimerError, Timing
+from evflow.core.timers import TimerError, Timing, cancels_before
 from evflow.errors import ChainTooDeep, EvflowError, InvalidEvent
 from evflow.store import timers as timer_rows
 from evflow.store.interface import WriteTransaction
@@ -201,7 +201,7 @@ class Appender:
             if key is None:
                 continue
             for timer in timer_rows.cancel_by_key(
-                tx, rule.name, index, key, event["time"], event["seq"]
+                tx, rule.name, index, key, cancels_before(event["time"]), event["seq"]
             ):
                 outcome.cancelled.append(
                     {"id": timer.id, "rule": rule.name, "action": index, "key": key,

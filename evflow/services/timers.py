@@ -7,8 +7,9 @@ delivery owed to its cause) and is marked fired, and the batch commits. Two tick
 processes therefore never fire a timer twice, a killed tick loses at most its uncommitted batch
 (fired by the next tick), and memory stays flat however many timers are due.
 
-One timer whose event cannot be appended (a rule reacting to it fails) is undone alone, stays
-pending and is reported; the others fire.
+A rule failing on a fired event is recorded with it, as on any event (the timer fires). One timer
+whose event cannot be appended at all is undone alone, stays pending and is reported; the others
+fire.
 """
 
 from __future__ import annotations

@@ -56,17 +56,22 @@ def add(
     return None if row is None else int(row[0])
 
 
+# ``due || ''`` keeps SQLite (without statistics) from reading the range of every pending timer due
+# after the event through ``timers_due`` instead of looking the key up in ``timers_key``: with
+# 100,000 pending timers, 40 ms per cancelling event instead of 0.01 ms
+CANCEL_BY_KEY = (
+    "UPDATE timers SET status = 'cancelled', cancelled_by = ?, updated_at = ?"
+    " WHERE rule = ? AND action = ? AND key = ? AND status = 'pending' AND due || '' > ?"
+    f" RETURNING {COLUMNS}"
+)
+
+
 def cancel_by_key(
     tx: WriteTransaction, rule: str, action: int, key: str, before: str, by_seq: int
 ) -> list[TimerRecord]:
     """Cancel ``rule``'s pending timers of ``action`` with ``key`` that are due after ``before``
     (the cancelling event's time); returns them."""
-    rows = tx.raw_execute(
-        "UPDATE timers SET status = 'cancelled', cancelled_by = ?, updated_at = ?"
-        " WHERE rule = ? AND action = ? AND key = ? AND status = 'pending' AND due > ?"
-        f" RETURNING {COLUMNS}",
-        (by_seq, tx.now(), rule, action, key, before),
-    ).fetchall()
+    rows = tx.raw_execute(CANCEL_BY_KEY, (by_seq, tx.now(), rule, action, key, before)).fetchall()
     return sorted((_record(r) for r in rows), key=lambda t: t.id)
 
 
