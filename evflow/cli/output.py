@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import sys
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
@@ -74,6 +73,8 @@ class Output:
         """The terminal's width in columns; None when output is not a terminal (no limit)."""
         if not self.is_terminal:
             return None
+        import shutil  # not at the top: emit's fast path never asks (shutil imports bz2, lzma)
+
         return shutil.get_terminal_size((80, 24)).columns
 
     def resolve(
@@ -96,6 +97,8 @@ class Output:
             return None
         command = os.environ.get("EVFLOW_PAGER", os.environ.get("PAGER"))
         if command is None:
+            import shutil
+
             return "less -FRX" if shutil.which("less") else None
         return None if command.strip() in ("", "cat") else command
 

@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING, Any, Literal
 from evflow.core.events import Event, event_data, parse_time
 from evflow.core.expressions import Bindings, EvaluationError, Expression, Template
 from evflow.core.structs import dataclass, field
-from evflow.core.tables import TableSpec
 
 if TYPE_CHECKING:
+    from evflow.core.tables import TableSpec  # imported with the projections that have a table
     from evflow.core.timers import Timing
     from evflow.core.windows import Window  # imported with the rules that have one (zoneinfo)
 

@@ -3,8 +3,8 @@
 Loading runs in two phases so that a shell script calling ``evflow emit`` per event does not pay
 for YAML on every call.
 
-1. :func:`parse_document`: YAML text -> a tree of :class:`Node` (plain values, every key and value
-   with its 1-based line and column).
+1. :func:`~evflow.rulefiles.yamltree.parse_document`: YAML text -> a tree of ``Node`` (plain
+   values, every key and value with its 1-based line and column).
 2. :func:`build_rules` (in :mod:`evflow.rulefiles.builder`): Node trees -> compiled
    :class:`~evflow.core.rules.RuleSet`, collecting every problem in every file (never stopping
    at the first).
@@ -28,22 +28,17 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from evflow.core.rules import RuleSet
 from evflow.core.text import sha256
 from evflow.errors import InvalidRules, Problem
-from evflow.rulefiles.yamltree import (
-    LOADER_VERSION,
-    Document,
-    Node,
-    parse_document,
-)
+
+if TYPE_CHECKING:
+    from evflow.rulefiles.yamltree import Document
 
 __all__ = [
-    "Document",
-    "Node",
     "load_rules",
-    "parse_document",
     "parse_text",
     "project_dir",
     "rule_files",
@@ -52,7 +47,8 @@ __all__ = [
 
 
 CACHE_FORMAT = "ruleset-pickle-1"
-# the modules whose classes a pickled rule set holds: a change to any of them is a new key
+# the modules whose classes a pickled rule set holds, or whose code made it (the YAML tree and its
+# LOADER_VERSION): a change to any of them is a new key
 _PICKLED_MODULES = (
     "evflow.core.rules",
     "evflow.core.expressions",
@@ -61,20 +57,22 @@ _PICKLED_MODULES = (
     "evflow.core.structs",
     "evflow.errors",
     "evflow.rulefiles.builder",
+    "evflow.rulefiles.yamltree",
 )
+# evflow's own source folder: the modules above are found there without importing them (a cache
+# hit imports neither the builder nor the YAML tree, nor importlib's finders to locate them)
+_PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _code_stamp() -> bytes:
-    import importlib.util
     import sys
 
-    parts = [CACHE_FORMAT, LOADER_VERSION, sys.version]
+    parts = [CACHE_FORMAT, sys.version]
     for name in _PICKLED_MODULES:
         module = sys.modules.get(name)
         origin = getattr(module, "__file__", None)
         if origin is None:
-            spec = importlib.util.find_spec(name)
-            origin = spec.origin if spec is not None else None
+            origin = os.path.join(_PACKAGE_DIR, *name.split(".")[1:]) + ".py"
         try:
             st = os.stat(origin) if origin else None
         except OSError:
@@ -130,12 +128,12 @@ def _load(paths: Sequence[Path], cache_dir: Path | None) -> tuple[RuleSet, list[
                     f"file too large: {size:,} bytes (the limit is {MAX_RULE_FILE_BYTES:,});"
                     " split it into several files",
                 )  # fmt: skip
-                failed.append(Document(str(path), None, [problem]))
+                failed.append(_unread(path, problem))
                 continue
             contents.append((path, path.read_bytes()))
         except OSError as exc:
             problem = Problem(str(path), 1, 1, f"cannot read: {exc.strerror or exc}")
-            failed.append(Document(str(path), None, [problem]))
+            failed.append(_unread(path, problem))
     target = None
     if cache_dir is not None and not failed:
         target = Path(cache_dir) / f"rules-{_cache_key(contents)}.pickle"
@@ -164,7 +162,16 @@ def _load(paths: Sequence[Path], cache_dir: Path | None) -> tuple[RuleSet, list[
     return ruleset, problems
 
 
+def _unread(path: Path, problem: Problem) -> Document:
+    """The document of a file that was not read: its problem alone."""
+    from evflow.rulefiles.yamltree import Document
+
+    return Document(str(path), None, [problem])
+
+
 def _parse_bytes(path: Path, content: bytes) -> Document:
+    from evflow.rulefiles.yamltree import Document, parse_document
+
     try:
         text = content.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -203,6 +210,7 @@ def project_dir(rules_dir: str | Path | None) -> Path:
 def parse_text(text: str, filename: str = "rules.yaml") -> tuple[RuleSet, list[Problem]]:
     """Definitions and every problem (errors and warnings) of one file's text; never raises."""
     from evflow.rulefiles.builder import build_rules
+    from evflow.rulefiles.yamltree import parse_document
 
     return build_rules([parse_document(text, filename)])
 
