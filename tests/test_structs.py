@@ -149,3 +149,38 @@ def test_an_emit_with_the_example_rules_from_the_cache_loads_no_heavy_module(
     )
     assert "rule big-order-to-sales" in second.stdout  # the CEL filter matched
     assert second.stdout.strip().splitlines()[-1] == "[]"
+
+
+@pytest.mark.parametrize(("frozen", "slots"), [(False, False), (True, True), (True, False)])
+def test_methods_are_compiled_on_first_use_and_then_called_directly(
+    frozen: bool, slots: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Decorating compiles nothing (emit imports some thirty classes and calls few of their
+    methods); the first call of any generated method compiles them all and puts them on the
+    class, and an undecorated subclass's first call puts them on the decorated base."""
+    compiled: list[str] = []
+    real_exec = exec
+
+    def counting_exec(code: str, env: dict[str, Any]) -> None:
+        compiled.append(code)
+        real_exec(code, env)
+
+    monkeypatch.setattr(structs, "exec", counting_exec, raising=False)
+    _, Point = _pair(frozen, slots)
+    assert compiled == []
+    assert getattr(Point.__dict__["__init__"], "__evflow_stub__", None) is not None
+
+    class Sub(Point):  # type: ignore[misc, valid-type]
+        pass
+
+    p = Sub(1)
+    assert len(compiled) == 1
+    for name in ("__init__", "__repr__", "__eq__"):
+        assert getattr(Point.__dict__[name], "__evflow_stub__", None) is None, name
+    assert "__init__" not in Sub.__dict__
+    assert repr(p).endswith("Sub(x=1, y='a', tags=[])") and p == Sub(1) and p != Sub(2)
+    if frozen:  # replaced too (its fields hold a list: unhashable, as with the standard one)
+        assert getattr(Point.__dict__["__hash__"], "__evflow_stub__", None) is None
+        with pytest.raises(TypeError, match="unhashable"):
+            hash(p)
+    assert len(compiled) == 1

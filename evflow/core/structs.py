@@ -129,6 +129,33 @@ def _setstate(self: Any, state: list[Any]) -> None:
         object.__setattr__(self, f.name, value)
 
 
+class _Methods:
+    """The generated methods of one class, compiled when one of them is first called: each stub
+    compiles them all, puts the real ones on the class in its own place, and calls its own."""
+
+    def __init__(self, code: str, env: dict[str, Any]) -> None:
+        self.code = code
+        self.env = env
+        self.owner: type | None = None
+        self.made = False
+
+    def stub(self, name: str) -> Callable[..., Any]:
+        def first_call(instance: Any, *args: Any, **kwargs: Any) -> Any:
+            if not self.made:
+                exec(self.code, self.env)  # noqa: S102 - our own generated text, as dataclasses does
+                self.made = True
+                for method in ("__init__", "__repr__", "__eq__", "__hash__"):
+                    owner = self.owner
+                    current = owner.__dict__.get(method) if owner is not None else None
+                    if getattr(current, "__evflow_stub__", None) is self:
+                        type.__setattr__(owner, method, self.env[method])
+            return self.env[name](instance, *args, **kwargs)
+
+        first_call.__name__ = first_call.__qualname__ = name
+        first_call.__evflow_stub__ = self  # type: ignore[attr-defined]
+        return first_call
+
+
 def _process(cls: type, eq: bool, frozen: bool, slots: bool, repr_: bool) -> type:
     annotations = cls.__dict__.get("__annotations__", {})
     found: list[Field] = []
@@ -192,19 +219,21 @@ def _process(cls: type, eq: bool, frozen: bool, slots: bool, repr_: bool) -> typ
         ]
         if frozen:
             lines += ["def __hash__(self):", f"  return hash({mine})"]
-    code = "\n".join(lines)
-    exec(code, env)  # noqa: S102 - our own generated text, as dataclasses does
+    # The methods are compiled on first use, not here: compiling them is ~0.2 ms a class, and
+    # emit's path imports some thirty classes whose methods it never calls (a rule set comes from
+    # the cache by unpickling, which calls no __init__).
+    methods = _Methods("\n".join(lines), env)
 
     namespace = dict(cls.__dict__)
     namespace.pop("__dict__", None)
     namespace.pop("__weakref__", None)
-    namespace["__init__"] = env["__init__"]
+    namespace["__init__"] = methods.stub("__init__")
     if repr_ and "__repr__" not in cls.__dict__:
-        namespace["__repr__"] = env["__repr__"]
+        namespace["__repr__"] = methods.stub("__repr__")
     if eq and "__eq__" not in cls.__dict__:
-        namespace["__eq__"] = env["__eq__"]
+        namespace["__eq__"] = methods.stub("__eq__")
         if frozen:
-            namespace["__hash__"] = env["__hash__"]
+            namespace["__hash__"] = methods.stub("__hash__")
         elif "__hash__" not in cls.__dict__:
             namespace["__hash__"] = None
     if frozen:
@@ -223,10 +252,12 @@ def _process(cls: type, eq: bool, frozen: bool, slots: bool, repr_: bool) -> typ
             namespace["__setstate__"] = _setstate
         new = type(cls)(cls.__name__, cls.__bases__, namespace)
         new.__qualname__ = cls.__qualname__
+        methods.owner = new
         return new
     for name, value in namespace.items():
         if name not in cls.__dict__ or cls.__dict__[name] is not value:
             setattr(cls, name, value)
+    methods.owner = cls
     return cls
 
 
