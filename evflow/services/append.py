@@ -12,9 +12,9 @@ tests all append through :class:`Appender`.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from evflow.core.events import (
     Event,
@@ -34,6 +34,9 @@ from evflow.errors import ChainTooDeep, EvflowError, InvalidEvent
 from evflow.store import timers as timer_rows
 from evflow.store.interface import WriteTransaction
 from evflow.store.rows import encode_event
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 class Appender:
@@ -242,35 +245,57 @@ class Appender:
         everything back. ``bodies``: the JSON text of events by ``where``, when the caller has it
         (not for history lines, whose text holds their ``recordedtime``).
         """
-        for where, event in items:
+        where = ""
+
+        def step(item: tuple[str, Event | InvalidEvent]) -> Outcome:
+            nonlocal where
+            where, event = item
             if isinstance(event, InvalidEvent):
-                if not isolate:
-                    raise event
-                yield where, event
-                continue
-            if isolate:
-                tx.savepoint()
+                raise event
+            # a line of an evflow log's export carries its recordedtime: history
+            history = "recordedtime" in event
+            body = None if bodies is None or history else bodies.get(where)
             try:
-                # a line of an evflow log's export carries its recordedtime: history
-                history = "recordedtime" in event
-                body = None if bodies is None or history else bodies.get(where)
-                outcome = self.append(tx, event, history=history, body=body)
-            except (EvflowError, ValueError, RecursionError) as exc:
-                error = (
-                    exc
-                    if isinstance(exc, EvflowError)
-                    else InvalidEvent("event", f"cannot be recorded: {exc}", where)
-                )
-                if not isolate:
-                    if isinstance(error, InvalidEvent):
-                        raise error from None
-                    raise EvflowError(f"{where}: {error}") from None
-                tx.rollback_to_savepoint()
-                yield where, error
-                continue
-            if isolate:
-                tx.release()
-            yield where, outcome
+                return self.append(tx, event, history=history, body=body)
+            except EvflowError:
+                raise
+            except (ValueError, RecursionError) as exc:
+                raise InvalidEvent("event", f"cannot be recorded: {exc}", where) from None
+
+        try:
+            for (at, _), outcome in each_in_savepoint(tx, items, step, isolate=isolate):
+                yield at, outcome
+        except InvalidEvent:
+            raise
+        except EvflowError as exc:  # not isolated: the first failure, named by its line
+            raise EvflowError(f"{where}: {exc}") from None
+
+
+def each_in_savepoint(
+    tx: WriteTransaction,
+    items: Iterable[T],
+    step: Callable[[T], R],
+    *,
+    isolate: bool,
+) -> Iterator[tuple[T, R | EvflowError]]:
+    """The one "savepoint per item" loop: ``step`` each item in ``tx``, in order, yielding
+    ``(item, result)``. ``isolate``: each in a savepoint, so one whose step raises an
+    :class:`EvflowError` is undone alone and yielded with that error while the others stay;
+    otherwise the error propagates and the caller's transaction rolls everything back."""
+    for item in items:
+        if isolate:
+            tx.savepoint()
+        try:
+            result = step(item)
+        except EvflowError as exc:
+            if not isolate:
+                raise
+            tx.rollback_to_savepoint()
+            yield item, exc
+            continue
+        if isolate:
+            tx.release()
+        yield item, result
 
 
 def normalized_chunks(

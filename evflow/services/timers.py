@@ -23,7 +23,7 @@ from evflow.core.routing import Outcome
 from evflow.core.rules import RuleSet
 from evflow.core.timers import TimerRecord, fired_event
 from evflow.errors import EvflowError
-from evflow.services.append import Appender
+from evflow.services.append import Appender, each_in_savepoint
 from evflow.store import timers as timer_rows
 from evflow.store.interface import Store, WriteTransaction
 
@@ -107,33 +107,30 @@ def _fire_batch(
     events = {t.id: fired_event(t.body) for t in timers if t.body is not None}
     tx.known_absent([(e["source"], e["id"]) for e in events.values()])
     marks: list[tuple[int | None, int | None, int]] = []
-    for timer in timers:
-        if careful:
-            tx.savepoint()
-        try:
-            event = events.get(timer.id)
-            if event is None:  # run/http: a delivery owed to the cause, due now
-                delivery = tx.add_delivery(
-                    timer.cause_seq, timer.cause_id, timer.rule, timer.action, timer.kind
-                )
-                marks.append((None, delivery, timer.id))
-                done.deliveries.append(delivery)
-            else:
-                outcome = appender.append(tx, event)
-                marks.append((outcome.event["seq"], None, timer.id))
-                if not outcome.duplicate:  # a log that already held it: nothing new to show
-                    done.outcomes.append(outcome)
-                    done.deliveries += [d["id"] for d in outcome.deliveries]
-                    done.warnings += [f"timer {timer.id}: {w}" for w in outcome.warnings()]
-        except EvflowError as exc:
-            if not careful:
-                raise _BatchFailed from exc
-            tx.rollback_to_savepoint()
-            done.errors.append(
-                f"timer {timer.id} (rule {timer.rule}, due {timer.due}): {exc.message}"
+
+    def fire(timer: TimerRecord) -> None:
+        event = events.get(timer.id)
+        if event is None:  # run/http: a delivery owed to the cause, due now
+            delivery = tx.add_delivery(
+                timer.cause_seq, timer.cause_id, timer.rule, timer.action, timer.kind
             )
-            continue
-        if careful:
-            tx.release()
+            marks.append((None, delivery, timer.id))
+            done.deliveries.append(delivery)
+            return
+        outcome = appender.append(tx, event)
+        marks.append((outcome.event["seq"], None, timer.id))
+        if not outcome.duplicate:  # a log that already held it: nothing new to show
+            done.outcomes.append(outcome)
+            done.deliveries += [d["id"] for d in outcome.deliveries]
+            done.warnings += [f"timer {timer.id}: {w}" for w in outcome.warnings()]
+
+    try:
+        for timer, failed in each_in_savepoint(tx, timers, fire, isolate=careful):
+            if isinstance(failed, EvflowError):
+                done.errors.append(
+                    f"timer {timer.id} (rule {timer.rule}, due {timer.due}): {failed.message}"
+                )
+    except EvflowError as exc:  # not careful: the batch is undone, to be fired one by one
+        raise _BatchFailed from exc
     timer_rows.mark_fired(tx, marks)
     done.fired = len(marks)
