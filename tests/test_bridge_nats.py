@@ -31,7 +31,13 @@ from evflow.core.records import EventFilter
 from evflow.errors import InvalidEvent
 from evflow.store.bridges import bridge_stats, instance_id, read_position
 from tests.conftest import evflow_exe, run_cli, unique
-from tests.fixtures.nats_server import NATS_URL, require_nats
+from tests.fixtures.nats_server import (
+    NATS_URL,
+    delete_streams,
+    publish_raw,
+    require_nats,
+    stream_messages,
+)
 
 URL = NATS_URL
 
@@ -126,55 +132,7 @@ def target() -> Iterator[NatsOptions]:
     require_nats(URL)
     options = NatsOptions(url=URL, stream=unique("EVT"), prefix=unique("evt"), batch=1000)
     yield options
-    asyncio.run(_delete_stream(options.stream))
-
-
-async def _delete_stream(name: str) -> None:
-    import nats
-    from nats.js.errors import NotFoundError
-
-    nc = await nats.connect(URL)
-    try:
-        await nc.jetstream().delete_stream(name)
-    except NotFoundError:
-        pass
-    finally:
-        await nc.close()
-
-
-async def _stream_messages(stream: str) -> list[Any]:
-    """Every message of ``stream``, in stream order (an ephemeral pull consumer)."""
-    import nats
-    from nats.errors import TimeoutError as NatsTimeout
-    from nats.js.api import AckPolicy, ConsumerConfig
-
-    nc = await nats.connect(URL)
-    try:
-        js = nc.jetstream()
-        total = (await js.stream_info(stream)).state.messages
-        config = ConsumerConfig(ack_policy=AckPolicy.NONE)  # reading, not consuming
-        sub = await js.pull_subscribe(">", stream=stream, config=config)
-        out: list[Any] = []
-        while len(out) < total:
-            try:
-                out.extend(await sub.fetch(1000, timeout=2))
-            except (NatsTimeout, TimeoutError):
-                break
-        return out
-    finally:
-        await nc.close()
-
-
-async def _publish_raw(subject: str, messages: list[tuple[bytes, dict[str, str] | None]]) -> None:
-    import nats
-
-    nc = await nats.connect(URL)
-    try:
-        js = nc.jetstream()
-        for payload, headers in messages:
-            await js.publish(subject, payload, headers=headers)
-    finally:
-        await nc.close()
+    asyncio.run(delete_streams([options.stream]))
 
 
 def _log_with(path: Path, count: int, rules: Path | None = None) -> Evflow:
@@ -193,7 +151,7 @@ def test_publishes_every_event_once_in_order(tmp_path: Path, target: NatsOptions
     flow = _log_with(tmp_path / "log.db", 10_000)
     report = asyncio.run(publish_log(flow, target, once=True))
     assert (report.published, report.position) == (10_000, 10_000)
-    messages = asyncio.run(_stream_messages(target.stream))
+    messages = asyncio.run(stream_messages(target.stream))
     assert len(messages) == 10_000
     seqs = [json.loads(m.data)["seq"] for m in messages]
     assert seqs == list(range(1, 10_001))
@@ -249,7 +207,7 @@ def test_sigkilled_bridge_resumes_and_the_stream_holds_each_event_once(
         [*args, "--once"], cwd=tmp_path, capture_output=True, text=True, timeout=120
     )
     assert done.returncode == 0, done.stderr
-    messages = asyncio.run(_stream_messages(target.stream))
+    messages = asyncio.run(stream_messages(target.stream))
     seqs = [json.loads(m.data)["seq"] for m in messages]
     assert seqs == list(range(1, 10_001))
     with sqlite3.connect(db) as conn:
@@ -271,7 +229,7 @@ def test_ingest_valid_duplicate_and_malformed_messages(tmp_path: Path, target: N
     ping = {"specversion": "1.0", "type": "ext.ping", "source": "svc", "id": "p1", "data": {"n": 1}}
     asyncio.run(ensure_only(target))
     asyncio.run(
-        _publish_raw(
+        publish_raw(
             f"{target.prefix}.in",
             [
                 (json.dumps(ping).encode(), None),
@@ -283,7 +241,7 @@ def test_ingest_valid_duplicate_and_malformed_messages(tmp_path: Path, target: N
             ],
         )
     )
-    asyncio.run(_publish_raw(f"{target.prefix}.shop.order", [(b'{"orderId": "o-9"}', None)]))
+    asyncio.run(publish_raw(f"{target.prefix}.shop.order", [(b'{"orderId": "o-9"}', None)]))
     problems: list[str] = []
     report = asyncio.run(ingest(flow, target, f"{target.prefix}.>", once=True, log=problems.append))
     assert (report.appended, report.duplicates, report.terminated, report.own) == (2, 2, 3, 0)
@@ -341,7 +299,7 @@ def test_both_directions_at_once_without_loops(tmp_path: Path, target: NatsOptio
             )
             for i in range(10)
         ]
-        await _publish_raw(f"{target.prefix}.ext.hello", foreign)
+        await publish_raw(f"{target.prefix}.ext.hello", foreign)
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             await asyncio.sleep(0.1)
@@ -358,7 +316,7 @@ def test_both_directions_at_once_without_loops(tmp_path: Path, target: NatsOptio
     assert out_flow.store.last_seq() == 110  # each foreign event appended once, nothing else
     assert ingested.appended == 10
     assert ingested.own == published.published == 110  # our own messages were all skipped
-    messages = asyncio.run(_stream_messages(target.stream))
+    messages = asyncio.run(stream_messages(target.stream))
     ours = [m for m in messages if m.headers and m.headers.get("Evflow-Origin")]
     assert len(messages) == 120 and len(ours) == 110
     assert sorted(json.loads(m.data)["seq"] for m in ours) == list(range(1, 111))

@@ -8,7 +8,6 @@ messages are made with the SDK's percent-encoding rules (NATS binding §3.1.3.2)
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +16,13 @@ from typing import Any
 import pytest
 
 from tests.conftest import run_cli, unique
-from tests.fixtures.nats_server import NATS_URL, require_nats
+from tests.fixtures.nats_server import (
+    NATS_URL,
+    delete_streams,
+    publish_raw,
+    require_nats,
+    stream_messages,
+)
 
 URL = NATS_URL
 pytestmark = pytest.mark.nats
@@ -62,51 +67,13 @@ class Server:
         return asyncio.run(go())
 
     def publish(self, subject: str, messages: list[tuple[bytes, dict[str, str] | None]]) -> None:
-        async def go() -> None:
-            nc, js = await self._js()
-            try:
-                for payload, headers in messages:
-                    await js.publish(subject, payload, headers=headers)
-            finally:
-                await nc.close()
-
-        asyncio.run(go())
+        asyncio.run(publish_raw(subject, messages))
 
     def messages(self, stream: str) -> list[Any]:
-        from nats.errors import TimeoutError as NatsTimeout
-        from nats.js.api import AckPolicy, ConsumerConfig
-
-        async def go() -> list[Any]:
-            nc, js = await self._js()
-            try:
-                total = (await js.stream_info(stream)).state.messages
-                config = ConsumerConfig(ack_policy=AckPolicy.NONE)
-                sub = await js.pull_subscribe(">", stream=stream, config=config)
-                out: list[Any] = []
-                while len(out) < total:
-                    try:
-                        out.extend(await sub.fetch(1000, timeout=2))
-                    except (NatsTimeout, TimeoutError):
-                        break
-                return out
-            finally:
-                await nc.close()
-
-        return asyncio.run(go())
+        return asyncio.run(stream_messages(stream))
 
     def cleanup(self) -> None:
-        from nats.js.errors import NotFoundError
-
-        async def go() -> None:
-            nc, js = await self._js()
-            try:
-                for name in self.streams:
-                    with contextlib.suppress(NotFoundError):
-                        await js.delete_stream(name)
-            finally:
-                await nc.close()
-
-        asyncio.run(go())
+        asyncio.run(delete_streams(self.streams))
 
 
 @pytest.fixture
