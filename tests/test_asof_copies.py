@@ -98,3 +98,52 @@ def test_as_of_reads_from_the_nearest_copy(
     monkeypatch.setattr(store, "scan_until", spy)
     as_of(store, rs, "totals", seq=370)
     assert seen == [350]
+
+
+def _wide_events(n: int, keys: int, seed: int) -> list[dict]:
+    rng = random.Random(seed)
+    return [
+        {"type": "t.add", "data": {"k": f"k{rng.randrange(keys)}", "n": rng.randrange(1, 5)}}
+        for _ in range(n)
+    ]
+
+
+def _marks(store) -> list[int]:  # type: ignore[no-untyped-def]
+    return [p for (p,) in store.execute("SELECT position FROM snapshot_marks ORDER BY position")]
+
+
+def test_copies_are_spaced_by_the_snapshot_size_and_a_rebuild_replaces_them_all(
+    db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A copy writes every row: replay keeps one at most every COPY_ROWS_FACTOR x rows events
+    (so a rebuild's cost per event stays flat as the snapshot grows), as-of answers stay the
+    same, and a rebuild leaves only its own copies (none of its predecessor's, even where it
+    made none)."""
+    monkeypatch.setattr(replay_module, "COPY_EVERY", 10)
+    monkeypatch.setattr(replay_module, "ASIDE_WRITE_EVERY", 10)  # as both are in use: 50,000
+    store, rs = open_store(db_url), rules(tmp_path, COUNTER)
+    append(store, _wide_events(400, keys=60, seed=5))
+    monkeypatch.setattr(replay_module, "COPY_ROWS_FACTOR", 0)  # every multiple, as before
+    replay(store, rs, batch_size=7)
+    dense = _marks(store)
+    assert len(dense) == 40
+
+    monkeypatch.setattr(replay_module, "COPY_ROWS_FACTOR", 2)
+    replay(store, rs, batch_size=7, rebuild=True)
+    sparse = _marks(store)
+    assert sparse[0] == dense[0]  # the first crossing copies
+    # later copies are at least twice the rows then (up to 60) apart: far fewer than before
+    assert all(b - a >= 10 for a, b in zip(sparse, sparse[1:], strict=False))
+    assert 4 <= len(sparse) <= 12, sparse
+    (history,) = store.execute(
+        "SELECT COUNT(DISTINCT position) FROM snapshot_history"
+    ).fetchone()
+    assert history == len(sparse)
+    for seq in [1, 9, 10, 11, 55, 120, 121, 250, 399, 400]:
+        assert as_of(store, rs, "totals", seq=seq) == _from_scratch(store, rs, monkeypatch, seq=seq)
+
+    # the same positions as a rebuild of a log that had no copies
+    fresh = open_store(str(tmp_path / "fresh.db"))
+    append(fresh, _wide_events(400, keys=60, seed=5))
+    replay(fresh, rs, batch_size=7, rebuild=True)
+    assert _marks(fresh) == sparse

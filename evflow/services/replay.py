@@ -70,6 +70,11 @@ CACHE_TEXT_ROWS = 1_000_000
 # the batch that crosses the multiple), for `query --as-of`, which folds forward from the nearest
 # copy: its cost follows the distance to a copy, not the position (issue 16).
 COPY_EVERY = 50_000
+# ... and at least COPY_ROWS_FACTOR x its rows after the previous copy: a copy writes every row, so
+# a snapshot of many rows copied every COPY_EVERY events made a rebuild's cost per event grow
+# with the log (issue 16); spaced by its size, a copy costs at most half a row per event, and an
+# as-of read, which loads the copy's rows anyway, folds at most twice as many events as rows.
+COPY_ROWS_FACTOR = 2
 # A rebuild built aside (``--rebuild``, a changed definition) writes its rows and checkpoint every
 # ASIDE_WRITE_EVERY events rather than every batch: nobody reads the aside rows, and a row touched
 # in several batches is written once (a tenth of a rebuild). A rebuild that is interrupted resumes
@@ -141,6 +146,7 @@ class _Target:
         "cache",
         "compiled",
         "complete",
+        "copied",
         "dirty",
         "expected",
         "failed",
@@ -161,6 +167,8 @@ class _Target:
         self.table = table
         self.expected = expected  # the checkpoint position this process believes is stored
         self.folded = expected  # the position folded up to (past ``expected`` while held)
+        # the last copy this build made (a build from 0 knows it: none yet; else looked up)
+        self.copied: int | None = 0 if expected == 0 else None
         self.hash = compiled.projection.definition_hash
         self.result = ReplayResult(compiled.name, start=expected, position=expected)
         self.failed = False
@@ -448,7 +456,7 @@ def _fold_batch(
             snapshots.write_rows(store, t.table, upserts, deletes)
             snapshots.save_checkpoint(store, t.table, batch_end, t.hash)
             if batch_end // COPY_EVERY > t.expected // COPY_EVERY:
-                _keep_copy(store, t, batch_end)
+                _copy(store, t, batch_end)
             t.expected = t.folded = batch_end
             if t.sink is not None:
                 tables.append((t.sink, {k: t.values[k] for k in dirty}))
@@ -508,6 +516,23 @@ def _table_values(
     return values
 
 
+def _copy(store: Store, t: _Target, position: int) -> None:
+    """At the write that crossed a multiple of COPY_EVERY: a copy at ``position`` when the last
+    one is COPY_ROWS_FACTOR x the rows (as cached) or more behind. A rebuild (from 0, or aside)
+    also drops its predecessor's copies up to the next multiple, kept or not: the copies at or
+    before a rebuild's checkpoint are its own (a resumed rebuild finds its last one)."""
+    if t.copied is None:
+        mark = snapshots.nearest_mark(store, t.compiled.name, t.hash, seq=t.expected)
+        t.copied = mark.position if mark is not None else 0
+    due = t.copied == 0 or position - t.copied >= COPY_ROWS_FACTOR * len(t.cache)
+    if t.to_swap or t.result.start == 0:
+        window_end = (position // COPY_EVERY + 1) * COPY_EVERY
+        keep = position if due else -1  # a copy kept here replaces the one at its position
+        snapshots.drop_copies(store, t.compiled.name, t.copied, window_end, keep=keep)
+    if due:
+        _keep_copy(store, t, position)
+
+
 def _keep_copy(store: Store, t: _Target, position: int) -> None:
     name = t.compiled.name
     previous = snapshots.nearest_mark(store, name, t.hash, seq=position - 1)
@@ -521,6 +546,7 @@ def _keep_copy(store: Store, t: _Target, position: int) -> None:
     if previous is not None and previous.max_time > latest:
         latest = previous.max_time
     snapshots.keep_copy(store, t.table, name, position, t.hash, latest)
+    t.copied = position
     if t.tracked_from is not None:
         t.tracked_from = position
         t.latest = ""

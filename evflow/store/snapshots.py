@@ -166,6 +166,18 @@ def nearest_mark(
     return _mark(store, sql + " ORDER BY position DESC LIMIT 1", params)
 
 
+def drop_copies(store: Store, projection: str, after: int, before: int, keep: int = -1) -> None:
+    """Drop the copies of ``projection`` at positions in ``(after, before)`` but ``keep``: a
+    rebuild replaces its predecessor's copies as it passes their positions."""
+    for statement in (
+        "DELETE FROM snapshot_history WHERE projection = ? AND position > ? AND position < ?"
+        " AND position <> ?",
+        "DELETE FROM snapshot_marks WHERE projection = ? AND position > ? AND position < ?"
+        " AND position <> ?",
+    ):
+        store.execute(statement, (projection, after, before, keep))
+
+
 def _mark(store: Store, sql: str, params: Sequence[object]) -> Mark | None:
     row = store.execute(sql, params).fetchone()
     store.end_read()
