@@ -230,3 +230,40 @@ def test_replay_in_one_go_equals_two_steps_equals_as_of(
     assert stored(one, "totals") == stored(two, "totals")
     folded = {r.key: (r.state, r.seq) for r in as_of(one, rs, "totals", seq=len(events))}
     assert folded == stored(one, "totals")
+
+
+TWO = """
+version: 1
+projections:
+  - name: a
+    key: data.k
+    on:
+      t.add:
+        inc: {n: "${{ data.n }}"}
+  - name: b
+    key: data.k
+    on:
+      t.add:
+        inc: {FIELD: "${{ data.n }}"}
+"""
+
+
+def test_a_projection_ahead_of_another_is_not_set_back_and_refolded(
+    db_url: str, tmp_path: Path
+) -> None:
+    """One replay of projections at different positions (one rebuilt after its definition
+    changed, one a little behind the log): each batch starts where the one furthest behind is,
+    and the one ahead takes no part until the batches reach it (its checkpoint was set back to the
+    batch's end and the events between refolded: inc counted twice)."""
+    store = open_store(db_url)
+    append(store, [{"type": "t.add", "data": {"k": "x", "n": 1}}] * 60)
+    replay(store, rules(tmp_path, TWO.replace("FIELD", "n")), batch_size=7)
+    append(store, [{"type": "t.add", "data": {"k": "x", "n": 1}}] * 15)
+    changed = rules(tmp_path, TWO.replace("FIELD", "m"))
+    results = replay(store, changed, batch_size=7)  # b rebuilt from 0, a from 60
+    assert {r.name: (r.start, r.position, r.applied) for r in results} == {
+        "a": (60, 75, 15),
+        "b": (0, 75, 75),
+    }
+    assert stored(store, "a") == {"x": ({"n": 75}, 75)}
+    assert stored(store, "b") == {"x": ({"m": 75}, 75)}

@@ -323,6 +323,11 @@ def _fold_batch(
     # 2 then only checks its checkpoint, and drops what it folded if another process moved it;
     # built aside, it writes every ASIDE_WRITE_EVERY events, holding what it folded until then.
     # The others note their work, and fold in phase 2 once their rows are loaded under the lock.
+    # A target already at or past the batch's end (the batch starts where the target furthest
+    # behind is) takes no part: its checkpoint would be set back, and the events refolded.
+    active = [t for t in active if t.folded < batch_end]
+    if not active:
+        return
     routes: dict[str, list[tuple[_Target, Fold]]] = {}
     work: list[_Work] = []
     keys: dict[_Target, set[str]] = {t: set() for t in active}
@@ -382,7 +387,7 @@ def _fold_batch(
             if hold and t.to_swap and t.dirty is not None:
                 if latest[t] > t.latest:
                     t.latest = latest[t]
-                t.folded = batch_end
+                t.folded = max(t.folded, batch_end)
                 continue
         writing.append(t)
     if not writing:
@@ -399,6 +404,7 @@ def _fold_batch(
                 t.dirty = None
                 t.values = {}
                 t.held = 0
+                t.copied = None  # the other process's copies: looked up when needed
                 t.latest = ""
                 if t.tracked_from is not None:
                     t.tracked_from = position
