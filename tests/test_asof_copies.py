@@ -147,3 +147,32 @@ def test_copies_are_spaced_by_the_snapshot_size_and_a_rebuild_replaces_them_all(
     append(fresh, _wide_events(400, keys=60, seed=5))
     replay(fresh, rs, batch_size=7, rebuild=True)
     assert _marks(fresh) == sparse
+
+
+def test_a_copy_dropped_while_as_of_reads_it_is_not_taken_for_an_empty_one(
+    db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """as-of reads a copy's mark, then its rows: a rebuild in another process that drops or redoes
+    that copy in between must not leave it folding from the mark's position with no rows."""
+    monkeypatch.setattr(replay_module, "COPY_EVERY", 25)
+    monkeypatch.setattr(replay_module, "ASIDE_WRITE_EVERY", 25)
+    rs = rules(tmp_path, COUNTER)
+    reader = open_store(db_url)
+    writer = open_store(db_url)
+    append(writer, _wide_events(100, keys=30, seed=9))
+    for upto in range(30, 101, 10):  # kept up to date in small steps, as query does
+        replay(writer, rs, batch_size=5, until_seq=upto)
+    assert len(_marks(writer)) >= 3
+    truth = _from_scratch(reader, rs, monkeypatch, seq=60)
+    read_rows = snapshots.copy_rows
+    raced: list[int] = []
+
+    def copy_rows_racing_a_rebuild(store, mark):  # type: ignore[no-untyped-def]
+        if not raced:  # another process: `evflow replay --rebuild` commits between the reads
+            raced.append(mark.position)
+            replay(writer, rs, rebuild=True, batch_size=5)
+        return read_rows(store, mark)
+
+    monkeypatch.setattr(snapshots, "copy_rows", copy_rows_racing_a_rebuild)
+    assert as_of(reader, rs, "totals", seq=60) == truth
+    assert raced  # the race happened

@@ -76,12 +76,16 @@ def as_of(
     rows: dict[str, tuple[Any, int]] = {}
     # from the nearest kept copy of the snapshot (see replay's COPY_EVERY), else from seq 1
     start = 0
-    mark = snapshots.nearest_mark(
-        store, projection.name, projection.definition_hash, seq=until, time=time
-    )
-    if mark is not None:
-        start = mark.position
-        rows = {k: (codec.loads(state), q) for k, state, q in snapshots.copy_rows(store, mark)}
+    for _ in range(5):  # a copy read while a rebuild drops or redoes it is read again
+        mark = snapshots.nearest_mark(
+            store, projection.name, projection.definition_hash, seq=until, time=time
+        )
+        if mark is None:
+            break
+        copied = {k: (codec.loads(state), q) for k, state, q in snapshots.copy_rows(store, mark)}
+        if snapshots.mark_stands(store, mark):
+            start, rows = mark.position, copied
+            break
     for event_seq, recorded, etype, body in store.scan_until(until, time, after=start):
         fold = compiled.fold_for(etype)
         if fold is None:

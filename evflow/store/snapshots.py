@@ -143,6 +143,7 @@ class Mark:
     position: int
     definition: str
     max_time: str  # '' when no event of the folded types came before
+    created_at: str = ""  # when it was made: a copy made again at its position is another
 
 
 def nearest_mark(
@@ -156,7 +157,7 @@ def nearest_mark(
     """The latest copy at or before ``seq`` (and, with ``time``, made of events none later than
     ``time``) folded with ``definition``; None when there is none."""
     sql = (
-        "SELECT projection, position, definition, max_time FROM snapshot_marks"
+        "SELECT projection, position, definition, max_time, created_at FROM snapshot_marks"
         " WHERE projection = ? AND definition = ? AND position <= ?"
     )
     params: list[object] = [projection, definition, seq]
@@ -181,7 +182,18 @@ def drop_copies(store: Store, projection: str, after: int, before: int, keep: in
 def _mark(store: Store, sql: str, params: Sequence[object]) -> Mark | None:
     row = store.execute(sql, params).fetchone()
     store.end_read()
-    return None if row is None else Mark(row[0], int(row[1]), row[2], row[3])
+    return None if row is None else Mark(row[0], int(row[1]), row[2], row[3], row[4])
+
+
+def mark_stands(store: Store, mark: Mark) -> bool:
+    """Is this copy still kept as it was read? (A rebuild may drop or redo copies meanwhile.)"""
+    found = _mark(
+        store,
+        "SELECT projection, position, definition, max_time, created_at FROM snapshot_marks"
+        " WHERE projection = ? AND position = ?",
+        [mark.projection, mark.position],
+    )
+    return found == mark
 
 
 def max_time(store: Store, after: int, until: int, types: Sequence[str]) -> str:
