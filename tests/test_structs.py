@@ -184,3 +184,12 @@ def test_methods_are_compiled_on_first_use_and_then_called_directly(
         with pytest.raises(TypeError, match="unhashable"):
             hash(p)
     assert len(compiled) == 1
+
+
+def test_a_field_may_be_named_as_the_stubs_own_parameters() -> None:
+    @structs.dataclass
+    class Odd:
+        instance: int
+        args: int = 0
+
+    assert Odd(instance=1, args=2) == Odd(1, 2)

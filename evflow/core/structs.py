@@ -140,7 +140,7 @@ class _Methods:
         self.made = False
 
     def stub(self, name: str) -> Callable[..., Any]:
-        def first_call(instance: Any, *args: Any, **kwargs: Any) -> Any:
+        def first_call(instance: Any, /, *args: Any, **kwargs: Any) -> Any:  # any field names
             if not self.made:
                 exec(self.code, self.env)  # noqa: S102 - our own generated text, as dataclasses does
                 self.made = True
