@@ -79,8 +79,9 @@ EMIT_RESULT_OUTPUTS = {
 }
 
 
-def run_until_settled(rounds: int = 3, pause: float = 1.3) -> None:
-    """Worker rounds spaced past the 1 s backoff: each due retry gets its attempt."""
+def run_until_settled(rounds: int = 3, pause: float = 0.4) -> None:
+    """Worker rounds spaced past the rules' 200 ms backoff (240 ms at most with its jitter): each
+    due retry gets its attempt."""
     for i in range(rounds):
         result = cli("run", "--once")
         assert result.exit_code == 0, result.stderr
@@ -106,7 +107,7 @@ def test_the_worker_survives_a_failing_action(project: Path, case: str) -> None:
             project,
             "rules:\n  - name: bad\n    on: bad\n    "
             + then.replace("HOOK", hook.url + "/h")
-            + "    retry: {attempts: 2, backoff: 1s}\n"
+            + "    retry: {attempts: 2, backoff: 200ms}\n"
             + good_rule(project),
         )
         ok("emit", "bad", "--data", json.dumps(data), "--no-dispatch")
@@ -126,7 +127,7 @@ def test_the_worker_survives_emit_result_output_it_cannot_record(
         project,
         "rules:\n  - name: bad\n    on: bad\n    then:\n"
         f"      - run: [{json.dumps(PY)}, {json.dumps(prog)}]\n        emit_result: got.result\n"
-        "    retry: {attempts: 2, backoff: 1s}\n" + good_rule(project),
+        "    retry: {attempts: 2, backoff: 200ms}\n" + good_rule(project),
     )
     ok("emit", "bad", "--no-dispatch")
     ok("emit", "good", "--no-dispatch")
