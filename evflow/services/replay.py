@@ -172,7 +172,7 @@ class _Target:
         self.hash = compiled.projection.definition_hash
         self.result = ReplayResult(compiled.name, start=expected, position=expected)
         self.failed = False
-        self.held = 0  # events folded into the cache, not yet written (an aside rebuild's)
+        self.held = 0  # events folded into the cache and not yet written
         self.to_swap = table != compiled.name
         self.cache: dict[str, list[Any]] = {}
         # the cache holds every row of ``table`` (it was empty when this process started on it,
@@ -332,7 +332,6 @@ def _fold_batch(
     work: list[_Work] = []
     keys: dict[_Target, set[str]] = {t: set() for t in active}
     latest: dict[_Target, str] = {t: "" for t in active}
-    applied: dict[_Target, int] = {t: 0 for t in active}
     eager = {t for t in active if t.complete}
     for t in eager:
         if t.dirty is None:
@@ -373,7 +372,7 @@ def _fold_batch(
             if row is None:
                 row = t.cache[key] = [None, 0]
             if _fold_one(t, row, key, v, fold, seq, etype):
-                applied[t] += 1
+                t.held += 1
 
     # Phase 2, in one write: check each checkpoint, load the rows not cached, fold, write.
     # ``t.cache`` maps key -> [state or None, seq] as committed (kept between batches while this
@@ -382,7 +381,6 @@ def _fold_batch(
     writing: list[_Target] = []
     for t in active:
         if t in eager:
-            t.held += applied[t]
             hold = batch_end < end and batch_end - t.expected < ASIDE_WRITE_EVERY
             if hold and t.to_swap and t.dirty is not None:
                 if latest[t] > t.latest:
@@ -530,6 +528,7 @@ def _copy(store: Store, t: _Target, position: int) -> None:
     if t.copied is None:
         mark = snapshots.nearest_mark(store, t.compiled.name, t.hash, seq=t.expected)
         t.copied = mark.position if mark is not None else 0
+    # the rows as cached: every row in a build from 0, those it touched in a catch-up
     due = t.copied == 0 or position - t.copied >= COPY_ROWS_FACTOR * len(t.cache)
     if t.to_swap or t.result.start == 0:
         window_end = (position // COPY_EVERY + 1) * COPY_EVERY

@@ -143,7 +143,10 @@ class Mark:
     position: int
     definition: str
     max_time: str  # '' when no event of the folded types came before
-    created_at: str = ""  # when it was made: a copy made again at its position is another
+    created_at: str  # when it was made: a copy made again at its position is another
+
+
+MARK_COLUMNS = "projection, position, definition, max_time, created_at"
 
 
 def nearest_mark(
@@ -157,7 +160,7 @@ def nearest_mark(
     """The latest copy at or before ``seq`` (and, with ``time``, made of events none later than
     ``time``) folded with ``definition``; None when there is none."""
     sql = (
-        "SELECT projection, position, definition, max_time, created_at FROM snapshot_marks"
+        f"SELECT {MARK_COLUMNS} FROM snapshot_marks"
         " WHERE projection = ? AND definition = ? AND position <= ?"
     )
     params: list[object] = [projection, definition, seq]
@@ -189,8 +192,7 @@ def mark_stands(store: Store, mark: Mark) -> bool:
     """Is this copy still kept as it was read? (A rebuild may drop or redo copies meanwhile.)"""
     found = _mark(
         store,
-        "SELECT projection, position, definition, max_time, created_at FROM snapshot_marks"
-        " WHERE projection = ? AND position = ?",
+        f"SELECT {MARK_COLUMNS} FROM snapshot_marks WHERE projection = ? AND position = ?",
         [mark.projection, mark.position],
     )
     return found == mark
