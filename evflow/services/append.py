@@ -42,9 +42,18 @@ R = TypeVar("R")
 class Appender:
     """Appends events and what their rules trigger, inside a caller's write transaction."""
 
-    def __init__(self, ruleset: RuleSet, at: datetime | None = None) -> None:
+    def __init__(
+        self,
+        ruleset: RuleSet,
+        at: datetime | None = None,
+        encode: Callable[[Event], str] | None = None,
+    ) -> None:
         self.ruleset = ruleset
         self.at = at  # judge windows as of this time instead of each event's own
+        # the JSON text of an event it appends (checked: normalized, or a derived event whose
+        # data check_json passed); None: the store's encoder. An import passes orjson's
+        # (evflow.core.jsontext), which emit does not load.
+        self.encode = encode
 
     def append(
         self, tx: WriteTransaction, event: Event, *, history: bool = False, body: str | None = None
@@ -79,6 +88,8 @@ class Appender:
         depth: int,
         body: str | None = None,
     ) -> None:
+        if body is None and self.encode is not None:
+            body = self.encode(event)
         appended = tx.append(event, body=body)
         event["seq"] = appended.seq
         event["recordedtime"] = appended.recordedtime

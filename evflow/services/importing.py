@@ -119,8 +119,8 @@ def _import(
 def _check(lines: Lines, reroute: bool) -> list[tuple[str, str]] | None:
     """Check every line (the first bad one raises); the checked events as ``(where, JSON
     text)``, or None when they would take more than :data:`KEEP_CHECKED` to keep."""
+    from evflow.core.jsontext import dumps_checked
     from evflow.services.append import normalize_line
-    from evflow.store.rows import encode_event
 
     kept: list[tuple[str, str]] | None = []
     size = 0
@@ -131,7 +131,7 @@ def _check(lines: Lines, reroute: bool) -> list[tuple[str, str]] | None:
         if kept is None:
             continue
         try:
-            text = encode_event(event)
+            text = dumps_checked(event)  # normalize checked it (check_json)
         except (TypeError, ValueError):  # the write says what is wrong with it, as before
             kept = None
             continue
@@ -157,10 +157,11 @@ def _write(
     """One transaction of an import; returns how many lines have been read in all.
     ``checked``: the lines are ``(where, JSON text)`` of events already normalized (by
     :func:`_check`); decoded, they are the same dicts normalize made, and the text is the body."""
+    from evflow.core.jsontext import dumps_checked
     from evflow.core.routing import Outcome
     from evflow.services.append import Appender, normalized_chunks
 
-    appender = Appender(ruleset)
+    appender = Appender(ruleset, encode=dumps_checked)
     count = before
     bodies: dict[str, str] | None = None
     if checked:

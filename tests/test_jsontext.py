@@ -1,0 +1,75 @@
+"""The import's JSON writer (orjson) against the standard library's: the same values always, the
+same text but for the spelling of floats under 1e-4, and json's errors where orjson would write
+something json refuses."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from evflow.core.events import check_json
+from evflow.core.jsontext import dumps_checked
+from evflow.store.rows import encode_event, loads
+
+_floats = st.floats(allow_nan=False, allow_infinity=False)
+_scalars = st.none() | st.booleans() | st.integers(-(2**70), 2**70) | _floats | st.text()
+_values = st.recursive(
+    _scalars,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=20,
+)
+
+
+def _small_floats(value: Any) -> bool:
+    if isinstance(value, float):
+        return value != 0 and abs(value) < 1e-4
+    if isinstance(value, dict):
+        return any(_small_floats(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_small_floats(v) for v in value)
+    return False
+
+
+@settings(max_examples=2000, deadline=None)
+@given(_values)
+def test_the_same_values_and_text_as_the_standard_library(value: Any) -> None:
+    try:
+        check_json(value, "data")
+    except Exception:  # noqa: BLE001 - lone surrogates: not a checked value
+        return
+    text = dumps_checked(value)
+    assert loads(text) == value
+    assert json.loads(text) == value
+    if not _small_floats(value):
+        assert text == encode_event(value)
+
+
+def test_floats_under_1e_4_are_spelled_in_full_and_read_back_the_same() -> None:
+    for x in (1e-05, -6.389814116186164e-05, 5e-324, 1e-300):
+        assert float(dumps_checked(x)) == x
+    assert dumps_checked({"a": 1e-05}) == '{"a":0.00001}'
+    assert encode_event({"a": 1e-05}) == '{"a":1e-05}'
+
+
+class _Name(str):
+    pass
+
+
+@pytest.mark.parametrize(
+    "value",
+    [2**64, -(2**63) - 1, 10**4000, {"n": _Name("x")}, [_Name("y")]],
+    ids=["u64+1", "i64-1", "4000 digits", "str subclass in a dict", "str subclass in a list"],
+)
+def test_what_orjson_refuses_is_written_by_json(value: Any) -> None:
+    assert dumps_checked(value) == encode_event(value)
+
+
+def test_what_json_refuses_still_raises() -> None:
+    import datetime
+
+    with pytest.raises(TypeError):  # orjson would write it as text
+        dumps_checked({"when": datetime.datetime(2026, 1, 1)})
