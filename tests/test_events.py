@@ -108,3 +108,31 @@ def test_values_no_backend_can_store_are_refused(raw: dict, field: str) -> None:
     with pytest.raises(InvalidEvent) as info:
         normalize(raw)
     assert info.value.field == field
+
+
+def _canonical_or_error(text: str) -> str:
+    from evflow.core.events import canonical_time
+
+    try:
+        return canonical_time(text)
+    except ValueError:
+        return "error"
+
+
+def test_a_utc_time_is_checked_as_its_plus_zero_spelling_is() -> None:
+    """``Z`` times take a fast path (the digits as they are, the day's check cached); ``+00:00``
+    goes through datetime: every date and time, real or not, gets the same answer from both."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    two = st.integers(0, 99).map(lambda n: f"{n:02d}")
+    year = st.sampled_from(["0000", "0001", "1900", "2000", "2016", "2023", "2024", "9999"])
+    fraction = st.sampled_from(["", ".5", ".123456", ".1234567891"])
+
+    @settings(max_examples=3000, deadline=None)
+    @given(year, two, two, two, two, two, fraction)
+    def check(y: str, mo: str, d: str, h: str, mi: str, s: str, frac: str) -> None:
+        text = f"{y}-{mo}-{d}T{h}:{mi}:{s}{frac}"
+        assert _canonical_or_error(text + "Z") == _canonical_or_error(text + "+00:00")
+
+    check()

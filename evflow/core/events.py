@@ -177,17 +177,18 @@ def canonical_time(text: Any) -> str:
         )
     day, clock, fraction, offset = match.groups()
     fraction = fraction or ""
-    try:
-        dt = datetime.fromisoformat(
-            f"{day}T{clock}.{fraction[:6].ljust(6, '0')}{'+00:00' if offset in 'Zz' else offset}"
-        )
-    except ValueError:
-        raise ValueError(f"not an RFC 3339 time: {text!r} (no such date or time)") from None
     if offset in "Zz":
         # already UTC: what format_time would write is the matched digits themselves (the
-        # pattern takes exactly 4-2-2 and 2:2:2 digits, and fromisoformat accepted them)
+        # pattern takes exactly 4-2-2 and 2:2:2 digits), once they name a real day and time
+        # (the day's check is cached: the events of an import share few days)
+        if not (_real_day(day) and clock[:2] < "24" and clock[3:5] < "60" and clock[6:] < "60"):
+            raise ValueError(f"not an RFC 3339 time: {text!r} (no such date or time)")
         stamp = f"{day}T{clock}.{fraction[:6].ljust(6, '0')}"
     else:
+        try:
+            dt = datetime.fromisoformat(f"{day}T{clock}.{fraction[:6].ljust(6, '0')}{offset}")
+        except ValueError:
+            raise ValueError(f"not an RFC 3339 time: {text!r} (no such date or time)") from None
         try:
             dt = dt.astimezone(UTC)
         except OverflowError:
@@ -198,6 +199,21 @@ def canonical_time(text: Any) -> str:
     if len(fraction) > 6:
         stamp += fraction[6:9].ljust(3, "0")
     return stamp + "Z"
+
+
+_DAYS: dict[str, bool] = {}  # YYYY-MM-DD -> whether it is a day of the calendar
+
+
+def _real_day(day: str) -> bool:
+    known = _DAYS.get(day)
+    if known is None:
+        try:
+            known = datetime.fromisoformat(day).year > 0
+        except ValueError:
+            known = False
+        if len(_DAYS) < 100_000:
+            _DAYS[day] = known
+    return known
 
 
 def _string(name: str, value: Any, where: str | None, *, empty: bool = False) -> str:
