@@ -84,6 +84,12 @@ class SqlStore:
             sql = _to_format(sql)
         return self.conn.execute(sql, params)
 
+    def insert_id(self, sql: str, params: Sequence[Any] = ()) -> int | None:
+        """Run an ``INSERT … ON CONFLICT … DO NOTHING`` into a table keyed by ``id``: the new
+        row's id, or None when the row conflicted and nothing was inserted."""
+        row = self.raw_execute(sql + " RETURNING id", params).fetchone()
+        return None if row is None else int(row[0])
+
     def raw_executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
         """Run ``sql`` once per row, in as few round trips as the driver allows."""
         if self.paramstyle_format:

@@ -47,13 +47,12 @@ def add(
 ) -> int | None:
     """Record a pending timer; None when this cause already has it (routed twice)."""
     now = tx.now()
-    row = tx.raw_execute(
+    return tx.insert_id(
         "INSERT INTO timers (rule, action, kind, status, due, key, cause_seq, cause_id, body,"
         " created_at, updated_at) VALUES (?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?)"
-        " ON CONFLICT (cause_seq, rule, action) DO NOTHING RETURNING id",
+        " ON CONFLICT (cause_seq, rule, action) DO NOTHING",
         (rule, action, kind, due, key, cause_seq, cause_id, body, now, now),
-    ).fetchone()
-    return None if row is None else int(row[0])
+    )
 
 
 # ``due || ''`` keeps SQLite (without statistics) from reading the range of every pending timer due

@@ -20,6 +20,7 @@ class _Connection(Protocol):
     def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None: ...
     def raw_execute(self, sql: str, params: Sequence[Any] = ()) -> Any: ...
     def raw_executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None: ...
+    def insert_id(self, sql: str, params: Sequence[Any] = ()) -> int | None: ...
 
 
 def _text(message: str | None) -> str | None:
@@ -155,6 +156,11 @@ class Transaction:
         appends first (rows that refer to their event by position, which is already decided)."""
         return self.store.raw_execute(sql, params)
 
+    def insert_id(self, sql: str, params: Sequence[Any] = ()) -> int | None:
+        """Run an ``INSERT … ON CONFLICT … DO NOTHING`` (not into ``events``, like
+        :meth:`raw_execute`): the new row's ``id``, or None when it conflicted."""
+        return self.store.insert_id(sql, params)
+
     def add_rule_error(self, event_seq: int, rule: str, message: str) -> None:
         """Keep why a rule failed on an event (its filter, or an emit action); the first only."""
         self.store.raw_execute(
@@ -181,16 +187,16 @@ class Transaction:
         """
         now = self.now()
         status, attempts, due = ("pending", 0, now) if failed is None else ("dead", 1, None)
-        row = self.store.raw_execute(
+        new = self.store.insert_id(
             "INSERT INTO deliveries (event_seq, event_id, rule, action, kind, status, attempts,"
             " next_attempt_at, last_error, created_at, updated_at)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-            " ON CONFLICT (event_seq, rule, action) DO NOTHING RETURNING id",
+            " ON CONFLICT (event_seq, rule, action) DO NOTHING",
             (event_seq, event_id, rule, action, kind, status, attempts, due, _text(failed), now,
              now),  # fmt: skip
-        ).fetchone()
-        if row is not None:
-            return int(row[0])
+        )
+        if new is not None:
+            return new
         row = self.store.raw_execute(
             "SELECT id FROM deliveries WHERE event_seq = ? AND rule = ? AND action = ?",
             (event_seq, rule, action),
