@@ -153,3 +153,21 @@ def test_a_version_1_database_is_migrated(db_url: str) -> None:
     assert again.rule_errors(1) == [] and again.last_seq() == 1
     row = again.execute("SELECT value FROM evflow_meta WHERE key = 'schema_version'").fetchone()
     assert int(row[0]) == SCHEMA_VERSION
+
+
+def test_a_version_4_database_loses_the_redundant_due_index(db_url: str) -> None:
+    """v5 drops deliveries_due: deliveries_waiting begins with its columns, and every index is
+    written for each delivery recorded and each status it goes through."""
+    store = open_store(db_url)
+    with store.write() as tx:
+        tx.execute("CREATE INDEX deliveries_due ON deliveries (status, next_attempt_at)")
+        tx.execute("UPDATE evflow_meta SET value = '4' WHERE key = 'schema_version'")
+    store.close()
+    again = open_store(db_url)
+    if type(again).__name__ == "SqliteStore":
+        sql = "SELECT name FROM sqlite_master WHERE type = 'index'"
+    else:
+        sql = "SELECT indexname FROM pg_indexes WHERE schemaname = current_schema()"
+    names = {r[0] for r in again.execute(sql).fetchall()}
+    assert "deliveries_due" not in names and "deliveries_waiting" in names
+    again.close()

@@ -5,7 +5,8 @@ Statements are idempotent, so a migration runs them all and records the new vers
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 4  # 2: rule_errors; 3: timers; 4: snapshot copies, due-delivery indexes
+SCHEMA_VERSION = 5  # 2: rule_errors; 3: timers; 4: snapshot copies, due-delivery indexes;
+# 5: no deliveries_due (deliveries_waiting begins with its columns)
 
 # The tables, once for every backend; each fills in its types. Statements are idempotent, so a
 # migration runs them all and records the new version.
@@ -47,7 +48,6 @@ SCHEMA_TEMPLATE = [
         lease_until TEXT,
         UNIQUE (event_seq, rule, action)
     )""",
-    "CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries (status, next_attempt_at)",
     "CREATE INDEX IF NOT EXISTS deliveries_rule ON deliveries (rule, status)",
     """CREATE TABLE IF NOT EXISTS snapshots (
         projection TEXT NOT NULL,
@@ -120,6 +120,9 @@ SCHEMA_TEMPLATE = [
     # v4: the worker's due query reads these as index range scans, whatever the backlog
     "CREATE INDEX IF NOT EXISTS deliveries_waiting ON deliveries (status, next_attempt_at, id)",
     "CREATE INDEX IF NOT EXISTS deliveries_leases ON deliveries (status, lease_until)",
+    # v5: deliveries_waiting serves every query deliveries_due (status, next_attempt_at) served,
+    # and each index is written on every delivery recorded and every status it goes through
+    "DROP INDEX IF EXISTS deliveries_due",
 ]
 
 
