@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, Protocol
 
 from evflow.core.text import LazyPattern
 
@@ -429,11 +429,27 @@ def _ternary(cond: Closure, yes: Closure, no: Closure) -> Closure:
     return ternary
 
 
-def _scalar_result(inner: Closure, roots: tuple[str, ...]) -> Closure:
-    def result(v: Mapping[str, Any]) -> Any:
+class FastExpression(Protocol):
+    """A compiled expression: its value for ``v`` (see :func:`_scalar_result` for ``memo``)."""
+
+    def __call__(self, v: Mapping[str, Any], memo: dict[str, bool] | None = None) -> Any: ...
+
+
+def _scalar_result(inner: Closure, roots: tuple[str, ...]) -> FastExpression:
+    def result(v: Mapping[str, Any], memo: dict[str, bool] | None = None) -> Any:
+        # ``memo``: whether each root is convertible, kept by the caller for values it
+        # evaluates many expressions on (one event against every rule and template)
         for root in roots:
-            if root in v and not _convertible(v[root]):
-                raise _FALLBACK
+            if root in v:
+                if memo is None:
+                    ok = _convertible(v[root])
+                else:
+                    known = memo.get(root)
+                    if known is None:
+                        known = memo[root] = _convertible(v[root])
+                    ok = known
+                if not ok:
+                    raise _FALLBACK
         value = inner(v)
         _scalar(value)  # maps, lists and out-of-range ints: CEL converts those
         return value
@@ -441,7 +457,7 @@ def _scalar_result(inner: Closure, roots: tuple[str, ...]) -> Closure:
     return result
 
 
-def compile_fast(source: str, variables: frozenset[str]) -> Closure | None:
+def compile_fast(source: str, variables: frozenset[str]) -> FastExpression | None:
     """A closure giving CEL's value of ``source`` for the plain cases (raises Fallback for the
     others), or None when ``source`` is outside the subset."""
     try:

@@ -84,12 +84,14 @@ class Bindings:
     mapping after binding it.
     """
 
-    __slots__ = ("_activation", "_nul", "_values")
+    __slots__ = ("_activation", "_convertible", "_nul", "_values")
 
     def __init__(self, variables: Mapping[str, Any]) -> None:
         self._values = variables
         self._activation: Any = None
         self._nul: bool | None = None  # whether a string holds U+0000 (asked on CEL's first use)
+        # whether CEL can take each variable in (the fast closures ask before every evaluation)
+        self._convertible: dict[str, bool] = {}
 
     @property
     def holds_nul(self) -> bool:
@@ -101,6 +103,7 @@ class Bindings:
         """Bind the values again with integers beyond 64 bits made doubles (see ``cel_safe``)."""
         self._values = cel_safe(dict(self._values))
         self._activation = None
+        self._convertible = {}
 
     @property
     def activation(self) -> Any:
@@ -211,7 +214,9 @@ class Expression:
             fast = self._fast = compile_fast(self.source, self._variables or _ALL_VARIABLES)
         if fast is not None:
             try:
-                return fast(variables._values if isinstance(variables, Bindings) else variables)
+                if isinstance(variables, Bindings):
+                    return fast(variables._values, variables._convertible)
+                return fast(variables)
             except Fallback:
                 pass
         if self._path is not None:

@@ -116,7 +116,9 @@ class Match:
 
 
 def type_matches(patterns: tuple[str, ...], etype: str) -> bool:
-    return any(p == etype or fnmatch.fnmatchcase(etype, p) for p in patterns)
+    if etype in patterns:  # most rules name their type: no pattern matching for them
+        return True
+    return any(fnmatch.fnmatchcase(etype, pattern) for pattern in patterns)
 
 
 def event_variables(event: Event) -> dict[str, Any]:

@@ -235,11 +235,18 @@ class Window:
         return ZoneInfo(self.timezone)  # zoneinfo caches instances by name
 
     def _iso(self, moment: datetime) -> str:
-        return moment.astimezone(self._tz()).isoformat()
+        return _iso_in(moment, self.timezone)
 
     def _local(self, moment: datetime) -> str:
         local = moment.astimezone(self._tz())
         return local.strftime("%Y-%m-%d %H:%M:%S" if local.second else "%Y-%m-%d %H:%M")
+
+
+@cache
+def _iso_in(moment: datetime, timezone: str) -> str:
+    """A window's bound in its timezone, for the reason an event is outside it: the same few
+    bounds for every event judged (an import judges one per event and rule)."""
+    return moment.astimezone(ZoneInfo(timezone)).isoformat()
 
 
 def make_window(from_: Any, until: Any, timezone: str, cron: str | None) -> Window:
