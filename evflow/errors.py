@@ -26,6 +26,14 @@ class UsageError(EvflowError):
     exit_code = 2
 
 
+class BadFilter(UsageError):
+    """A filter over a projection's rows (``--where``, ``?where=``) that does not compile."""
+
+    def __init__(self, problem: str) -> None:
+        super().__init__(f"--where: {problem}")
+        self.problem = problem
+
+
 class InvalidEvent(EvflowError):
     """An event that does not satisfy the envelope rules (SPEC §1); names the field."""
 

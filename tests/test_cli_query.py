@@ -58,6 +58,9 @@ def test_query_where_csv_and_table(shop: Path) -> None:
     assert table[0]["orders"] == "3"
     out = run_cli(["query", "members", "--format", "table"])
     assert out.exit_code == 0 and "Kim Minji" in out.stdout and "email" in out.stdout
+    bad = run_cli(["query", "member_orders", "--where", "state.amount >"])
+    assert bad.exit_code == 2, bad.stderr
+    assert bad.stderr.startswith("evflow: error: --where: 1:15: "), bad.stderr
 
 
 def test_as_of_before_and_after_deletion(shop: Path) -> None:

@@ -15,6 +15,7 @@ from starlette.responses import Response
 
 from evflow.core.text import redact_text
 from evflow.errors import (
+    BadFilter,
     EvflowError,
     InvalidBatchItem,
     InvalidEvent,
@@ -77,6 +78,8 @@ def problem_for(exc: BaseException, log: JsonLines) -> Response:
         return problem(503, "Service Unavailable", f"the rules do not load: {exc.message}")
     if isinstance(exc, NotFound):
         return problem(404, "Not Found", exc.message)
+    if isinstance(exc, BadFilter):  # the CLI's message names its option, --where
+        return problem(400, "Bad Request", f"where: {exc.problem}")
     if isinstance(exc, UsageError):
         return problem(400, "Bad Request", exc.message)
     if isinstance(exc, EvflowError):

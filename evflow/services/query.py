@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from evflow.core.expressions import ExpressionError, compile_expression
 from evflow.core.projections import SKIP, CompiledProjection, Vars
-from evflow.errors import EvflowError, UsageError
+from evflow.errors import BadFilter, EvflowError
 from evflow.services.replay import Row, select
 from evflow.store import rows as codec
 from evflow.store import snapshots
@@ -24,7 +24,7 @@ def _where(source: str | None) -> Callable[[Row], bool] | None:
     try:
         expression = compile_expression(source, frozenset({"state", "key"}))
     except ExpressionError as exc:
-        raise UsageError(f"--where: {exc}") from None
+        raise BadFilter(str(exc)) from None
 
     def keep(row: Row) -> bool:
         try:

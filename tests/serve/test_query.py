@@ -103,6 +103,9 @@ def test_projection_errors(filled: Server) -> None:
             r = c.get(path)
             assert r.status_code == status, (path, r.text)
             assert r.headers["content-type"].startswith("application/problem+json")
+        # the problem names the query parameter, not the CLI's option
+        detail = c.get("/projections/orders", params={"where": "state.amount >"}).json()["detail"]
+        assert detail.startswith("where: ") and "--where" not in detail, detail
 
 
 def test_projections_list(filled: Server) -> None:
