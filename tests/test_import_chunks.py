@@ -131,3 +131,50 @@ def test_what_an_import_writes_reads_back_as_the_lines_said(project: Path) -> No
     # CEL holds integers in 64 bits: the copy's big ones are doubles, as in any rule
     without = {k: v for k, v in data.items() if k not in ("big", "neg")}
     assert {k: v for k, v in log[1]["data"].items() if k not in ("big", "neg")} == without
+
+
+def test_events_no_rule_routes_are_recorded_as_those_that_rules_route(project: Path) -> None:
+    """The writing pass appends an event that no rule routes from the columns kept by the
+    checking pass (its text not decoded again): the log is the same as an --atomic import's,
+    which decodes every line, subjects, lineage and extensions included."""
+    (project / "rules").mkdir()
+    (project / "rules" / "r.yaml").write_text(
+        "version: 1\nrules:\n  - name: copy\n    on: t.rout*\n    then:\n"
+        "      - emit: t.copied\n        subject: ${{ data.i }}\n"
+        "        data:\n          i: ${{ data.i }}\n"
+    )
+    lines = []
+    for i in range(300):
+        event = {"type": "t.routed" if i % 3 else "t.plain", "source": "s", "id": f"e{i}",
+                 "time": "2016-10-01T00:00:00.5+09:00", "data": {"i": i, "x": 1e-05}}  # fmt: skip
+        if i % 2:
+            event |= {"subject": f"sub {i}", "causationid": f"c{i}", "myext": i}
+        lines.append(json.dumps(event))
+    lines.append(lines[5])  # a duplicate
+    f = project / "in.jsonl"
+    f.write_text("\n".join(lines) + "\n")
+
+    def logged(*args: str) -> list[list[dict]]:
+        """The log, and the parts of it that the row's columns select (type, subject, time)."""
+        for name in ("evflow.db", "evflow.db-wal", "evflow.db-shm"):
+            (project / name).unlink(missing_ok=True)
+        r = run_cli(["--db", "evflow.db", "import", str(f), *args])
+        assert r.exit_code == 0, r.stderr
+        views = []
+        for view in ([], ["-t", "t.plain"], ["--subject", "sub 3"], ["--since", "2016-09-30"]):
+            out = run_cli(["--db", "evflow.db", "log", "--format", "jsonl", *view]).stdout
+            views.append([
+                {k: v for k, v in json.loads(x).items() if k != "recordedtime"}
+                for x in out.splitlines()
+            ])  # fmt: skip
+        shown = json.loads(run_cli(["--db", "evflow.db", "show", "e1", "--format", "json"]).stdout)
+        views.append([c["event"]["id"] for c in shown["caused"]])
+        return views
+
+    (chunked, plains, subject, since, e1), atomic = logged(), logged("--atomic")
+    assert [chunked, plains, subject, since, e1] == atomic
+    assert len(chunked) == 300 + 200 and len(plains) == 100 and len(since) == 500
+    assert [e["id"] for e in subject] == ["e3"] and len(e1) == 1
+    plain = next(e for e in chunked if e["id"] == "e3")
+    assert plain["subject"] == "sub 3" and plain["myext"] == 3 and plain["causationid"] == "c3"
+    assert plain["time"] == "2016-09-30T15:00:00.500000Z" and plain["data"] == {"i": 3, "x": 1e-05}

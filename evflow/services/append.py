@@ -55,6 +55,11 @@ class Appender:
         # (evflow.core.jsontext), which emit does not load.
         self.encode = encode
 
+    def routes(self, etype: str) -> bool:
+        """Whether appending an event of this type judges rules or cancels timers; if not, the
+        append reads only the row's columns of the event (and its text, when given)."""
+        return bool(self.ruleset.rules_for(etype) or self.ruleset.cancellers_for(etype))
+
     def append(
         self, tx: WriteTransaction, event: Event, *, history: bool = False, body: str | None = None
     ) -> Outcome:

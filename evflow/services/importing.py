@@ -25,7 +25,8 @@ export: recorded as it is, no rule runs on it, unless ``reroute`` (see
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+from sys import intern
+from typing import TYPE_CHECKING, Any, cast
 
 from evflow.core.events import Event, check_outside_source
 from evflow.core.structs import dataclass, field
@@ -38,11 +39,12 @@ if TYPE_CHECKING:
 
 Lines = Iterable[tuple[str, Any]]
 PAUSE = 0.01  # between chunks: a writer waiting for the lock takes it (it retries every 4 ms)
-# The checking pass of a chunked import keeps each checked event as its compact JSON text, up to
-# this many characters in all (~100 MB at most with Python's object overheads), so that the
-# writing pass decodes them instead of reading, parsing and normalizing every line a second time
+# The checking pass of a chunked import keeps each checked event as its compact JSON text and
+# its row's columns, up to this many characters in all (the text, the line's name and
+# COLUMNS_COST for the columns; ~100 MB at most with Python's object overheads), so that the
+# writing pass appends them instead of reading, parsing and normalizing every line a second time
 # (a third of an import, issue 16). A larger input is read again, as before.
-KEEP_CHECKED = 40_000_000
+KEEP_CHECKED = 60_000_000
 
 
 @dataclass(slots=True)
@@ -103,7 +105,7 @@ def _import(
     if not callable(lines):
         raise TypeError("a chunked import reads its lines twice: pass a function giving them")
     kept = None if skip_invalid else _check(lines(), reroute)  # before anything is written
-    source: Iterator[tuple[str, Any]] = iter(lines()) if kept is None else iter(kept)
+    source: Iterator[Any] = iter(lines()) if kept is None else iter(kept)
     done = 0
     while True:
         block = list(islice(source, chunk))
@@ -116,13 +118,39 @@ def _import(
         )
 
 
-def _check(lines: Lines, reroute: bool) -> list[tuple[str, str]] | None:
+# What the writing pass needs of an event that no rule routes: its columns (see _columns)
+Columns = tuple[str, str, str, str | None, str, str | None, str | None, str | None]
+Kept = tuple[str, str, Columns | None]  # (where, JSON text, columns; None for history)
+COLUMNS_COST = 150  # characters counted against KEEP_CHECKED for the columns kept with a text
+
+
+def _columns(event: Event) -> Columns:
+    """The columns of an event's row (its text is the rest): the writing pass appends an event
+    that no rule routes from these, without decoding its text again."""
+    get = event.get
+    return (  # a type and a source are shared by many events: one string each
+        event["id"], intern(event["source"]), intern(event["type"]), get("subject"), event["time"],
+        get("causationid"), get("correlationid"), get("evflowrule"),
+    )  # fmt: skip
+
+
+def _from_columns(c: Columns) -> Event:
+    """The event as far as appending it without routing reads it (the row's columns)."""
+    return {
+        "id": c[0], "source": c[1], "type": c[2], "subject": c[3], "time": c[4],
+        "causationid": c[5], "correlationid": c[6], "evflowrule": c[7],
+    }  # fmt: skip
+
+
+def _check(lines: Lines, reroute: bool) -> list[Kept] | None:
     """Check every line (the first bad one raises); the checked events as ``(where, JSON
-    text)``, or None when they would take more than :data:`KEEP_CHECKED` to keep."""
+    text, columns)``, or None when they would take more than :data:`KEEP_CHECKED` to keep.
+    History lines keep no columns: their text holds the ``recordedtime`` they are recorded
+    with."""
     from evflow.core.jsontext import dumps_checked
     from evflow.services.append import normalize_line
 
-    kept: list[tuple[str, str]] | None = []
+    kept: list[Kept] | None = []
     size = 0
     for where, raw in lines:
         if isinstance(raw, InvalidEvent):
@@ -135,11 +163,11 @@ def _check(lines: Lines, reroute: bool) -> list[tuple[str, str]] | None:
         except (TypeError, ValueError):  # the write says what is wrong with it, as before
             kept = None
             continue
-        size += len(text) + len(where)
+        size += len(text) + len(where) + COLUMNS_COST
         if size > KEEP_CHECKED:
             kept = None
             continue
-        kept.append((where, text))
+        kept.append((where, text, None if "recordedtime" in event else _columns(event)))
     return kept
 
 
@@ -155,8 +183,9 @@ def _write(
     checked: bool = False,
 ) -> int:
     """One transaction of an import; returns how many lines have been read in all.
-    ``checked``: the lines are ``(where, JSON text)`` of events already normalized (by
-    :func:`_check`); decoded, they are the same dicts normalize made, and the text is the body."""
+    ``checked``: the lines are ``(where, JSON text, columns)`` of events already normalized (by
+    :func:`_check`); decoded, they are the same dicts normalize made, and the text is the body.
+    An event that no rule routes is appended from its columns, its text not decoded again."""
     from evflow.core.jsontext import dumps_checked
     from evflow.core.routing import Outcome
     from evflow.services.append import Appender, normalized_chunks
@@ -167,11 +196,17 @@ def _write(
     if checked:
         from evflow.store.rows import loads
 
-        block = list(lines)
-        lines = [(where, loads(text)) for where, text in block]
-        bodies = dict(block)
+        block = cast("list[Kept]", list(lines))
+        bodies = {where: text for where, text, _ in block}
         if len(bodies) != len(block):  # two lines with one ``where``: encode each, as before
             bodies = None
+        routes = appender.routes
+        lines = [
+            (where, loads(text))
+            if bodies is None or columns is None or routes(columns[2])
+            else (where, _from_columns(columns))
+            for where, text, columns in block
+        ]
     with store.write() as tx:
         items = normalized_chunks(tx, lines, reroute=reroute, checked=checked)
         done = appender.append_each(tx, items, isolate=skip_invalid, bodies=bodies)
