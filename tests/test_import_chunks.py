@@ -178,3 +178,17 @@ def test_events_no_rule_routes_are_recorded_as_those_that_rules_route(project: P
     plain = next(e for e in chunked if e["id"] == "e3")
     assert plain["subject"] == "sub 3" and plain["myext"] == 3 and plain["causationid"] == "c3"
     assert plain["time"] == "2016-09-30T15:00:00.500000Z" and plain["data"] == {"i": 3, "x": 1e-05}
+
+
+@pytest.mark.parametrize("mode", [[], ["--atomic"], ["--skip-invalid"]])
+def test_a_line_that_is_json_but_no_object_is_a_bad_line(project: Path, mode: list[str]) -> None:
+    f = project / "in.jsonl"
+    f.write_text('{"type": "a", "id": "1"}\n"str"\n7\n{"type": "a", "id": "2"}\n')
+    r = run_cli(["import", str(f), *mode])
+    if mode == ["--skip-invalid"]:
+        assert r.exit_code == 0 and _count() == 2, r.stderr
+        assert "in.jsonl:2: " in r.stderr and "in.jsonl:3: " in r.stderr
+    else:
+        assert r.exit_code == 2 and _count() == 0, r.stderr
+        assert "in.jsonl:2: " in r.stderr and "must be a JSON object" in r.stderr
+    assert "Traceback" not in r.stderr and "AttributeError" not in r.stderr

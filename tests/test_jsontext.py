@@ -73,3 +73,26 @@ def test_what_json_refuses_still_raises() -> None:
 
     with pytest.raises(TypeError):  # orjson would write it as text
         dumps_checked({"when": datetime.datetime(2026, 1, 1)})
+
+
+def test_values_json_cannot_hold_are_refused_before_orjson_could_write_them(tmp_path: Any) -> None:
+    """orjson writes UUIDs and Enums; json refuses them, and so does evflow's check, on every
+    path (an import through the library, whose events orjson writes, included)."""
+    import enum
+    import uuid
+
+    from evflow import Evflow
+    from evflow.errors import InvalidEvent
+
+    class Colour(enum.Enum):
+        RED = 1
+
+    (tmp_path / "no-rules").mkdir()
+    flow = Evflow(str(tmp_path / "log.db"), rules=str(tmp_path / "no-rules"))
+    for bad in (uuid.UUID(int=1), Colour.RED, [1, uuid.UUID(int=2)]):
+        lines = [("api:1", {"type": "t", "id": "x", "data": {"v": bad}})]
+        with pytest.raises(InvalidEvent, match="which JSON cannot hold"):
+            flow.import_events(lambda lines=lines: lines, chunk=10)
+        with pytest.raises(InvalidEvent, match="which JSON cannot hold"):
+            check_json({"v": bad}, "data")
+    assert flow.last_seq() == 0

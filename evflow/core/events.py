@@ -346,20 +346,41 @@ def check_json(value: Any, field: str, where: str | None = None) -> None:
                         _check_text(key, field, where)
                     if type(sub) in _NEEDS_CHECK:
                         stack.append((sub, depth + 1))
+                    elif type(sub) not in _PLAIN:
+                        _check_kind(sub, field, where)
             else:
-                stack.extend((sub, depth + 1) for sub in item if type(sub) in _NEEDS_CHECK)
+                for sub in item:
+                    if type(sub) in _NEEDS_CHECK:
+                        stack.append((sub, depth + 1))
+                    elif type(sub) not in _PLAIN:
+                        _check_kind(sub, field, where)
         elif kind is float:
             if item != item or item in (_INF, -_INF):
                 raise InvalidEvent(field, "holds NaN or Infinity, which JSON cannot hold", where)
-        elif kind is int and item.bit_length() > _MAX_INT_BITS:
-            raise InvalidEvent(
-                field, f"holds an integer of more than {MAX_INT_DIGITS} digits", where
-            )
+        elif kind is int:
+            if item.bit_length() > _MAX_INT_BITS:
+                raise InvalidEvent(
+                    field, f"holds an integer of more than {MAX_INT_DIGITS} digits", where
+                )
+        elif kind not in _PLAIN:
+            _check_kind(item, field, where)
+
+
+def _check_kind(value: Any, field: str, where: str | None) -> None:
+    """Refuse a Python value that is no JSON value at all (a UUID, a datetime, a Decimal…), as
+    ``json`` would; a subclass of a JSON type (an IntEnum, a str subclass) is written as its
+    base, as before. (orjson, which writes an import's events, would write UUIDs and Enums.)"""
+    if not isinstance(value, _JSON_TYPES):
+        raise InvalidEvent(
+            field, f"holds a Python {type(value).__name__}, which JSON cannot hold", where
+        )
 
 
 _INF = float("inf")
 _MAX_INT_BITS = 14_284  # 10**4300 needs 14,285 bits
 _NEEDS_CHECK = frozenset({dict, list, str, float, int})
+_PLAIN = frozenset({bool, type(None)})
+_JSON_TYPES = (str, int, float, dict, list, tuple)  # and their subclasses; bool is an int
 
 
 def _check_text(text: str, field: str, where: str | None) -> None:
@@ -378,6 +399,8 @@ def check_outside_source(raw: Mapping[str, Any], where: str | None = None) -> No
     """An event from outside may not claim an ``evflow:`` source (derived events, schedules,
     timers use them; a forged one would take the identity of the real one). ``evflow:cli``, the
     default source of ``evflow emit``, is not reserved."""
+    if not isinstance(raw, Mapping):
+        return  # not an object at all: normalize() says so
     source = raw.get("source")
     if (
         isinstance(source, str)

@@ -94,7 +94,10 @@ class Appender:
         body: str | None = None,
     ) -> None:
         if body is None and self.encode is not None:
-            body = self.encode(event)
+            try:
+                body = self.encode(event)
+            except (TypeError, ValueError):
+                body = None  # the store's encoder says what is wrong with it, as it always did
         appended = tx.append(event, body=body)
         event["seq"] = appended.seq
         event["recordedtime"] = appended.recordedtime
