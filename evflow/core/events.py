@@ -12,6 +12,7 @@ import re
 import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 
 from evflow.core.text import LazyPattern
@@ -178,9 +179,8 @@ def canonical_time(text: Any) -> str:
     day, clock, fraction, offset = match.groups()
     fraction = fraction or ""
     if offset in "Zz":
-        # already UTC: what format_time would write is the matched digits themselves (the
-        # pattern takes exactly 4-2-2 and 2:2:2 digits), once they name a real day and time
-        # (the day's check is cached: the events of an import share few days)
+        # already UTC: format_time would write the matched digits (exactly 4-2-2 and 2:2:2),
+        # once they name a real day (checked once per day: an import's events share few) and time
         if not (_real_day(day) and clock[:2] < "24" and clock[3:5] < "60" and clock[6:] < "60"):
             raise ValueError(f"not an RFC 3339 time: {text!r} (no such date or time)")
         stamp = f"{day}T{clock}.{fraction[:6].ljust(6, '0')}"
@@ -192,28 +192,19 @@ def canonical_time(text: Any) -> str:
         try:
             dt = dt.astimezone(UTC)
         except OverflowError:
-            raise ValueError(
-                f"time out of range once in UTC (years 1 to 9999): {text!r}"
-            ) from None
+            raise ValueError(f"time out of range once in UTC (years 1 to 9999): {text!r}") from None
         stamp = format_time(dt)[:-1]
     if len(fraction) > 6:
         stamp += fraction[6:9].ljust(3, "0")
     return stamp + "Z"
 
 
-_DAYS: dict[str, bool] = {}  # YYYY-MM-DD -> whether it is a day of the calendar
-
-
+@lru_cache(maxsize=4096)
 def _real_day(day: str) -> bool:
-    known = _DAYS.get(day)
-    if known is None:
-        try:
-            known = datetime.fromisoformat(day).year > 0
-        except ValueError:
-            known = False
-        if len(_DAYS) < 100_000:
-            _DAYS[day] = known
-    return known
+    try:
+        return datetime.fromisoformat(day).year > 0
+    except ValueError:
+        return False
 
 
 def _string(name: str, value: Any, where: str | None, *, empty: bool = False) -> str:
@@ -367,9 +358,8 @@ def check_json(value: Any, field: str, where: str | None = None) -> None:
 
 
 def _check_kind(value: Any, field: str, where: str | None) -> None:
-    """Refuse a Python value that is no JSON value at all (a UUID, a datetime, a Decimal…), as
-    ``json`` would; a subclass of a JSON type (an IntEnum, a str subclass) is written as its
-    base, as before. (orjson, which writes an import's events, would write UUIDs and Enums.)"""
+    """Refuse a value that is no JSON value (a UUID, an Enum: orjson would write them), as json
+    does; a subclass of a JSON type (an IntEnum, a str subclass) is written as its base."""
     if not isinstance(value, _JSON_TYPES):
         raise InvalidEvent(
             field, f"holds a Python {type(value).__name__}, which JSON cannot hold", where

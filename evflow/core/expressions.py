@@ -90,8 +90,7 @@ class Bindings:
         self._values = variables
         self._activation: Any = None
         self._nul: bool | None = None  # whether a string holds U+0000 (asked on CEL's first use)
-        # whether CEL can take each variable in (the fast closures ask before every evaluation)
-        self._convertible: dict[str, bool] = {}
+        self._convertible: dict[str, bool] = {}  # whether CEL takes each variable (celfast asks)
 
     @property
     def holds_nul(self) -> bool:
