@@ -8,8 +8,9 @@ is recorded, unless ``skip_invalid``, which records the good lines and lists eve
 writer waits for it (and on SQLite fails after the busy timeout). With ``chunk``, ``lines`` is a
 function giving the lines afresh: first every line is checked, so a bad one still records
 nothing; then the events are written ``chunk`` at a time, each chunk its own transaction, and
-other writers get their turn between chunks. The checking pass keeps the checked events (as JSON
-text, up to :data:`KEEP_CHECKED`) for the writing pass; a larger input is read a second time.
+other writers get their turn between chunks. The checking pass keeps the checked events (their
+JSON text and their row's columns, up to :data:`KEEP_CHECKED`) for the writing pass, which
+decodes only those that a rule routes; a larger input is read a second time.
 What is not atomic any more: a failure found only while writing (a rule's derived event that is
 invalid, the database going away) leaves the chunks before it recorded; importing the same input
 again completes it (known ids are skipped; a line without an ``id`` gets one derived from its
