@@ -795,7 +795,7 @@ def fired_count() -> int:
 
 def test_sigkill_during_a_tick_then_restart_fires_each_exactly_once(project: Path) -> None:
     write_rules(project, TRIAL)
-    n = 6000
+    n = 12_000  # six batches were once all fired before the first stats poll returned
     start = datetime(2016, 1, 1, tzinfo=UTC)
     (project / "in.jsonl").write_text(
         created_lines([start + timedelta(minutes=i) for i in range(n)])
