@@ -36,9 +36,9 @@ if TYPE_CHECKING:
     from evflow.core.timers import TimerRecord
     from evflow.errors import Problem
     from evflow.services.control import RedeliverReport, RetryReport
-    from evflow.services.dispatch import Result
     from evflow.services.query import Row
     from evflow.services.replay import Notice, Progress, ReplayResult, Staleness
+    from evflow.services.results import Result
     from evflow.services.ruletest import Report
     from evflow.services.ticking import Ticker, TickReport
     from evflow.services.timers import FireReport

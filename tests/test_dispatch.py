@@ -116,13 +116,12 @@ def test_stop_lets_the_action_in_hand_finish(project: Path, db_url: str) -> None
     with Evflow(db=db_url, rules=project / "rules") as flow:
         load(flow, 5)
         stop = threading.Event()
-        seen: list[int] = []
 
-        def on_result(result: object) -> None:
-            seen.append(1)
-            stop.set()  # as a signal handler would, while the first action is in hand
+        def on_start(delivery_id: int | None) -> None:
+            if delivery_id is not None:
+                stop.set()  # as a signal handler would, while the first action is in hand
 
-        run_worker(flow.store, flow.ruleset, stop=stop, on_result=on_result, interval=0.01)
+        run_worker(flow.store, flow.ruleset, stop=stop, on_start=on_start, interval=0.01)
         statuses = Counter(d.status for d in flow.store.deliveries())
         assert statuses == {"done": 1, "pending": 4}
         assert sum(ids_written(project).values()) == 1
