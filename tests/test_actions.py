@@ -113,6 +113,18 @@ def test_non_zero_exit_keeps_the_tail_of_stderr(project: Path, db_url: str) -> N
         assert d.status == "failed" and d.attempts == 1 and d.last_error == result.error
 
 
+def test_the_longest_timeout_runs_the_program(project: Path, db_url: str) -> None:
+    """24d, the most a rule may say, is a wait the OS takes (25d used to fail each delivery
+    with an OverflowError; it is refused when the rules load now)."""
+    rules = (
+        "\n  - name: long\n    on: x.y\n    then:\n      - run: [/bin/true]\n        timeout: 24d\n"
+    )
+    with flow_with(project, db_url, rules) as flow:
+        flow.emit({"type": "x.y"})
+        [result] = dispatch(flow.store, flow.ruleset, now=soon())
+        assert result.status == "done", result.error
+
+
 def test_timeout_kills_the_whole_process_group(project: Path, db_url: str) -> None:
     late = project / "late.txt"
     child = f"import time; time.sleep(1.0); open({str(late)!r}, 'w').write('too late')"

@@ -66,6 +66,7 @@ TYPE = re.compile(r"[^\x00-\x1f\x7f-\x9f*]+")
 TYPE_GLOB = re.compile(r"[^\x00-\x1f\x7f-\x9f]+")
 PYTHON_REF = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*")
 HTTP_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
+MAX_TIMEOUT = 24 * 86_400.0  # seconds: a run or http timeout (see Builder.timeout)
 TOP_KEYS = ("version", "defaults", "rules", "schedules", "projections")
 RULE_KEYS = ("name", "description", "on", "if", "active", "then", "retry")
 WINDOW_KEYS = ("from", "until", "timezone", "cron")
@@ -267,6 +268,15 @@ class _Builder:
             return default
         if positive and seconds <= 0:
             self.error(node, f"{what} must be more than 0")
+        return seconds
+
+    def timeout(self, node: Node | None, default: float) -> float:
+        """An action's timeout: more than 0, at most :data:`MAX_TIMEOUT` (the OS waits on a
+        program in milliseconds that must fit 31 bits, about 24.8 days)."""
+        seconds = self.duration(node, "timeout", default, positive=True)
+        if node is not None and seconds > MAX_TIMEOUT:
+            self.error(node, "timeout must be at most 24d")
+            return default
         return seconds
 
     def position(self, node: Node, line: int, column: int) -> tuple[int, int]:
@@ -600,7 +610,7 @@ class _Builder:
             argv or compile_template([], VARIABLES_RULE),
             self.string_map(fields.get("env"), "env"),
             os.path.abspath(os.path.join(os.path.dirname(self.file), cwd)) if cwd else None,
-            self.duration(fields.get("timeout"), "timeout", 60.0, positive=True),
+            self.timeout(fields.get("timeout"), 60.0),
             self.template(fields.get("stdin"), "stdin", VARIABLES_RULE),
             self.event_type(fields.get("emit_result"), "emit_result") or None,
             where,
@@ -620,7 +630,7 @@ class _Builder:
             method,
             self.string_map(fields.get("headers"), "headers"),
             self.template(fields.get("body"), "body", VARIABLES_RULE),
-            self.duration(fields.get("timeout"), "timeout", 10.0, positive=True),
+            self.timeout(fields.get("timeout"), 10.0),
             where,
         )
 
