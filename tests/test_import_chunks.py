@@ -6,11 +6,15 @@ part way completes it (known ids are skipped)."""
 from __future__ import annotations
 
 import json
+import os
+import sqlite3
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import run_cli
+from tests.conftest import evflow_exe, run_cli, run_process
 
 N = 12_000  # more than one chunk
 
@@ -192,3 +196,54 @@ def test_a_line_that_is_json_but_no_object_is_a_bad_line(project: Path, mode: li
         assert r.exit_code == 2 and _count() == 0, r.stderr
         assert "in.jsonl:2: " in r.stderr and "must be a JSON object" in r.stderr
     assert "Traceback" not in r.stderr and "AttributeError" not in r.stderr
+
+
+def test_an_emit_during_a_long_import_gets_in_between_two_chunks(project: Path) -> None:
+    """The import pauses after a chunk when a writer waits (it holds DB-evflow.wait shared):
+    without that pause the emit, which looks every 4 ms, would miss each moment the lock is
+    free and wait for the whole import."""
+    f = project / "in.jsonl"
+    f.write_text("\n".join(_lines(80_000)) + "\n")
+    db = project / "log.db"
+    importing = subprocess.Popen(
+        [evflow_exe(), "--db", str(db), "import", str(f), "--no-dispatch"],
+        cwd=project, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while _rows(db) == 0 and importing.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)  # the first chunk is committed
+        emit = run_process(["--db", str(db), "emit", "t.late", "--data", "{}"], cwd=project)
+        assert emit.returncode == 0, emit.stderr
+    finally:
+        _, err = importing.communicate(timeout=120)
+    assert importing.returncode == 0, err
+    with sqlite3.connect(db) as con:
+        [(late,)] = con.execute("SELECT seq FROM events WHERE type = 't.late'").fetchall()
+        [(last,)] = con.execute("SELECT MAX(seq) FROM events").fetchall()
+    assert 10_000 <= late < last  # recorded between two chunks, not after the import
+
+
+def test_only_a_waiting_writer_makes_an_import_pause(tmp_path: Path) -> None:
+    from evflow.store.sqlite import SqliteStore
+
+    first, second = SqliteStore(str(tmp_path / "log.db")), SqliteStore(str(tmp_path / "log.db"))
+    try:
+        assert not first.writers_waiting()
+        waiting = second._say_waiting()  # what a writer does while it waits in the queue
+        assert waiting is not None and first.writers_waiting()
+        os.close(waiting)
+        assert not first.writers_waiting()
+    finally:
+        first.close()
+        second.close()
+
+
+def _rows(db: Path) -> int:
+    if not db.exists():
+        return 0
+    try:
+        with sqlite3.connect(db, timeout=1) as con:
+            return int(con.execute("SELECT COUNT(*) FROM events").fetchone()[0])
+    except sqlite3.OperationalError:  # the schema is not there yet
+        return 0

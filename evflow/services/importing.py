@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     from evflow.store.interface import Store
 
 Lines = Iterable[tuple[str, Any]]
-PAUSE = 0.01  # between chunks: a writer waiting for the lock takes it (it retries every 4 ms)
+PAUSE = 0.01  # between chunks when a writer waits for the lock: it takes it (retrying every 4 ms)
 # The checking pass of a chunked import keeps each checked event as its compact JSON text and
 # its row's columns, up to this many characters in all (the text, the line's name and
 # COLUMNS_COST for the columns; ~100 MB at most with Python's object overheads), so that the
@@ -112,7 +112,7 @@ def _import(
         block = list(islice(source, chunk))
         if not block:
             return result
-        if done:
+        if done and store.writers_waiting():
             time.sleep(PAUSE)
         done = _write(
             store, ruleset, result, block, skip_invalid, reroute, progress, done, kept is not None
@@ -225,8 +225,10 @@ def _write(
                 result.last_seq = outcome.event["seq"]
                 result.history += outcome.history
             if isinstance(outcome, Outcome):
-                result.deliveries.extend(d["id"] for d in outcome.deliveries)
-                result.rule_failures.extend(f"{where}: {w}" for w in outcome.warnings())
+                if outcome.deliveries:  # most events owe nothing: no generator for them
+                    result.deliveries.extend(d["id"] for d in outcome.deliveries)
+                if outcome.failures:
+                    result.rule_failures.extend(f"{where}: {w}" for w in outcome.warnings())
             if progress is not None and count % 500 == 0:
                 progress(count)
     return count

@@ -272,6 +272,11 @@ class SqlStore:
         self.end_read()
         return int(row[0] or 0)
 
+    def writers_waiting(self) -> bool:
+        """Whether another writer may be waiting for the write lock (then a long import pauses
+        between its chunks); a backend that cannot tell says True."""
+        return True
+
     def end_read(self) -> None:
         """Close the implicit read transaction some drivers open (so writers are not held up)."""
 

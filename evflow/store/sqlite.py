@@ -187,19 +187,56 @@ class SqliteStore(SqlStore):
         assert self._lock_fd is not None and fcntl is not None
         deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
         pause = 0.0005
-        while True:
-            time.sleep(pause)
-            try:
-                fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                return
-            except BlockingIOError:
-                pass
-            if time.monotonic() > deadline:
-                raise StorageUnavailable(
-                    f"cannot write to SQLite database {self.path}: another writer has held it"
-                    f" for {BUSY_TIMEOUT_MS // 1000} s"
-                )
-            pause = min(pause * 2, 0.004)
+        waiting = self._say_waiting()
+        try:
+            while True:
+                time.sleep(pause)
+                try:
+                    fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    return
+                except BlockingIOError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise StorageUnavailable(
+                        f"cannot write to SQLite database {self.path}: another writer has held"
+                        f" it for {BUSY_TIMEOUT_MS // 1000} s"
+                    )
+                pause = min(pause * 2, 0.004)
+        finally:
+            if waiting is not None:
+                os.close(waiting)  # and with it the shared lock
+
+    # A writer waiting in the queue holds a shared lock on ``DB-evflow.wait``, so that an import
+    # pauses between its chunks only when someone waits for its turn (writers_waiting).
+
+    def _say_waiting(self) -> int | None:
+        assert fcntl is not None
+        try:
+            fd = os.open(self.path + "-evflow.wait", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+        except OSError:
+            return None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            return None
+        return fd
+
+    def writers_waiting(self) -> bool:
+        """Whether another writer waits for the write lock (True when that cannot be known)."""
+        if self.path == ":memory:" or fcntl is None:
+            return False
+        try:
+            fd = os.open(self.path + "-evflow.wait", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+        except OSError:
+            return True
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:  # BlockingIOError: a waiter holds it shared
+            return True
+        finally:
+            os.close(fd)
+        return False
 
     def _leave_queue(self) -> None:
         if self._queued and self._lock_fd is not None and fcntl is not None:
