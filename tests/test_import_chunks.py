@@ -6,7 +6,6 @@ part way completes it (known ids are skipped)."""
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
 import subprocess
 import time
@@ -230,9 +229,9 @@ def test_only_a_waiting_writer_makes_an_import_pause(tmp_path: Path) -> None:
     first, second = SqliteStore(str(tmp_path / "log.db")), SqliteStore(str(tmp_path / "log.db"))
     try:
         assert not first.writers_waiting()
-        waiting = second._say_waiting()  # what a writer does while it waits in the queue
-        assert waiting is not None and first.writers_waiting()
-        os.close(waiting)
+        assert second._say_waiting()  # what a writer does while it waits in the queue
+        assert first.writers_waiting()
+        second._stop_waiting()
         assert not first.writers_waiting()
     finally:
         first.close()

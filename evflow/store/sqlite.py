@@ -144,9 +144,11 @@ class SqliteStore(SqlStore):
 
     def close(self) -> None:
         self._leave_queue()
-        if self._lock_fd is not None:
-            os.close(self._lock_fd)
-            self._lock_fd = None
+        for name in ("_lock_fd", "_wait_fd"):
+            fd = getattr(self, name)
+            if fd is not None:
+                os.close(fd)
+                setattr(self, name, None)
         super().close()
 
     # Writers queue on a lock file beside the database (``DB-evflow.lock``) before SQLite's own
@@ -203,39 +205,52 @@ class SqliteStore(SqlStore):
                     )
                 pause = min(pause * 2, 0.004)
         finally:
-            if waiting is not None:
-                os.close(waiting)  # and with it the shared lock
+            if waiting:
+                self._stop_waiting()
 
     # A writer waiting in the queue holds a shared lock on ``DB-evflow.wait``, so that an import
     # pauses between its chunks only when someone waits for its turn (writers_waiting).
 
-    def _say_waiting(self) -> int | None:
+    _wait_fd: int | None = None
+
+    def _wait_file(self) -> int | None:
+        if self._wait_fd is None:
+            try:
+                self._wait_fd = os.open(
+                    self.path + "-evflow.wait", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666
+                )
+            except OSError:
+                return None
+        return self._wait_fd
+
+    def _say_waiting(self) -> bool:
+        """Hold the wait file shared (until _stop_waiting); False when it cannot be used."""
         assert fcntl is not None
-        try:
-            fd = os.open(self.path + "-evflow.wait", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
-        except OSError:
-            return None
+        fd = self._wait_file()
+        if fd is None:
+            return False
         try:
             fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except OSError:
-            os.close(fd)
-            return None
-        return fd
+            return False
+        return True
+
+    def _stop_waiting(self) -> None:
+        if self._wait_fd is not None and fcntl is not None:
+            fcntl.flock(self._wait_fd, fcntl.LOCK_UN)
 
     def writers_waiting(self) -> bool:
         """Whether another writer waits for the write lock (True when that cannot be known)."""
         if self.path == ":memory:" or fcntl is None:
             return False
-        try:
-            fd = os.open(self.path + "-evflow.wait", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
-        except OSError:
+        fd = self._wait_file()
+        if fd is None:
             return True
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:  # BlockingIOError: a waiter holds it shared
             return True
-        finally:
-            os.close(fd)
+        fcntl.flock(fd, fcntl.LOCK_UN)
         return False
 
     def _leave_queue(self) -> None:
