@@ -1,18 +1,16 @@
 """The worker (issue 16): the due query reads index ranges, in the same order as before; one
-transaction records a delivery's outcome and claims the next, whose program starts before that
-transaction commits; a stop gives a claim back unless its program has started."""
+transaction records a delivery's outcome and claims the next, without waiting for the disk on
+SQLite; a stop gives that claim back."""
 
 from __future__ import annotations
 
 import threading
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from evflow.app import Evflow
 from evflow.rulefiles.loader import load_rules
-from evflow.services import actions
 from evflow.services.dispatch import Dispatcher
 from evflow.store import outbox
 
@@ -90,39 +88,36 @@ def test_a_stop_while_an_action_runs_gives_back_the_claim_made_for_the_next(
     assert _states(flow) == [(1, "done", 1, None)] + [(i, "pending", 0, None) for i in range(2, 6)]
 
 
-def test_a_stop_after_the_next_program_started_lets_it_finish(db_url: str, tmp_path: Path) -> None:
+def test_a_stop_after_a_result_gives_back_the_claim_made_for_the_next(
+    db_url: str, tmp_path: Path
+) -> None:
     flow = _flow(db_url, tmp_path, 5)
     stop = threading.Event()
     dispatcher = Dispatcher(flow.store, flow.ruleset, base_dir=tmp_path, stop=stop)
-    # the first result is reported once the second program has started (see the next test):
-    # that one is in hand now, so it finishes and is recorded; the third is given back
     results = dispatcher.drain(on_result=lambda r: stop.set())
-    assert [r.id for r in results] == [1, 2]
-    assert _states(flow) == [(1, "done", 1, None), (2, "done", 1, None)] + [
-        (i, "pending", 0, None) for i in range(3, 6)
-    ]
+    assert [r.id for r in results] == [1]
+    assert _states(flow) == [(1, "done", 1, None)] + [(i, "pending", 0, None) for i in range(2, 6)]
 
 
-def test_the_next_program_starts_before_the_commit_that_claims_it(
-    db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def test_the_bookkeeping_commit_of_a_drain_does_not_wait_for_the_disk(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The commit (a disk write) overlaps the next program's run instead of preceding it."""
-    flow = _flow(db_url, tmp_path, 3)
-    steps: list[str] = []
-    start, commit = actions.start, flow.store.commit
-
-    def starting(action: Any, event: Any, delivery: Any, base_dir: Path) -> Any:
-        steps.append(f"start {delivery.id}")
-        return start(action, event, delivery, base_dir)
+    """SQLite: the transaction that records an outcome and claims the next delivery commits
+    with synchronous=NORMAL (durable across any process crash, so a claim is never lost while
+    its program runs); every other write, and the appends above all, stays FULL."""
+    flow = _flow(str(tmp_path / "log.db"), tmp_path, 3)
+    levels: list[int] = []
+    commit = flow.store.commit
 
     def committing() -> None:
-        steps.append("commit")
+        levels.append(int(flow.store.execute("PRAGMA synchronous").fetchone()[0]))
         commit()
 
-    monkeypatch.setattr(actions, "start", starting)
     monkeypatch.setattr(flow.store, "commit", committing)
     results = Dispatcher(flow.store, flow.ruleset, base_dir=tmp_path).drain()
     assert [r.status for r in results] == ["done"] * 3
-    # claim 1 and finish 3 are statements of their own; in between, each transaction that
-    # records one delivery and claims the next starts that next program before it commits
-    assert steps == ["start 1", "start 2", "commit", "start 3", "commit"]
+    flow.emit({"type": "job.queued", "data": {"i": 99}})
+    # outcome 1 + claim 2, outcome 2 + claim 3 (claim 1 and outcome 3 are single statements),
+    # then the emit's append
+    assert levels == [1, 1, 2]
+    assert int(flow.store.execute("PRAGMA synchronous").fetchone()[0]) == 2

@@ -47,18 +47,9 @@ def execute(
     action: RunAction | HttpAction, event: Event, delivery: Delivery, base_dir: Path
 ) -> ActionResult:
     """Run ``action`` for ``event``; never raises for a failing target."""
-    started = start(action, event, delivery, base_dir)
-    return started if isinstance(started, ActionResult) else started.wait()
-
-
-def start(
-    action: RunAction | HttpAction, event: Event, delivery: Delivery, base_dir: Path
-) -> Running | ActionResult:
-    """Start ``action`` for ``event``: a program is left running (its :meth:`Running.wait` gives
-    the outcome), a webhook is called to the end; what cannot start is its outcome at once."""
     try:
         if isinstance(action, RunAction):
-            return start_program(action, event, delivery, base_dir)
+            return run_program(action, event, delivery, base_dir)
         return call_webhook(action, event, delivery)
     except EvaluationError as exc:
         where = f" ({action.location})" if action.location else ""
@@ -80,11 +71,10 @@ def environment(
     return env
 
 
-def start_program(
+def run_program(
     action: RunAction, event: Event, delivery: Delivery, base_dir: Path
-) -> Running | ActionResult:
-    """Start the argv (no shell) in ``action.cwd`` or ``base_dir``; an ActionResult when it
-    cannot start."""
+) -> ActionResult:
+    """Run the argv (no shell) in ``action.cwd`` or ``base_dir``; exit 0 is success."""
     variables = event_variables(event)
     argv = action.argv.render(variables)
     if not isinstance(argv, list) or not argv:
@@ -108,49 +98,33 @@ def start_program(
         )
     except OSError as exc:
         return ActionResult(False, f"cannot run {args[0]}: {exc.strerror or exc} (cwd {cwd})")
-    return Running(proc, args[0], stdin, action.timeout, action.emit_result is not None)
-
-
-@dataclass(slots=True)
-class Running:
-    """A started program: :meth:`wait` feeds its stdin, waits for it (killing its process group
-    after ``timeout``) and says how it went; exit 0 is success."""
-
-    proc: _Program
-    name: str  # argv[0], for messages
-    stdin: bytes
-    timeout: float
-    emit_result: bool  # stdout is the JSON object of a result event
-
-    def wait(self) -> ActionResult:
-        proc, name = self.proc, self.name
+    try:
+        out, err = proc.communicate(stdin, timeout=action.timeout)
+    except subprocess.TimeoutExpired:
+        _kill_group(proc)
         try:
-            out, err = proc.communicate(self.stdin, timeout=self.timeout)
+            proc.communicate(timeout=5)
         except subprocess.TimeoutExpired:
-            _kill_group(proc)
-            try:
-                proc.communicate(timeout=5)
-            except subprocess.TimeoutExpired:
-                proc.kill()  # a grandchild left the group and keeps the pipes: stop waiting
-            return ActionResult(
-                False, f"{name}: timed out after {self.timeout:g}s (process group killed)"
-            )
-        if proc.returncode != 0:
-            tail = err.decode("utf-8", "replace").strip()[-STDERR_TAIL:]
-            if proc.returncode < 0:
-                status = f"killed by {_signal_name(-proc.returncode)}"
-            else:
-                status = f"exit {proc.returncode}"
-            return ActionResult(False, f"{name}: {status}" + (f": {tail}" if tail else ""))
-        if not self.emit_result:
-            return ActionResult(True)
-        try:
-            value = json.loads(out.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            return ActionResult(False, f"{name}: emit_result: stdout is not JSON ({exc})")
-        if not isinstance(value, dict):
-            return ActionResult(False, f"{name}: emit_result: stdout must be a JSON object")
-        return ActionResult(True, output=value)
+            proc.kill()  # a grandchild left the group and keeps the pipes: stop waiting for it
+        return ActionResult(
+            False, f"{args[0]}: timed out after {action.timeout:g}s (process group killed)"
+        )
+    if proc.returncode != 0:
+        tail = err.decode("utf-8", "replace").strip()[-STDERR_TAIL:]
+        if proc.returncode < 0:
+            status = f"killed by {_signal_name(-proc.returncode)}"
+        else:
+            status = f"exit {proc.returncode}"
+        return ActionResult(False, f"{args[0]}: {status}" + (f": {tail}" if tail else ""))
+    if action.emit_result is None:
+        return ActionResult(True)
+    try:
+        value = json.loads(out.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        return ActionResult(False, f"{args[0]}: emit_result: stdout is not JSON ({exc})")
+    if not isinstance(value, dict):
+        return ActionResult(False, f"{args[0]}: emit_result: stdout must be a JSON object")
+    return ActionResult(True, output=value)
 
 
 class _Program(subprocess.Popen[bytes]):

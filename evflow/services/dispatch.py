@@ -13,12 +13,6 @@ The outbox rows are written by routing in the append transaction; everything aft
   never later than ``max_backoff``, with up to 20 % jitter so that retries of a burst spread out.
   After the last attempt it is ``dead`` until ``evflow retry``. A template that fails on the event
   is dead at once (retrying cannot help; fix the rule, then retry).
-- **One commit per delivery, overlapped.** The transaction that records a delivery's outcome
-  also claims the next one, and when that one runs a program, starts it before committing: the
-  commit's disk write happens while the program runs. No other worker can take the claim before
-  the commit (SQLite's write lock, PostgreSQL's row lock); a crash before it leaves both
-  deliveries to be run again, as a crash during any action does. A stop (Ctrl-C) lets a program
-  that has started finish and gives back a claim whose program has not.
 - **Time** is the store's clock (PostgreSQL: the server's, shared by every machine) unless ``now``
   is given, which tests use to step through backoffs without sleeping.
 - **Working folder** of a ``run`` action without ``cwd``: the rules folder's parent, i.e. the
@@ -56,13 +50,6 @@ LEASE_MARGIN = 30.0
 DEFAULT_INTERVAL = 1.0
 BATCH = 100
 JITTER = 0.2
-
-
-def _failure(exc: Exception) -> actions.ActionResult:
-    """What an action could not survive, as its failed outcome (ValueError, TypeError: the same
-    input fails the same way again, so it is permanent)."""
-    reason = f"{type(exc).__name__}: {redact_text(' '.join(str(exc).split()))}"
-    return actions.ActionResult(False, reason, permanent=isinstance(exc, ValueError | TypeError))
 
 
 def new_worker_id() -> str:
@@ -110,9 +97,6 @@ class Dispatcher:
         # before (one commit per delivery instead of two); whether that claim was won
         self._then_claim: Delivery | None = None
         self._next_claimed = False
-        # and, when that next delivery is a program, starts it before the commit, so the commit's
-        # disk write overlaps the program's run: (the delivery as claimed, its event, the program)
-        self._early: tuple[Delivery, Event, actions.Running | actions.ActionResult] | None = None
 
     def now(self, fixed: datetime | None) -> datetime:
         return fixed if fixed is not None else parse_time(self.store.clock())
@@ -150,7 +134,7 @@ class Dispatcher:
             queue = deque(batch)  # oldest first
             ours = False  # queue[0] was claimed by the transaction that recorded the last one
             while queue:
-                if self.stop.is_set() and not (ours and self._early is not None):
+                if self.stop.is_set():
                     if ours:
                         outbox.release(self.store, queue[0].id, self.worker_id)
                     break
@@ -183,11 +167,6 @@ class Dispatcher:
         ``claimed``: this worker holds it already (see drain)."""
         rule = self.ruleset.rule(delivery.rule)
         action = self._action(delivery)
-        early, self._early = self._early, None
-        if claimed and early is not None and early[0].id == delivery.id:
-            # started by _record, on_start told
-            assert isinstance(action, RunAction) and rule is not None
-            return self._finish(early[0], rule.retry, fixed, action, early[1], early[2])
         if not claimed and not self._claim(delivery, action, fixed):
             return None
         held = outbox.get(self.store, delivery.id) or delivery
@@ -208,42 +187,20 @@ class Dispatcher:
             return self._record_derivation(held, retry, fixed, action, event)
         if self.on_start is not None:
             self.on_start(delivery.id)
-        return self._finish(held, retry, fixed, action, event, self._start(held, action, event))
-
-    def _start(
-        self, held: Delivery, action: RunAction | HttpAction, event: Event
-    ) -> actions.Running | actions.ActionResult:
-        """Start the action (a webhook is called to the end); what it cannot survive (a NUL in
-        an argv, a header that is not ASCII, …) is its failed outcome, never the worker's."""
         try:
-            return actions.start(action, event, held, self.base_dir)
+            outcome = actions.execute(action, event, held, self.base_dir)
         except KeyboardInterrupt:
             # aborted (a second Ctrl-C): give the delivery back now rather than leave it
             # 'running' until its lease lapses; the attempt it took does not count
-            outbox.release(self.store, held.id, self.worker_id)
-            if self.on_start is not None:
-                self.on_start(None)
+            outbox.release(self.store, delivery.id, self.worker_id)
             raise
         except Exception as exc:  # noqa: BLE001 - one bad delivery never stops the worker
-            return _failure(exc)
-
-    def _finish(
-        self,
-        held: Delivery,
-        retry: Retry,
-        fixed: datetime | None,
-        action: RunAction | HttpAction,
-        event: Event,
-        started: actions.Running | actions.ActionResult,
-    ) -> Result:
-        """Wait for a started action and record how it went."""
-        try:
-            outcome = started if isinstance(started, actions.ActionResult) else started.wait()
-        except KeyboardInterrupt:
-            outbox.release(self.store, held.id, self.worker_id)  # as in _start
-            raise
-        except Exception as exc:  # noqa: BLE001 - as in _start
-            outcome = _failure(exc)
+            # what the action could not survive (a NUL in an argv, a header that is not ASCII,
+            # …) is this delivery's failure, recorded with its reason; the worker goes on
+            reason = f"{type(exc).__name__}: {redact_text(' '.join(str(exc).split()))}"
+            outcome = actions.ActionResult(
+                False, reason, permanent=isinstance(exc, ValueError | TypeError)
+            )
         finally:
             if self.on_start is not None:
                 self.on_start(None)
@@ -252,23 +209,6 @@ class Dispatcher:
         return self._record(
             held, retry, fixed, outcome.ok, outcome.error, permanent=outcome.permanent
         )
-
-    def _start_early(self, delivery: Delivery) -> None:
-        """In the transaction that has just claimed ``delivery`` (see _record): start it now if
-        it is a program whose rule and event are in place, so that the commit's disk write
-        overlaps the program's run. Its claim is not durable until that commit, but no other
-        worker can take it before then (SQLite's write lock, PostgreSQL's row lock); a crash in
-        between leaves both deliveries to be run again, as any crash during an action does."""
-        action = self._action(delivery)
-        if not isinstance(action, RunAction) or self.stop.is_set():
-            return
-        held = outbox.get(self.store, delivery.id) or delivery
-        event = self.store.get(delivery.event_seq)
-        if event is None or event["id"] != delivery.event_id:
-            return
-        if self.on_start is not None:
-            self.on_start(delivery.id)
-        self._early = (held, event, self._start(held, action, event))
 
     def _action(self, delivery: Delivery) -> RunAction | HttpAction | EmitAction | None:
         rule = self.ruleset.rule(delivery.rule)
@@ -331,14 +271,14 @@ class Dispatcher:
         if following is None:
             won = outbox.finish(self.store, d.id, self.worker_id, now_text, status, error, next_at)
         else:
-            # one transaction, one commit: this outcome, and the claim of drain's next delivery
-            with self.store.write():
+            # one transaction, one commit: this outcome, and the claim of drain's next delivery.
+            # Not waiting for the disk (synced=False): only a power loss or an OS crash can undo
+            # it, and that stops every program too; the deliveries then run again (at least once)
+            with self.store.write(synced=False):
                 won = outbox.finish(
                     self.store, d.id, self.worker_id, now_text, status, error, next_at
                 )
                 self._next_claimed = self._claim(following, self._action(following), fixed)
-                if self._next_claimed:
-                    self._start_early(following)
         return self._result(d, retry, status if won else "lost", error, next_at)
 
     def _record_result_event(

@@ -128,20 +128,36 @@ class SqlStore:
         self.raw_executemany(sql, rows)
 
     @contextmanager
-    def write(self) -> Iterator[Transaction]:
-        """A write transaction; commits on success, rolls everything back on any exception."""
-        self.begin_write()
-        tx = self._tx = Transaction(self)
+    def write(self, *, synced: bool = True) -> Iterator[Transaction]:
+        """A write transaction; commits on success, rolls everything back on any exception.
+
+        ``synced=False``: the commit may skip waiting for the disk where that loses it only
+        with the machine (a power loss, an OS crash), never with a process: SQLite's
+        ``synchronous=NORMAL`` in WAL mode. For what may be redone after such a loss and that no
+        process on another machine acts on (a worker's delivery bookkeeping). Elsewhere (a
+        PostgreSQL server may be another machine that fails alone) every commit is synced."""
+        relaxed = not synced and self.relax_sync(True)
         try:
-            yield tx
-            tx.flush()
-            self._tx = None
-            self.commit()
-        except BaseException:
-            # the body failed, or COMMIT itself did (a full disk): leave no transaction open
-            self._tx = None
-            self.rollback()
-            raise
+            self.begin_write()
+            tx = self._tx = Transaction(self)
+            try:
+                yield tx
+                tx.flush()
+                self._tx = None
+                self.commit()
+            except BaseException:
+                # the body failed, or COMMIT itself did (a full disk): leave no transaction open
+                self._tx = None
+                self.rollback()
+                raise
+        finally:
+            if relaxed:
+                self.relax_sync(False)
+
+    def relax_sync(self, relaxed: bool) -> bool:
+        """Commits that skip waiting for the disk from now on (see :meth:`write`), or not;
+        whether this backend does that."""
+        return False
 
     def append(self, event: Event) -> Appended:
         with self.write() as tx:

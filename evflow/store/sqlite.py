@@ -120,6 +120,14 @@ class SqliteStore(SqlStore):
         # so a replay's scan does not fill a large cache with pages it reads once.
         self.conn.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
 
+    def relax_sync(self, relaxed: bool) -> bool:
+        # WAL mode: NORMAL syncs the WAL at checkpoints only; what it commits survives any
+        # process crash (the OS holds it), not a power loss. FULL (the default) syncs each commit.
+        if self.path == ":memory:" or self.conn.in_transaction:
+            return False  # SQLite cannot change it inside a transaction (one left by a failure)
+        self.conn.execute(f"PRAGMA synchronous = {'NORMAL' if relaxed else 'FULL'}")
+        return True
+
     def begin_write(self) -> None:
         self._queue_for_write()
         try:
