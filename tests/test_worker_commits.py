@@ -121,3 +121,24 @@ def test_the_bookkeeping_commit_of_a_drain_does_not_wait_for_the_disk(
     # then the emit's append
     assert levels == [1, 1, 2]
     assert int(flow.store.execute("PRAGMA synchronous").fetchone()[0]) == 2
+
+
+def test_a_failing_report_gives_back_the_claim_made_for_the_next(
+    db_url: str, tmp_path: Path
+) -> None:
+    """``evflow run --once | head -1``: printing the second result fails; the third delivery,
+    claimed by the transaction that recorded the second, is pending again, not left running
+    until its lease lapses."""
+    flow = _flow(db_url, tmp_path, 4)
+    printed: list[int] = []
+
+    def report(result: object) -> None:
+        if printed:
+            raise BrokenPipeError(32, "Broken pipe")
+        printed.append(1)
+
+    with pytest.raises(BrokenPipeError):
+        Dispatcher(flow.store, flow.ruleset, base_dir=tmp_path).drain(on_result=report)
+    assert _states(flow) == [(1, "done", 1, None), (2, "done", 1, None)] + [
+        (i, "pending", 0, None) for i in (3, 4)
+    ]

@@ -153,7 +153,12 @@ class Dispatcher:
                 claimed += 1
                 results.append(result)
                 if on_result is not None:
-                    on_result(result)
+                    try:
+                        on_result(result)
+                    except BaseException:  # a closed stdout (… | head -1), a second Ctrl-C
+                        if ours:  # claimed with this result's record, not started: give it back
+                            outbox.release(self.store, queue[0].id, self.worker_id)
+                        raise
             if not claimed and len(batch) < BATCH:
                 break  # every due one was taken by another worker meanwhile
         return results
