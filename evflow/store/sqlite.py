@@ -238,7 +238,8 @@ class SqliteStore(SqlStore):
         if fd is None:
             return False
         try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            # blocking: the only exclusive holder is writers_waiting, for two system calls
+            fcntl.flock(fd, fcntl.LOCK_SH)
         except OSError:
             return False
         return True
