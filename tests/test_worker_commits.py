@@ -74,27 +74,20 @@ def _states(flow: Evflow) -> list[tuple[object, ...]]:
     return [tuple(r) for r in rows]
 
 
-def test_a_stop_while_an_action_runs_gives_back_the_claim_made_for_the_next(
-    db_url: str, tmp_path: Path
+@pytest.mark.parametrize("when", ["while the first program runs", "after the first result"])
+def test_a_stop_gives_back_the_claim_made_for_the_next(
+    db_url: str, tmp_path: Path, when: str
 ) -> None:
+    """As a signal handler would: the transaction that records the first delivery claims the
+    second, nothing starts it, and drain gives that claim back."""
     flow = _flow(db_url, tmp_path, 5)
     stop = threading.Event()
     dispatcher = Dispatcher(flow.store, flow.ruleset, base_dir=tmp_path, stop=stop)
-    # as a signal handler would, while the first program runs: the transaction that records it
-    # claims the second, starts nothing, and drain gives that claim back
-    dispatcher.on_start = lambda delivery_id: stop.set() if delivery_id is not None else None
-    results = dispatcher.drain()
-    assert [r.id for r in results] == [1]
-    assert _states(flow) == [(1, "done", 1, None)] + [(i, "pending", 0, None) for i in range(2, 6)]
-
-
-def test_a_stop_after_a_result_gives_back_the_claim_made_for_the_next(
-    db_url: str, tmp_path: Path
-) -> None:
-    flow = _flow(db_url, tmp_path, 5)
-    stop = threading.Event()
-    dispatcher = Dispatcher(flow.store, flow.ruleset, base_dir=tmp_path, stop=stop)
-    results = dispatcher.drain(on_result=lambda r: stop.set())
+    if when == "while the first program runs":
+        dispatcher.on_start = lambda delivery_id: stop.set() if delivery_id is not None else None
+        results = dispatcher.drain()
+    else:
+        results = dispatcher.drain(on_result=lambda r: stop.set())
     assert [r.id for r in results] == [1]
     assert _states(flow) == [(1, "done", 1, None)] + [(i, "pending", 0, None) for i in range(2, 6)]
 
