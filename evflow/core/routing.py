@@ -66,11 +66,12 @@ def derived_id(cause: Event, rule: str, index: int) -> str:
     importing uuid costs more than this function.
     """
     name = f"{cause['source']}\n{cause['id']}\n{rule}\n{index}".encode()
-    digest = bytearray(sha1(_DERIVED_NAMESPACE + name).digest()[:16])
-    digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
-    digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
-    h = digest.hex()
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+    h = sha1(_DERIVED_NAMESPACE + name).hexdigest()
+    # the first 16 bytes, with version 5 in the 13th digit and the RFC 4122 variant in the 17th
+    return f"{h[:8]}-{h[8:12]}-5{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:32]}"
+
+
+_VARIANT = {digit: "89ab"[int(digit, 16) & 3] for digit in "0123456789abcdef"}
 
 
 def derive(
@@ -79,8 +80,10 @@ def derive(
     index: int,
     action: EmitAction,
     variables: Bindings,
+    known_id: str | None = None,
 ) -> Event:
-    """The event an emit action derives from ``cause`` (its id, time and lineage fixed)."""
+    """The event an emit action derives from ``cause`` (its id, time and lineage fixed);
+    ``known_id``: its :func:`derived_id`, when the caller made it already."""
     try:
         raw = action.render(variables, rule)
     except EvaluationError as exc:
@@ -97,7 +100,7 @@ def derive(
         )
     event: Event = {
         "specversion": "1.0",
-        "id": derived_id(cause, rule, index),
+        "id": known_id or derived_id(cause, rule, index),
         "source": source,
         "type": raw["type"],
         # a derived event happens when its cause did: replays and back-fills judge alike

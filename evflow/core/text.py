@@ -130,11 +130,20 @@ class LazyPattern:
 def sha1(data: bytes = b"") -> Any:
     """``hashlib.sha1``, from CPython's own small module when it has one: importing ``hashlib``
     loads OpenSSL, which costs ``emit`` several milliseconds (issue 16)."""
+    return (_SHA1 or _load_sha1())(data)
+
+
+_SHA1: Any = None  # the constructor, found once (an import statement per call costs ~2 µs)
+
+
+def _load_sha1() -> Any:
+    global _SHA1
     try:
         from _sha1 import sha1 as made
     except ImportError:  # another interpreter: the same digest from hashlib
         from hashlib import sha1 as made
-    return made(data)
+    _SHA1 = made
+    return made
 
 
 def sha256(data: bytes = b"") -> Any:
