@@ -27,7 +27,7 @@ from evflow.core.events import (
     parse_time,
 )
 from evflow.core.expressions import Bindings, bind
-from evflow.core.routing import Outcome, derive
+from evflow.core.routing import Outcome, derive, derived_id
 from evflow.core.rules import MAX_CHAIN_DEPTH, Action, EmitAction, Rule, RuleSet, event_variables
 from evflow.core.timers import TimerError, Timing, cancels_before
 from evflow.errors import ChainTooDeep, EvflowError, InvalidEvent
@@ -54,6 +54,24 @@ class Appender:
         # data check_json passed); None: the store's encoder. An import passes orjson's
         # (evflow.core.jsontext), which emit does not load.
         self.encode = encode
+        # derived ids already made (derivable), by (cause source, cause id, rule, action)
+        self._ids: dict[tuple[str, str, str, int], str] = {}
+
+    def derivable(self, events: list[Event]) -> list[str]:
+        """The ids of the events the rules may derive from these events directly (whether their
+        window and filter match or not): an import looks them up with its lines, not one by
+        one as they are derived, and keeps them until the next call (derive needs them)."""
+        ids = self._ids = {}
+        rules_for = self.ruleset.rules_for
+        for event in events:
+            if "recordedtime" in event:  # history: no rule runs on it
+                continue
+            for rule in rules_for(event["type"]):
+                for index, action in enumerate(rule.actions):
+                    if action.timing is None and isinstance(action, EmitAction):
+                        key = (event["source"], event["id"], rule.name, index)
+                        ids[key] = derived_id(event, rule.name, index)
+        return list(ids.values())
 
     def routes(self, etype: str) -> bool:
         """Whether appending an event of this type judges rules or cancels timers; if not, the
@@ -145,7 +163,8 @@ class Appender:
                                 hint="look for rules that emit each other's trigger"
                                 " ('evflow rules validate' warns about cycles)",
                             )
-                        child = derive(event, rule.name, index, action, variables)
+                        made = self._ids.get((event["source"], event["id"], rule.name, index))
+                        child = derive(event, rule.name, index, action, variables, made)
                         check_json(child["data"], "data")
                     except EvflowError as exc:
                         self._failed_emit(tx, event, appended.seq, rule.name, index, exc, outcome)
@@ -324,6 +343,7 @@ def normalized_chunks(
     *,
     reroute: bool = False,
     checked: bool = False,
+    derivable: Callable[[list[Event]], list[str]] | None = None,
 ) -> Iterator[tuple[str, Event | InvalidEvent]]:
     """Raw lines normalized (or their :class:`InvalidEvent`), a chunk at a time, with one lookup
     per chunk of which identities the log already holds (instead of one per event).
@@ -334,11 +354,15 @@ def normalized_chunks(
     not claim an ``evflow:`` source. A line without ``id`` gets one derived from its content
     (:func:`~evflow.core.events.content_id`), so importing a file twice records it once.
     ``checked``: the lines are already normalized events (an import's checking pass made them).
+    ``derivable``: the ids of the events a line's rules may derive (:meth:`Appender.derivable`),
+    looked up with the lines'.
     """
     pending: list[tuple[str, Event | InvalidEvent]] = []
 
     def flush() -> Iterator[tuple[str, Event | InvalidEvent]]:
-        tx.known_absent([(e["source"], e["id"]) for _, e in pending if isinstance(e, dict)])
+        events = [e for _, e in pending if isinstance(e, dict)]
+        ids = () if derivable is None else derivable(events)
+        tx.known_absent([(e["source"], e["id"]) for e in events], ids)
         yield from pending
         pending.clear()
 

@@ -26,6 +26,7 @@ export: recorded as it is, no rule runs on it, unless ``reroute`` (see
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager
 from sys import intern
 from typing import TYPE_CHECKING, Any, cast
 
@@ -46,6 +47,9 @@ PAUSE = 0.01  # between chunks when a writer waits for the lock: it takes it (re
 # writing pass appends them instead of reading, parsing and normalizing every line a second time
 # (a third of an import, issue 16). A larger input is read again, as before.
 KEEP_CHECKED = 60_000_000
+# From this many checked lines on, a chunked import on SQLite writes through a child process
+# while this one routes the next events (evflow.store.bulkwriter): it costs ~0.1 s to start.
+PIPED_MIN = 5_000
 
 
 @dataclass(slots=True)
@@ -107,16 +111,34 @@ def _import(
         raise TypeError("a chunked import reads its lines twice: pass a function giving them")
     kept = None if skip_invalid else _check(lines(), reroute)  # before anything is written
     source: Iterator[Any] = iter(lines()) if kept is None else iter(kept)
+    writer = _writer(store, ruleset, skip_invalid, kept)
+    write = store.write if writer is None else writer.write
     done = 0
-    while True:
-        block = list(islice(source, chunk))
-        if not block:
-            return result
-        if done and store.writers_waiting():
-            time.sleep(PAUSE)
-        done = _write(
-            store, ruleset, result, block, skip_invalid, reroute, progress, done, kept is not None
-        )
+    try:
+        while True:
+            block = list(islice(source, chunk))
+            if not block:
+                return result
+            if done and store.writers_waiting():
+                time.sleep(PAUSE)
+            done = _write(
+                store, ruleset, result, block, skip_invalid, reroute, progress, done,
+                kept is not None, write,
+            )  # fmt: skip
+    finally:
+        if writer is not None:
+            writer.close()
+
+
+def _writer(store: Store, ruleset: RuleSet, skip_invalid: bool, kept: list[Kept] | None) -> Any:
+    """The child process that writes this import's chunks (:mod:`evflow.store.bulkwriter`), when
+    the import is large, the backend has one, and nothing in it needs more than appends,
+    deliveries and rule errors: no savepoints (``--skip-invalid``), no timers. Else None."""
+    if skip_invalid or (kept is not None and len(kept) < PIPED_MIN):
+        return None
+    if any(action.timing is not None for rule in ruleset.rules for action in rule.actions):
+        return None
+    return store.bulk_writer()
 
 
 # What the writing pass needs of an event that no rule routes: its columns (see _columns)
@@ -182,6 +204,7 @@ def _write(
     progress: Callable[[int], None] | None,
     before: int,
     checked: bool = False,
+    write: Callable[[], AbstractContextManager[Any]] | None = None,
 ) -> int:
     """One transaction of an import; returns how many lines have been read in all.
     ``checked``: the lines are ``(where, JSON text, columns)`` of events already normalized (by
@@ -208,8 +231,10 @@ def _write(
             else (where, _from_columns(columns))
             for where, text, columns in block
         ]
-    with store.write() as tx:
-        items = normalized_chunks(tx, lines, reroute=reroute, checked=checked)
+    with (write or store.write)() as tx:
+        items = normalized_chunks(
+            tx, lines, reroute=reroute, checked=checked, derivable=appender.derivable
+        )
         done = appender.append_each(tx, items, isolate=skip_invalid, bodies=bodies)
         for count, (where, outcome) in enumerate(done, before + 1):
             if isinstance(outcome, InvalidEvent):

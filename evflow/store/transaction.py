@@ -49,6 +49,7 @@ class Transaction:
         self._rows: list[tuple[Any, ...]] = []
         self._buffered: dict[tuple[str, str], int] = {}  # (source, id) -> seq, not yet written
         self._absent: set[tuple[str, str]] = set()  # (source, id) known not to be in the log
+        self._absent_ids: set[str] = set()  # ids no event of the log has, whatever its source
 
     def now(self) -> str:
         """The store's clock, read once per transaction: what it records commits together."""
@@ -72,9 +73,7 @@ class Transaction:
         known = self._buffered.get(identity)
         if known is not None:
             return Appended(known, recorded, True)
-        if identity in self._absent:
-            self._absent.discard(identity)  # once appended, a second one must be looked up
-        else:
+        if identity not in self._absent and identity[1] not in self._absent_ids:
             existing = store.raw_execute(
                 "SELECT seq, recordedtime FROM events WHERE id = ? AND source = ?",
                 (event["id"], event["source"]),
@@ -90,6 +89,10 @@ class Transaction:
             raise InvalidEvent("data", "holds NaN or Infinity, which JSON cannot hold") from None
         seq = self._next_seq
         self._next_seq += 1
+        if self._absent:  # appended now: a second one must be looked up (once written, it is
+            self._absent.discard(identity)  # no longer in _buffered)
+        if self._absent_ids:
+            self._absent_ids.discard(identity[1])
         self._rows.append(
             (
                 seq,
@@ -115,20 +118,25 @@ class Transaction:
         row = self.execute(f"SELECT {EVENT_COLUMNS} FROM events WHERE seq = ?", (seq,)).fetchone()
         return event_from_row(*row)
 
-    def known_absent(self, identities: Sequence[tuple[str, str]]) -> None:
-        """Look up many ``(source, id)`` at once (an import's next lines): those the log does
-        not hold are appended without a lookup each."""
+    def known_absent(
+        self, identities: Sequence[tuple[str, str]], ids: Sequence[str] = ()
+    ) -> None:
+        """Look up many ``(source, id)`` at once (an import's next lines), and ``ids`` whatever
+        their source (the events those lines may derive): those the log does not hold are
+        appended without a lookup each."""
         self._absent.clear()
         wanted = set(identities)
-        ids = sorted({i for _, i in wanted})
+        maybe = set(ids)
+        asked = sorted({i for _, i in wanted} | maybe)
         found: set[tuple[str, str]] = set()
-        for start in range(0, len(ids), 500):
-            part = ids[start : start + 500]
+        for start in range(0, len(asked), 500):
+            part = asked[start : start + 500]
             rows = self.execute(
                 f"SELECT source, id FROM events WHERE id IN ({', '.join('?' for _ in part)})", part
             ).fetchall()
             found.update((r[0], r[1]) for r in rows)
         self._absent = wanted - found
+        self._absent_ids = maybe - {i for _, i in found}
 
     def savepoint(self) -> None:
         self.execute("SAVEPOINT evflow_part")

@@ -1,0 +1,324 @@
+"""A second process that writes a large import into a SQLite file while this one routes it.
+
+An ``import`` with rules spends about a third of its time inside SQLite (inserting the events and
+deliveries, committing each chunk) and the rest in Python (checking, routing, deriving). Both
+are single-threaded, and a thread cannot share them out: the interpreter lock would make the
+writing thread wait for the routing one after every row. So a large import on SQLite starts this
+module as a child process (``python -m evflow.store.bulkwriter DB``) that holds the write
+transaction and runs the inserts, while the importing process routes the next events (issue 16).
+
+What stays the same (one chunk is still one transaction that commits whole or not at all):
+
+- This process decides everything: positions (``seq``) and delivery ids are counted here, as
+  :class:`~evflow.store.transaction.Transaction` counts positions, which is safe because the
+  child holds the write lock from ``BEGIN IMMEDIATE`` to the commit. Whether an identity is
+  already in the log is read here, from what is committed (nobody else can commit meanwhile)
+  and from what this transaction sent (kept in memory until the commit).
+- A failure in the child (a full disk, say) is raised here at the commit, and the chunk rolls
+  back. If this process dies, the child reads the end of its input and rolls back; if the
+  child dies, this process raises :class:`~evflow.errors.StorageUnavailable`.
+
+Only what an import of events without timers needs is supported (appends, deliveries, rule
+errors); anything else raises, and the importer uses one process for it
+(:func:`evflow.services.importing.import_events`).
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, suppress
+from typing import IO, Any
+
+from evflow.core.events import Event
+from evflow.errors import StorageUnavailable
+from evflow.store.rows import INSERT_EVENT, event_from_row
+from evflow.store.transaction import Transaction, _text
+
+INSERT_DELIVERY = (
+    "INSERT INTO deliveries (id, event_seq, event_id, rule, action, kind, status, attempts,"
+    " next_attempt_at, last_error, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?,"
+    " ?, ?)"
+)
+INSERT_RULE_ERROR = (
+    "INSERT INTO rule_errors (event_seq, rule, message) VALUES (?, ?, ?)"
+    " ON CONFLICT (event_seq, rule) DO NOTHING"
+)
+PIPE_BYTES = 1 << 20  # how far ahead this process may write (Linux; elsewhere the OS's default)
+
+
+class _Rows:
+    """The rows of a query, already read."""
+
+    __slots__ = ("rows",)
+
+    def __init__(self, rows: list[Any]) -> None:
+        self.rows = rows
+
+    def fetchone(self) -> Any:
+        return self.rows[0] if self.rows else None
+
+    def fetchall(self) -> list[Any]:
+        return self.rows
+
+
+class _Reads:
+    """What a piped transaction reads, from this process's own connection (committed rows);
+    it writes nothing here: every write goes to the child."""
+
+    def __init__(self, store: Any, writer: BulkWriter) -> None:
+        self.store = store
+        self.writer = writer
+
+    def clock(self) -> str:
+        return str(self.store.clock())
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> _Rows:
+        if not sql.lstrip().upper().startswith("SELECT"):
+            raise NotImplementedError(f"a piped import only reads here: {sql.split()[0]}")
+        # read whole, so that no statement left open pins this connection's view of the log
+        # while the child commits chunk after chunk
+        cursor = self.store.raw_execute(sql, params)
+        try:
+            return _Rows(cursor.fetchall())
+        finally:
+            cursor.close()
+
+    raw_execute = execute
+
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        self.writer.send(("rows", sql, list(rows)))
+
+    raw_executemany = executemany
+
+    def insert_id(self, sql: str, params: Sequence[Any] = ()) -> int | None:
+        raise NotImplementedError("a piped import counts its ids itself")
+
+
+class PipedTransaction(Transaction):
+    """A write transaction whose rows the child process writes (see the module doc)."""
+
+    def __init__(self, store: Any, writer: BulkWriter) -> None:
+        super().__init__(_Reads(store, writer))
+        self._first_seq: int | None = None
+        self._sent: list[tuple[Any, ...]] = []  # every event row of this transaction, in order
+        self._others: list[tuple[str, tuple[Any, ...]]] = []  # deliveries and rule errors
+        self._next_delivery: int | None = None
+
+    def flush(self) -> None:
+        """Send the buffered rows. Unlike a transaction of this process, it keeps knowing their
+        identities (``_buffered``): this process cannot read them back before the commit."""
+        if self._rows:
+            if self._first_seq is None:
+                self._first_seq = int(self._rows[0][0])
+            self._sent.extend(self._rows)
+            rows, self._rows = self._rows, []
+            self.store.raw_executemany(INSERT_EVENT, rows)
+        if self._others:
+            others, self._others = self._others, []
+            for sql in (INSERT_DELIVERY, INSERT_RULE_ERROR):
+                batch = [row for kind, row in others if kind == sql]
+                if batch:
+                    self.store.raw_executemany(sql, batch)
+
+    def recorded(self, seq: int) -> Event:
+        first = self._first_seq
+        if first is None and self._rows:
+            first = int(self._rows[0][0])
+        if first is not None and seq >= first:
+            row = (self._sent + self._rows)[seq - first]
+            return event_from_row(seq, row[6], row[10])
+        return super().recorded(seq)
+
+    def add_rule_error(self, event_seq: int, rule: str, message: str) -> None:
+        self._others.append((INSERT_RULE_ERROR, (event_seq, rule, _text(message))))
+
+    def add_delivery(
+        self,
+        event_seq: int,
+        event_id: str,
+        rule: str,
+        action: int,
+        kind: str,
+        failed: str | None = None,
+    ) -> int:
+        if self._next_delivery is None:
+            # AUTOINCREMENT: never an id the table has used, even one of a deleted row
+            row = self.store.raw_execute(
+                "SELECT max(COALESCE((SELECT seq FROM sqlite_sequence WHERE name ="
+                " 'deliveries'), 0), COALESCE((SELECT MAX(id) FROM deliveries), 0))"
+            ).fetchone()
+            self._next_delivery = int(row[0]) + 1
+        new = self._next_delivery
+        self._next_delivery += 1
+        now = self.now()
+        status, attempts, due = ("pending", 0, now) if failed is None else ("dead", 1, None)
+        self._others.append(
+            (INSERT_DELIVERY, (new, event_seq, event_id, rule, action, kind, status, attempts,
+                               due, _text(failed), now, now))
+        )  # fmt: skip
+        if len(self._others) >= self.BATCH:
+            self.flush()
+        return new
+
+    def _unsupported(self, *_: Any) -> None:
+        raise NotImplementedError("a piped import has no savepoints")
+
+    savepoint = release = rollback_to_savepoint = _unsupported
+
+
+class BulkWriter:
+    """The child process of a large import, and the transactions it writes (see the module
+    doc). Closed with :meth:`close` (it rolls back what was not committed)."""
+
+    def __init__(self, store: Any) -> None:
+        import subprocess
+
+        self.store = store
+        root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        path = os.environ.get("PYTHONPATH")
+        env = {**os.environ, "PYTHONPATH": root if not path else root + os.pathsep + path}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "evflow.store.bulkwriter", store.path],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            env=env,
+        )
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self._to: IO[bytes] = self.proc.stdin
+        self._from: IO[bytes] = self.proc.stdout
+        try:
+            import fcntl
+
+            fcntl.fcntl(self._to.fileno(), getattr(fcntl, "F_SETPIPE_SZ", 1031), PIPE_BYTES)
+        except (ImportError, OSError):
+            pass  # the OS's pipe size: this process waits for the child sooner
+        self.ask(("hello",))
+
+    def send(self, message: tuple[Any, ...]) -> None:
+        try:
+            pickle.dump(message, self._to, protocol=pickle.HIGHEST_PROTOCOL)
+            self._to.flush()
+        except (BrokenPipeError, ValueError):  # ValueError: the pipe is already closed here
+            raise self._gone() from None
+
+    def ask(self, message: tuple[Any, ...]) -> None:
+        """Send ``message`` and wait for the child's answer; its failure is raised here."""
+        self.send(message)
+        try:
+            answer = pickle.load(self._from)
+        except (EOFError, pickle.UnpicklingError):
+            raise self._gone() from None
+        if answer[0] == "error":
+            raise answer[1]
+
+    def _gone(self) -> StorageUnavailable:
+        code = self.proc.poll()
+        how = "" if code is None else f" (exit status {code})"
+        return StorageUnavailable(
+            f"the import's writing process stopped{how}; nothing of the chunk in progress was"
+            " recorded: run the import again"
+        )
+
+    @contextmanager
+    def write(self) -> Iterator[PipedTransaction]:
+        """One transaction, written by the child: committed when the block ends, rolled back if
+        it raises."""
+        self.ask(("begin",))
+        tx = PipedTransaction(self.store, self)
+        try:
+            yield tx
+            tx.flush()
+        except BaseException:
+            # the import stops here: the child reads the end of its input, rolls back and ends
+            # (a message half sent by an interrupt cannot be taken for another one)
+            self.abandon()
+            raise
+        self.ask(("commit",))
+
+    def abandon(self) -> None:
+        with suppress(OSError):
+            self._to.close()
+
+    def close(self) -> None:
+        """End the child (what it has not committed is rolled back) and wait for it."""
+        self.abandon()
+        try:
+            self.proc.wait(timeout=60)
+        except Exception:  # noqa: BLE001 - a child that does not end is killed
+            self.proc.kill()
+            self.proc.wait()
+        self._from.close()
+
+
+def _answer(out: IO[bytes], error: BaseException | None = None) -> None:
+    if error is None:
+        message: tuple[Any, ...] = ("ok",)
+    else:
+        try:
+            pickle.loads(pickle.dumps(error))
+            message = ("error", error)
+        except Exception:  # noqa: BLE001 - an error that does not travel: its words do
+            message = ("error", StorageUnavailable(f"{type(error).__name__}: {error}"))
+    pickle.dump(message, out, protocol=pickle.HIGHEST_PROTOCOL)
+    out.flush()
+
+
+def main(path: str) -> int:
+    """The child: run what the importing process sends, until its input ends."""
+    import signal
+
+    from evflow.store.sqlite import SqliteStore
+
+    # Ctrl-C reaches the whole process group: the importing process decides, and rolls back
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    source, out = sys.stdin.buffer, sys.stdout.buffer
+    store: SqliteStore | None = None
+    failed: BaseException | None = None
+    try:
+        while True:
+            try:
+                message = pickle.load(source)
+            except EOFError:
+                return 0  # the importing process is done, or gone: roll back what is open
+            except Exception:  # noqa: BLE001 - a message cut short (an interrupt): the same
+                return 1
+            op = message[0]
+            if op == "rows":
+                if failed is None:
+                    try:
+                        store.raw_executemany(message[1], message[2])  # type: ignore[union-attr]
+                    except Exception as exc:  # noqa: BLE001 - raised there, at the commit
+                        failed = exc
+                continue
+            try:
+                if op == "hello":
+                    store = SqliteStore(path)
+                    store.prepare_bulk_write()
+                elif op == "begin":
+                    failed = None
+                    store.begin_write()  # type: ignore[union-attr]
+                elif op == "commit":
+                    if failed is not None:
+                        store.rollback()  # type: ignore[union-attr]
+                        _answer(out, failed)
+                        continue
+                    try:
+                        store.commit()  # type: ignore[union-attr]
+                    except BaseException:
+                        store.rollback()  # type: ignore[union-attr]
+                        raise
+            except Exception as exc:  # noqa: BLE001 - the importing process raises it
+                _answer(out, exc)
+                continue
+            _answer(out)
+    finally:
+        if store is not None:
+            store.rollback()  # what was not committed (the importing process went away)
+            store.close()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1]))
