@@ -154,10 +154,11 @@ def test_the_childs_failure_rolls_its_chunk_back(
 
 def test_a_writer_whose_child_died_says_so(tmp_path: Path) -> None:
     from evflow.errors import StorageUnavailable
+    from evflow.store.bulkwriter import BulkWriter
     from evflow.store.sqlite import SqliteStore
 
     store = SqliteStore(str(tmp_path / "log.db"))
-    writer = store.bulk_writer()
+    writer = BulkWriter(store)
     try:
         writer.proc.kill()
         writer.proc.wait()
@@ -171,11 +172,12 @@ def test_a_writer_whose_child_died_says_so(tmp_path: Path) -> None:
 def test_a_child_whose_importer_went_away_rolls_back_and_frees_the_lock(tmp_path: Path) -> None:
     """The importing process dies mid-chunk (here: its end of the pipe is closed): the child
     rolls back and ends, and another writer gets the lock at once."""
+    from evflow.store.bulkwriter import BulkWriter
     from evflow.store.sqlite import SqliteStore
 
     path = str(tmp_path / "log.db")
     store = SqliteStore(path)
-    writer = store.bulk_writer()
+    writer = BulkWriter(store)
     event = {"specversion": "1.0", "id": "a", "source": "s", "type": "t",
              "time": "2016-10-02T00:00:00.000000Z", "data": {}}  # fmt: skip
     with pytest.raises(RuntimeError), writer.write() as tx:
@@ -283,3 +285,55 @@ def test_an_interrupted_piped_import_says_what_it_recorded_and_leaves_no_writer(
     assert emit.returncode == 0 and time.monotonic() - started < 30, emit.stderr
     with pytest.raises(ProcessLookupError):
         os.killpg(proc.pid, 0)  # nothing of the import's process group is left
+
+
+@pytest.mark.parametrize(
+    ("bad", "first"),
+    [((7_000, 9_000), 7_000), ((9_000, 11_000), 9_000), ((3_000, 7_000), 3_000)],
+    ids=["writer's-block-first", "this-process's-block-first", "before-the-writer-starts"],
+)
+def test_the_checking_pass_shared_with_the_writer_names_the_first_bad_line(
+    project: Path, monkeypatch: pytest.MonkeyPatch, bad: tuple[int, int], first: int
+) -> None:
+    """From PIPED_MIN lines on, the writing process checks every other block of 2,000 lines
+    (lines 6,001-8,000, 10,001-12,000...): whichever process finds a bad line, the first one in
+    the file is reported, and nothing is recorded."""
+    monkeypatch.setattr(importing, "PIPED_MIN", 5_000)
+    lines = [json.dumps(_order(i)) for i in range(14_000)]
+    for number in bad:
+        lines[number - 1] = '{"type": "order.placed", "time": "yesterday"}'
+    (project / "in.jsonl").write_text("\n".join(lines) + "\n")
+    started: list[object] = []
+    real = importing._writer
+
+    def spy(*args: object) -> object:
+        started.append(real(*args))  # type: ignore[arg-type]
+        return started[-1]
+
+    monkeypatch.setattr(importing, "_writer", spy)
+    r = run_cli(["--db", "log.db", "import", "in.jsonl"])
+    assert r.exit_code == 2, r.stderr
+    # the writing process started (and checked its blocks) unless the bad line came first
+    assert bool(started and started[0] is not None) == (first > 6_000)
+    assert f"in.jsonl:{first}: time: not an RFC 3339 time" in r.stderr
+    assert not (project / "log.db").exists() or not sqlite3.connect(project / "log.db").execute(
+        "SELECT count(*) FROM events"
+    ).fetchone()[0]
+
+
+@pytest.mark.parametrize("keep", [10**9, 1_000])
+def test_a_shared_checking_pass_on_stdin_keeps_what_it_checked_or_reads_again(
+    project: Path, monkeypatch: pytest.MonkeyPatch, keep: int
+) -> None:
+    """stdin is spooled and split the same way; when this process's share of what it may keep
+    is exceeded, the writing pass reads the input again: the same log either way."""
+    monkeypatch.setattr(importing, "KEEP_CHECKED", keep)
+    _project(project)
+    lines = [json.dumps(_order(i)) for i in range(9_000)] + ["[" + json.dumps(_order(9_000)) + "]"]
+    r = run_cli(["--db", "log.db", "import", "-", "--format", "json"], stdin="\n".join(lines))
+    assert r.exit_code == 0, r.stderr
+    assert json.loads(r.stdout)["recorded"] == 9_001
+    with sqlite3.connect(project / "log.db") as con:
+        rows = con.execute("SELECT id FROM events WHERE source = 'shop' ORDER BY seq")
+        ids = [i for (i,) in rows]
+    assert ids == [f"o{i}" for i in range(9_001)]

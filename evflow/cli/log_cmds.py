@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import json
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Annotated, Any, BinaryIO
@@ -25,7 +24,7 @@ from evflow.core.events import Event
 from evflow.core.positions import parse_position
 from evflow.core.records import EventFilter
 from evflow.core.structs import replace
-from evflow.errors import InvalidEvent, NotFound, UsageError
+from evflow.errors import NotFound, UsageError
 
 
 def register(app: typer.Typer) -> None:
@@ -121,10 +120,16 @@ def emit(
 
 
 def _read_lines(path: str, spooled: BinaryIO | None = None) -> Iterator[tuple[str, Any]]:
-    from evflow.core.events import parse_json
+    from evflow.core.lines import parse_line
 
+    for where, raw in _raw_lines(path, spooled):
+        yield from parse_line(where, raw)
+
+
+def _raw_lines(path: str, spooled: BinaryIO | None = None) -> Iterator[tuple[str, bytes]]:
+    """``(FILE:LINE, bytes)`` of each line, not decoded: one line that is not UTF-8 is that
+    line's problem (:func:`evflow.core.lines.parse_line`)."""
     name = "<stdin>" if path == "-" else path
-    # bytes, decoded line by line: one line that is not UTF-8 is that line's problem
     stream: BinaryIO
     if spooled is not None:  # stdin, kept in a temporary file to be read twice
         spooled.seek(0)
@@ -138,28 +143,7 @@ def _read_lines(path: str, spooled: BinaryIO | None = None) -> Iterator[tuple[st
             raise UsageError(f"{path}: cannot read: {exc.strerror}") from None
     try:
         for number, raw in enumerate(stream, 1):
-            where = f"{name}:{number}"
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                yield where, InvalidEvent("line", f"not UTF-8 text (byte {exc.start + 1})", where)
-                continue
-            if not line.strip():
-                continue
-            try:
-                value = parse_json(line)
-            except json.JSONDecodeError as exc:
-                yield (
-                    where,
-                    InvalidEvent("line", f"malformed JSON: {exc.msg} (column {exc.colno})", where),
-                )
-                continue
-            if isinstance(value, list):
-                # a CloudEvents JSON batch (application/cloudevents-batch+json) on one line
-                for index, item in enumerate(value, 1):
-                    yield f"{where}[{index}]", item
-            else:
-                yield where, value
+            yield f"{name}:{number}", raw
     finally:
         if stream is not sys.stdin.buffer and stream is not spooled:
             stream.close()
@@ -168,16 +152,31 @@ def _read_lines(path: str, spooled: BinaryIO | None = None) -> Iterator[tuple[st
 IMPORT_CHUNK = 10_000  # events per transaction of an import without --atomic
 
 
-def _rereadable(path: str, stack: ExitStack) -> Callable[[], Iterator[tuple[str, Any]]]:
-    """The lines of ``path`` as a function that reads them afresh (stdin is spooled first)."""
+class _Reread:
+    """The lines of a file (or of stdin, spooled first) read afresh at each call; ``raw()``
+    gives them undecoded, for a checking pass that another process shares."""
+
+    def __init__(self, path: str, spool: BinaryIO | None = None) -> None:
+        self.path = path
+        self.spool = spool
+
+    def __call__(self) -> Iterator[tuple[str, Any]]:
+        return _read_lines(self.path, self.spool)
+
+    def raw(self) -> Iterator[tuple[str, bytes]]:
+        return _raw_lines(self.path, self.spool)
+
+
+def _rereadable(path: str, stack: ExitStack) -> _Reread:
+    """The lines of ``path``, to be read more than once (stdin is spooled first)."""
     if path != "-":
-        return lambda: _read_lines(path)
+        return _Reread(path)
     import shutil
     import tempfile
 
     spool = stack.enter_context(tempfile.TemporaryFile())  # noqa: SIM115 - the stack closes it
     shutil.copyfileobj(sys.stdin.buffer, spool)
-    return lambda: _read_lines(path, spool)
+    return _Reread(path, spool)
 
 
 def import_(

@@ -189,6 +189,9 @@ class WindowCheck:
     reason: str
 
 
+_INSIDE = WindowCheck(True, "inside window")  # one for all: it is frozen
+
+
 @dataclass(frozen=True, slots=True)
 class Window:
     """A half-open [start, end) span, optionally narrowed by a cron expression."""
@@ -208,7 +211,7 @@ class Window:
             return WindowCheck(False, f"at or after until {self._iso(self.end)}")
         if self.cron is not None and not _matcher(self.cron)(t.astimezone(self._tz())):
             return WindowCheck(False, f"outside cron '{self.cron}' ({self.timezone})")
-        return WindowCheck(True, "inside window")
+        return _INSIDE
 
     def state_at(self, t: datetime) -> str:
         """'pending' before start, 'expired' from end on, else 'active' (cron does not count)."""

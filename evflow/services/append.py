@@ -56,21 +56,28 @@ class Appender:
         self.encode = encode
         # derived ids already made (derivable), by (cause source, cause id, rule, action)
         self._ids: dict[tuple[str, str, str, int], str] = {}
+        self._emits: dict[str, list[tuple[str, int]]] = {}  # type -> its untimed emit actions
 
     def derivable(self, events: list[Event]) -> list[str]:
         """The ids of the events the rules may derive from these events directly (whether their
         window and filter match or not): an import looks them up with its lines, not one by
         one as they are derived, and keeps them until the next call (derive needs them)."""
         ids = self._ids = {}
-        rules_for = self.ruleset.rules_for
+        emits = self._emits
         for event in events:
             if "recordedtime" in event:  # history: no rule runs on it
                 continue
-            for rule in rules_for(event["type"]):
-                for index, action in enumerate(rule.actions):
-                    if action.timing is None and isinstance(action, EmitAction):
-                        key = (event["source"], event["id"], rule.name, index)
-                        ids[key] = derived_id(event, rule.name, index)
+            etype = event["type"]
+            actions = emits.get(etype)
+            if actions is None:
+                actions = emits[etype] = [
+                    (rule.name, index)
+                    for rule in self.ruleset.rules_for(etype)
+                    for index, action in enumerate(rule.actions)
+                    if action.timing is None and isinstance(action, EmitAction)
+                ]
+            for name, index in actions:
+                ids[(event["source"], event["id"], name, index)] = derived_id(event, name, index)
         return list(ids.values())
 
     def routes(self, etype: str) -> bool:

@@ -16,6 +16,11 @@ invalid, the database going away) leaves the chunks before it recorded; importin
 again completes it (known ids are skipped; a line without an ``id`` gets one derived from its
 content, the same each time).
 
+**Two processes** (issue 16). From :data:`PIPED_MIN` lines on, a chunked import on SQLite gets
+a writing process (:mod:`evflow.services.importchild`, :mod:`evflow.store.bulkwriter`): it
+checks every other block of lines during the checking pass, then holds each chunk's transaction
+and runs its inserts while this process routes the next events. The answers are the same.
+
 **History** (issue 13). A line that carries ``seq``/``recordedtime`` is a line of an evflow log's
 export: recorded as it is, no rule runs on it, unless ``reroute`` (see
 :func:`evflow.services.append.normalized_chunks`).
@@ -35,11 +40,23 @@ from evflow.core.structs import dataclass, field
 from evflow.errors import EvflowError, InvalidEvent
 
 if TYPE_CHECKING:
+    from typing import Protocol
+
     from evflow.core.routing import Outcome
     from evflow.core.rules import RuleSet
     from evflow.store.interface import Store
 
 Lines = Iterable[tuple[str, Any]]
+
+if TYPE_CHECKING:  # a class made at import would cost emit, which imports this module
+
+    class Reread(Protocol):
+        """Lines that can be read again, parsed (a call) or as they are: ``(where, bytes)``
+        (``raw``), for a checking pass that the writing process shares."""
+
+        def __call__(self) -> Lines: ...
+
+        def raw(self) -> Iterator[tuple[str, bytes]]: ...
 PAUSE = 0.01  # between chunks when a writer waits for the lock: it takes it (retrying every 4 ms)
 # The checking pass of a chunked import keeps each checked event as its compact JSON text and
 # its row's columns, up to this many characters in all (the text, the line's name and
@@ -50,6 +67,8 @@ KEEP_CHECKED = 60_000_000
 # From this many checked lines on, a chunked import on SQLite writes through a child process
 # while this one routes the next events (evflow.store.bulkwriter): it costs ~0.1 s to start.
 PIPED_MIN = 5_000
+BLOCK = 2_000  # lines per block of a checking pass that the writing process shares
+
 
 
 @dataclass(slots=True)
@@ -109,12 +128,20 @@ def _import(
 
     if not callable(lines):
         raise TypeError("a chunked import reads its lines twice: pass a function giving them")
-    kept = None if skip_invalid else _check(lines(), reroute)  # before anything is written
-    source: Iterator[Any] = iter(lines()) if kept is None else iter(kept)
-    writer = _writer(store, ruleset, skip_invalid, kept)
-    write = store.write if writer is None else writer.write
-    done = 0
+    # every line is checked before anything is written
+    writer: Any = None
+    if skip_invalid:
+        kept = None
+    elif hasattr(lines, "raw"):
+        kept, writer = _check_shared(store, ruleset, cast("Reread", lines), reroute)
+    else:
+        kept = check_lines(lines(), reroute)[0]
     try:
+        source: Iterator[Any] = iter(lines()) if kept is None else iter(kept)
+        if writer is None:
+            writer = _writer(store, ruleset, skip_invalid, kept)
+        write = store.write if writer is None else writer.write
+        done = 0
         while True:
             block = list(islice(source, chunk))
             if not block:
@@ -138,7 +165,11 @@ def _writer(store: Store, ruleset: RuleSet, skip_invalid: bool, kept: list[Kept]
         return None
     if any(action.timing is not None for rule in ruleset.rules for action in rule.actions):
         return None
-    return store.bulk_writer()
+    if not store.bulk_writable():
+        return None
+    from evflow.store.bulkwriter import BulkWriter
+
+    return BulkWriter(store, "evflow.services.importchild")
 
 
 # What the writing pass needs of an event that no rule routes: its columns (see _columns)
@@ -165,15 +196,17 @@ def _from_columns(c: Columns) -> Event:
     }  # fmt: skip
 
 
-def _check(lines: Lines, reroute: bool) -> list[Kept] | None:
+def check_lines(
+    lines: Lines, reroute: bool, budget: int = KEEP_CHECKED
+) -> tuple[list[Kept] | None, int]:
     """Check every line (the first bad one raises); the checked events as ``(where, JSON
-    text, columns)``, or None when they would take more than :data:`KEEP_CHECKED` to keep.
-    History lines keep no columns: their text holds the ``recordedtime`` they are recorded
-    with."""
+    text, columns)``, or None when they would take more than ``budget`` characters to keep, and
+    the characters they take. History lines keep no columns: their text holds the
+    ``recordedtime`` they are recorded with."""
     from evflow.core.jsontext import dumps_checked
     from evflow.services.append import normalize_line
 
-    kept: list[Kept] | None = []
+    kept: list[Kept] | None = [] if budget >= 0 else None
     size = 0
     for where, raw in lines:
         if isinstance(raw, InvalidEvent):
@@ -187,11 +220,81 @@ def _check(lines: Lines, reroute: bool) -> list[Kept] | None:
             kept = None
             continue
         size += len(text) + len(where) + COLUMNS_COST
-        if size > KEEP_CHECKED:
+        if size > budget:
             kept = None
             continue
         kept.append((where, text, None if "recordedtime" in event else _columns(event)))
-    return kept
+    return kept, size
+
+
+def _check_shared(
+    store: Store, ruleset: RuleSet, lines: Reread, reroute: bool
+) -> tuple[list[Kept] | None, Any]:
+    """:func:`check_lines` of the whole input, and the writing process if this import gets
+    one (:func:`_writer`): once the input has :data:`PIPED_MIN` lines, that process checks
+    every other block of :data:`BLOCK` lines while this one checks the others. The answer is
+    the same: the first bad line in file order raises, and nothing is written before."""
+    from itertools import islice
+
+    from evflow.core.lines import parse_line
+
+    raw = iter(lines.raw())
+    writer: Any = None
+    tried = False
+    parts: list[list[Kept] | None | int] = []  # this one's blocks; an int: the other's block
+    budget = KEEP_CHECKED
+    seen = 0
+    failed: tuple[int, InvalidEvent] | None = None
+    theirs: dict[int, Any] = {}
+    try:
+        while (block := list(islice(raw, BLOCK))) and failed is None:
+            index = len(parts)
+            if not tried and seen >= PIPED_MIN:
+                tried = True
+                writer = _writer(store, ruleset, False, None)
+                budget //= 2  # the other half is the writing process's to keep
+            seen += len(block)
+            if writer is not None and index % 2:
+                writer.send(("check", index, block, reroute))
+                parts.append(index)
+                continue
+            try:
+                part, used = check_lines(
+                    [item for where, line in block for item in parse_line(where, line)],
+                    reroute,
+                    budget,
+                )
+            except InvalidEvent as exc:
+                failed = (index, exc)
+                break
+            budget = budget - used if part is not None else -1  # -1: check, keep no more
+            parts.append(part)
+        if writer is not None:
+            theirs = writer.ask(("checked",))
+        errors = [(i, _their_error(r)) for i, r in theirs.items() if r[0] != "ok"]
+        if failed is not None:
+            errors.append(failed)
+        if errors:
+            raise min(errors, key=lambda e: e[0])[1]
+    except BaseException:
+        if writer is not None:
+            writer.close()
+        raise
+    kept: list[Kept] | None = []
+    for mine in parts:
+        done: list[Kept] | None = theirs[mine][1] if isinstance(mine, int) else mine
+        if done is None or kept is None:
+            kept = None
+            continue
+        kept.extend(done)
+    return kept, writer
+
+
+def _their_error(result: tuple[Any, ...]) -> EvflowError:
+    """A block's problem as the writing process reported it (see :mod:`.importchild`)."""
+    if result[0] == "invalid":
+        return InvalidEvent(*result[1:])
+    return EvflowError(f"checking the input failed: {result[1]}")
 
 
 def _write(
@@ -208,7 +311,7 @@ def _write(
 ) -> int:
     """One transaction of an import; returns how many lines have been read in all.
     ``checked``: the lines are ``(where, JSON text, columns)`` of events already normalized (by
-    :func:`_check`); decoded, they are the same dicts normalize made, and the text is the body.
+    :func:`check_lines`); decoded, they are the same dicts normalize made, and the text is the body.
     An event that no rule routes is appended from its columns, its text not decoded again."""
     from evflow.core.jsontext import dumps_checked
     from evflow.core.routing import Outcome

@@ -28,7 +28,7 @@ from __future__ import annotations
 import os
 import pickle
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from typing import IO, Any
 
@@ -173,7 +173,7 @@ class BulkWriter:
     """The child process of a large import, and the transactions it writes (see the module
     doc). Closed with :meth:`close` (it rolls back what was not committed)."""
 
-    def __init__(self, store: Any) -> None:
+    def __init__(self, store: Any, child: str = __name__) -> None:
         import subprocess
 
         self.store = store
@@ -181,7 +181,7 @@ class BulkWriter:
         path = os.environ.get("PYTHONPATH")
         env = {**os.environ, "PYTHONPATH": root if not path else root + os.pathsep + path}
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "evflow.store.bulkwriter", store.path],
+            [sys.executable, "-m", child, store.path],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             env=env,
@@ -204,7 +204,7 @@ class BulkWriter:
         except (BrokenPipeError, ValueError):  # ValueError: the pipe is already closed here
             raise self._gone() from None
 
-    def ask(self, message: tuple[Any, ...]) -> None:
+    def ask(self, message: tuple[Any, ...]) -> Any:
         """Send ``message`` and wait for the child's answer; its failure is raised here."""
         self.send(message)
         try:
@@ -213,6 +213,7 @@ class BulkWriter:
             raise self._gone() from None
         if answer[0] == "error":
             raise answer[1]
+        return answer[1]
 
     def _gone(self) -> StorageUnavailable:
         code = self.proc.poll()
@@ -253,9 +254,9 @@ class BulkWriter:
         self._from.close()
 
 
-def _answer(out: IO[bytes], error: BaseException | None = None) -> None:
+def _answer(out: IO[bytes], error: BaseException | None = None, value: Any = None) -> None:
     if error is None:
-        message: tuple[Any, ...] = ("ok",)
+        message: tuple[Any, ...] = ("ok", value)
     else:
         try:
             pickle.loads(pickle.dumps(error))
@@ -266,8 +267,13 @@ def _answer(out: IO[bytes], error: BaseException | None = None) -> None:
     out.flush()
 
 
-def main(path: str) -> int:
-    """The child: run what the importing process sends, until its input ends."""
+Op = tuple[Callable[[tuple[Any, ...]], Any], bool]  # a child's own operation; whether it answers
+
+
+def main(path: str, ops: Mapping[str, Op] | None = None) -> int:
+    """The child: run what the importing process sends, until its input ends. ``ops``: more
+    operations by name (an importer's own: see :mod:`evflow.services.importchild`); one that
+    does not answer must not raise (its failures travel in a later answer)."""
     import signal
 
     from evflow.store.sqlite import SqliteStore
@@ -286,6 +292,18 @@ def main(path: str) -> int:
             except Exception:  # noqa: BLE001 - a message cut short (an interrupt): the same
                 return 1
             op = message[0]
+            if ops is not None and op in ops:
+                handler, answers = ops[op]
+                if not answers:
+                    handler(message)
+                    continue
+                try:
+                    value = handler(message)
+                except Exception as exc:  # noqa: BLE001 - the importing process raises it
+                    _answer(out, exc)
+                    continue
+                _answer(out, value=value)
+                continue
             if op == "rows":
                 if failed is None:
                     try:

@@ -54,10 +54,10 @@ class SqlStore:
     def prepare_bulk_write(self) -> None:
         """About to append many events in one transaction (an import): tune for it."""
 
-    def bulk_writer(self) -> Any:
-        """Another process to write a large import's rows while this one routes them, if the
-        backend has one (:mod:`evflow.store.bulkwriter`); else None."""
-        return None
+    def bulk_writable(self) -> bool:
+        """Whether another process may write a large import's rows while this one routes them
+        (:class:`evflow.store.bulkwriter.BulkWriter`)."""
+        return False
 
     def begin_write(self) -> None:
         """Start a transaction that holds the append lock until commit."""

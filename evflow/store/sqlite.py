@@ -120,14 +120,9 @@ class SqliteStore(SqlStore):
         # so a replay's scan does not fill a large cache with pages it reads once.
         self.conn.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
 
-    def bulk_writer(self) -> Any:
-        """A child process to write a large import while this one routes it
-        (:mod:`evflow.store.bulkwriter`); None for an in-memory database."""
-        if self.path == ":memory:" or self.read_only:
-            return None
-        from evflow.store.bulkwriter import BulkWriter
-
-        return BulkWriter(self)
+    def bulk_writable(self) -> bool:
+        # a file another process can open and write (evflow.store.bulkwriter)
+        return self.path != ":memory:" and not self.read_only
 
     def relax_sync(self, relaxed: bool) -> bool:
         # WAL mode: NORMAL syncs the WAL at checkpoints only; what it commits survives any
