@@ -168,14 +168,30 @@ class _Reread:
 
 
 def _rereadable(path: str, stack: ExitStack) -> _Reread:
-    """The lines of ``path``, to be read more than once (stdin is spooled first)."""
-    if path != "-":
+    """The lines of ``path``, to be read more than once: stdin, a pipe (``<(cmd)``) or any
+    other file that is not a regular one is spooled first, since reading it again would find
+    nothing."""
+    import os
+    import stat
+
+    try:
+        regular = path != "-" and stat.S_ISREG(os.stat(path).st_mode)
+    except OSError:
+        regular = True  # reading it says what is wrong with it
+    if regular:
         return _Reread(path)
     import shutil
     import tempfile
 
     spool = stack.enter_context(tempfile.TemporaryFile())  # noqa: SIM115 - the stack closes it
-    shutil.copyfileobj(sys.stdin.buffer, spool)
+    if path == "-":
+        shutil.copyfileobj(sys.stdin.buffer, spool)
+    else:
+        try:
+            with open(path, "rb") as stream:
+                shutil.copyfileobj(stream, spool)
+        except OSError as exc:
+            raise UsageError(f"{path}: cannot read: {exc.strerror}") from None
     return _Reread(path, spool)
 
 

@@ -30,7 +30,7 @@ from evflow.core.expressions import Bindings, bind
 from evflow.core.routing import Outcome, derive, derived_id
 from evflow.core.rules import MAX_CHAIN_DEPTH, Action, EmitAction, Rule, RuleSet, event_variables
 from evflow.core.timers import TimerError, Timing, cancels_before
-from evflow.errors import ChainTooDeep, EvflowError, InvalidEvent
+from evflow.errors import ChainTooDeep, EvflowError, InvalidEvent, StorageUnavailable
 from evflow.store import timers as timer_rows
 from evflow.store.interface import WriteTransaction
 from evflow.store.rows import encode_event
@@ -310,7 +310,7 @@ class Appender:
         try:
             for (at, _), outcome in each_in_savepoint(tx, items, step, isolate=isolate):
                 yield at, outcome
-        except InvalidEvent:
+        except (InvalidEvent, StorageUnavailable):  # named already / not this line's doing
             raise
         except EvflowError as exc:  # not isolated: the first failure, named by its line
             raise EvflowError(f"{where}: {exc}") from None

@@ -1,4 +1,4 @@
-"""The writing process of a large import on SQLite (``python -m evflow.services.importchild DB``).
+"""The writing process of a large import on SQLite (started by its :func:`run`).
 
 It is :mod:`evflow.store.bulkwriter`'s writer, which runs the chunks' inserts, and before that
 it checks every other block of the input's lines while the importing process checks the others
@@ -9,13 +9,12 @@ A block's answer is ``("ok", kept)`` (see :func:`~evflow.services.importing.chec
 
 from __future__ import annotations
 
-import sys
 from typing import Any
 
 from evflow.core.lines import parse_line
 from evflow.errors import InvalidEvent
 from evflow.services.importing import KEEP_CHECKED, check_lines
-from evflow.store.bulkwriter import main
+from evflow.store.bulkwriter import run as writer_run
 
 
 class Checks:
@@ -49,7 +48,7 @@ class Checks:
         return answers
 
 
-if __name__ == "__main__":
+def run(argv: list[str]) -> int:
+    """The writing process's entry (see :class:`evflow.store.bulkwriter.BulkWriter`)."""
     checks = Checks()
-    ops = {"check": (checks.check, False), "checked": (checks.checked, True)}
-    raise SystemExit(main(sys.argv[1], ops))
+    return writer_run(argv, {"check": (checks.check, False), "checked": (checks.checked, True)})

@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from evflow.core.events import Event, check_outside_source
 from evflow.core.structs import dataclass, field
-from evflow.errors import EvflowError, InvalidEvent
+from evflow.errors import EvflowError, InvalidEvent, StorageUnavailable
 
 if TYPE_CHECKING:
     from typing import Protocol
@@ -57,6 +57,8 @@ if TYPE_CHECKING:  # a class made at import would cost emit, which imports this 
         def __call__(self) -> Lines: ...
 
         def raw(self) -> Iterator[tuple[str, bytes]]: ...
+
+
 PAUSE = 0.01  # between chunks when a writer waits for the lock: it takes it (retrying every 4 ms)
 # The checking pass of a chunked import keeps each checked event as its compact JSON text and
 # its row's columns, up to this many characters in all (the text, the line's name and
@@ -68,7 +70,6 @@ KEEP_CHECKED = 60_000_000
 # while this one routes the next events (evflow.store.bulkwriter): it costs ~0.1 s to start.
 PIPED_MIN = 5_000
 BLOCK = 2_000  # lines per block of a checking pass that the writing process shares
-
 
 
 @dataclass(slots=True)
@@ -152,6 +153,10 @@ def _import(
                 store, ruleset, result, block, skip_invalid, reroute, progress, done,
                 kept is not None, write,
             )  # fmt: skip
+    except BaseException:
+        if writer is not None:
+            writer.abandon()  # at once: it may be waiting for the write lock
+        raise
     finally:
         if writer is not None:
             writer.close()
@@ -169,7 +174,10 @@ def _writer(store: Store, ruleset: RuleSet, skip_invalid: bool, kept: list[Kept]
         return None
     from evflow.store.bulkwriter import BulkWriter
 
-    return BulkWriter(store, "evflow.services.importchild")
+    try:
+        return BulkWriter(store, "evflow.services.importchild")
+    except StorageUnavailable:  # it could not start here (it said why on stderr): one process
+        return None
 
 
 # What the writing pass needs of an event that no rule routes: its columns (see _columns)
@@ -278,6 +286,7 @@ def _check_shared(
             raise min(errors, key=lambda e: e[0])[1]
     except BaseException:
         if writer is not None:
+            writer.abandon()
             writer.close()
         raise
     kept: list[Kept] | None = []

@@ -3,8 +3,8 @@
 An ``import`` with rules spends about a third of its time inside SQLite (inserting the events and
 deliveries, committing each chunk) and the rest in Python (checking, routing, deriving). Both
 are single-threaded, and a thread cannot share them out: the interpreter lock would make the
-writing thread wait for the routing one after every row. So a large import on SQLite starts this
-module as a child process (``python -m evflow.store.bulkwriter DB``) that holds the write
+writing thread wait for the routing one after every row. So a large import on SQLite starts a
+child process (:class:`BulkWriter`, running this module's :func:`run`) that holds the write
 transaction and runs the inserts, while the importing process routes the next events (issue 16).
 
 What stays the same (one chunk is still one transaction that commits whole or not at all):
@@ -15,8 +15,9 @@ What stays the same (one chunk is still one transaction that commits whole or no
   already in the log is read here, from what is committed (nobody else can commit meanwhile)
   and from what this transaction sent (kept in memory until the commit).
 - A failure in the child (a full disk, say) is raised here at the commit, and the chunk rolls
-  back. If this process dies, the child reads the end of its input and rolls back; if the
-  child dies, this process raises :class:`~evflow.errors.StorageUnavailable`.
+  back. If this process stops (an exception, Ctrl-C) it ends the child, whose open transaction
+  SQLite rolls back; if it dies, the child is ended with it (Linux) or reads the end of its
+  input; if the child dies, this process raises :class:`~evflow.errors.StorageUnavailable`.
 
 Only what an import of events without timers needs is supported (appends, deliveries, rule
 errors); anything else raises, and the importer uses one process for it
@@ -128,7 +129,9 @@ class PipedTransaction(Transaction):
         if first is None and self._rows:
             first = int(self._rows[0][0])
         if first is not None and seq >= first:
-            row = (self._sent + self._rows)[seq - first]
+            index = seq - first
+            sent = len(self._sent)
+            row = self._sent[index] if index < sent else self._rows[index - sent]
             return event_from_row(seq, row[6], row[10])
         return super().recorded(seq)
 
@@ -177,25 +180,45 @@ class BulkWriter:
         import subprocess
 
         self.store = store
-        root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-        path = os.environ.get("PYTHONPATH")
-        env = {**os.environ, "PYTHONPATH": root if not path else root + os.pathsep + path}
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", child, store.path],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            env=env,
+        answers, their_end = os.pipe()
+        # The child runs with -I (neither the current folder nor PYTHONPATH on its path) and
+        # then takes exactly this process's module path: it runs the code that runs here. It
+        # answers on a pipe of its own (not stdout, which anything may print to), and has its
+        # own process group: Ctrl-C is this process's to handle.
+        here = [os.path.abspath(entry) if entry else os.getcwd() for entry in sys.path]
+        boot = (
+            f"import sys; sys.path[:] = {here!r}; from importlib import import_module;"
+            f" raise SystemExit(import_module({child!r}).run(sys.argv[1:]))"
         )
-        assert self.proc.stdin is not None and self.proc.stdout is not None
+        group = {"process_group": 0} if os.name == "posix" else {}
+        try:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-I", "-c", boot, store.path, str(their_end), str(os.getpid())],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.DEVNULL,
+                pass_fds=(their_end,),
+                **group,  # type: ignore[call-overload]
+            )
+        except OSError as exc:
+            os.close(answers)
+            raise StorageUnavailable(f"cannot start the import's writing process: {exc}") from None
+        finally:
+            os.close(their_end)
+        assert self.proc.stdin is not None
         self._to: IO[bytes] = self.proc.stdin
-        self._from: IO[bytes] = self.proc.stdout
+        self._from: IO[bytes] = os.fdopen(answers, "rb")
         try:
             import fcntl
 
             fcntl.fcntl(self._to.fileno(), getattr(fcntl, "F_SETPIPE_SZ", 1031), PIPE_BYTES)
         except (ImportError, OSError):
             pass  # the OS's pipe size: this process waits for the child sooner
-        self.ask(("hello",))
+        try:
+            self.ask(("hello",))
+        except BaseException:
+            self.abandon()
+            self.close()
+            raise
 
     def send(self, message: tuple[Any, ...]) -> None:
         try:
@@ -219,17 +242,17 @@ class BulkWriter:
         code = self.proc.poll()
         how = "" if code is None else f" (exit status {code})"
         return StorageUnavailable(
-            f"the import's writing process stopped{how}; nothing of the chunk in progress was"
-            " recorded: run the import again"
+            f"the import's writing process stopped{how}; run the import again to complete it"
+            " (what the log already holds is skipped)"
         )
 
     @contextmanager
     def write(self) -> Iterator[PipedTransaction]:
         """One transaction, written by the child: committed when the block ends, rolled back if
         it raises."""
-        self.ask(("begin",))
-        tx = PipedTransaction(self.store, self)
         try:
+            self.ask(("begin",))  # the child may wait for the write lock (Ctrl-C ends it)
+            tx = PipedTransaction(self.store, self)
             yield tx
             tx.flush()
         except BaseException:
@@ -240,12 +263,17 @@ class BulkWriter:
         self.ask(("commit",))
 
     def abandon(self) -> None:
+        """Stop the child at once: what it has not committed is rolled back (by SQLite, when a
+        process that holds a transaction ends), and it may be waiting for the write lock."""
         with suppress(OSError):
             self._to.close()
+        with suppress(OSError):
+            self.proc.kill()
 
     def close(self) -> None:
         """End the child (what it has not committed is rolled back) and wait for it."""
-        self.abandon()
+        with suppress(OSError):
+            self._to.close()
         try:
             self.proc.wait(timeout=60)
         except Exception:  # noqa: BLE001 - a child that does not end is killed
@@ -267,20 +295,42 @@ def _answer(out: IO[bytes], error: BaseException | None = None, value: Any = Non
     out.flush()
 
 
+def _die_with(parent: int) -> None:
+    """End when the importing process ends, even while waiting for the write lock (Linux:
+    the kernel's parent-death signal; elsewhere the end of the input, once read)."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the importing process's
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass
+    if os.getppid() != parent:
+        raise SystemExit(1)  # it ended before this could be asked
+
+
 Op = tuple[Callable[[tuple[Any, ...]], Any], bool]  # a child's own operation; whether it answers
 
 
-def main(path: str, ops: Mapping[str, Op] | None = None) -> int:
-    """The child: run what the importing process sends, until its input ends. ``ops``: more
+def run(argv: list[str], ops: Mapping[str, Op] | None = None) -> int:
+    """The child (``argv``: the database, the answers' file descriptor, the importing
+    process's id): run what the importing process sends, until its input ends. ``ops``: more
     operations by name (an importer's own: see :mod:`evflow.services.importchild`); one that
     does not answer must not raise (its failures travel in a later answer)."""
-    import signal
+    path, answers, parent = argv[0], int(argv[1]), int(argv[2])
+    _die_with(parent)
+    try:
+        return _serve(path, sys.stdin.buffer, os.fdopen(answers, "wb"), ops or {})
+    except (BrokenPipeError, KeyboardInterrupt):
+        return 1  # the importing process went away while this answered
 
+
+def _serve(path: str, source: IO[bytes], out: IO[bytes], ops: Mapping[str, Op]) -> int:
     from evflow.store.sqlite import SqliteStore
 
-    # Ctrl-C reaches the whole process group: the importing process decides, and rolls back
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    source, out = sys.stdin.buffer, sys.stdout.buffer
     store: SqliteStore | None = None
     failed: BaseException | None = None
     try:
@@ -292,7 +342,7 @@ def main(path: str, ops: Mapping[str, Op] | None = None) -> int:
             except Exception:  # noqa: BLE001 - a message cut short (an interrupt): the same
                 return 1
             op = message[0]
-            if ops is not None and op in ops:
+            if op in ops:
                 handler, answers = ops[op]
                 if not answers:
                     handler(message)
@@ -336,7 +386,3 @@ def main(path: str, ops: Mapping[str, Op] | None = None) -> int:
         if store is not None:
             store.rollback()  # what was not committed (the importing process went away)
             store.close()
-
-
-if __name__ == "__main__":
-    raise SystemExit(main(sys.argv[1]))
