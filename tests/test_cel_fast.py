@@ -140,6 +140,9 @@ def test_a_closure_that_answers_gives_cels_value(
     except RuntimeError:
         assume(False)  # CEL refuses it at load time: never evaluated
     variables = {"data": data, "event": event, "state": state, "key": key}
+    # CEL itself would cut a string at a NUL (evflow refuses to ask it then: the test below);
+    # a closure reads the value as it is, so CEL is no oracle for such values
+    assume(not holds_nul(variables))
     closure = compile_fast(source, VARS)
     if closure is None:
         return
