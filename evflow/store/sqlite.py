@@ -121,8 +121,9 @@ class SqliteStore(SqlStore):
         self.conn.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
 
     def bulk_writable(self) -> bool:
-        # a file another process can open and write (evflow.store.bulkwriter)
-        return self.path != ":memory:" and not self.read_only
+        # a file another process can open and write (evflow.store.bulkwriter), started the
+        # POSIX way (its answers on an inherited pipe, a process group of its own)
+        return os.name == "posix" and self.path != ":memory:" and not self.read_only
 
     def relax_sync(self, relaxed: bool) -> bool:
         # WAL mode: NORMAL syncs the WAL at checkpoints only; what it commits survives any
