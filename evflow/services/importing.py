@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from evflow.core.events import Event, check_outside_source
 from evflow.core.structs import dataclass, field
-from evflow.errors import EvflowError, InvalidEvent, StorageUnavailable
+from evflow.errors import EvflowError, InvalidEvent
 
 if TYPE_CHECKING:
     from typing import Protocol
@@ -176,7 +176,7 @@ def _writer(store: Store, ruleset: RuleSet, skip_invalid: bool, kept: list[Kept]
 
     try:
         return BulkWriter(store, "evflow.services.importchild")
-    except StorageUnavailable:  # it could not start here (it said why on stderr): one process
+    except Exception:  # noqa: BLE001 - it could not start or open the log here: one process
         return None
 
 

@@ -174,7 +174,8 @@ class PipedTransaction(Transaction):
 
 class BulkWriter:
     """The child process of a large import, and the transactions it writes (see the module
-    doc). Closed with :meth:`close` (it rolls back what was not committed)."""
+    doc). :meth:`close` lets it end once its input ends; :meth:`abandon` ends it at once (what
+    it had not committed is rolled back either way)."""
 
     def __init__(self, store: Any, child: str = __name__) -> None:
         import subprocess
@@ -256,8 +257,8 @@ class BulkWriter:
             yield tx
             tx.flush()
         except BaseException:
-            # the import stops here: the child reads the end of its input, rolls back and ends
-            # (a message half sent by an interrupt cannot be taken for another one)
+            # the import stops here: the child is ended at once, and SQLite rolls back what it
+            # had not committed (it may be waiting for the lock, or hold half a message)
             self.abandon()
             raise
         self.ask(("commit",))
