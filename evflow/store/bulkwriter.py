@@ -36,16 +36,17 @@ from typing import IO, Any
 from evflow.core.events import Event
 from evflow.errors import StorageUnavailable
 from evflow.store.rows import INSERT_EVENT, event_from_row
-from evflow.store.transaction import Transaction, _text
-
-INSERT_DELIVERY = (
-    "INSERT INTO deliveries (id, event_seq, event_id, rule, action, kind, status, attempts,"
-    " next_attempt_at, last_error, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?,"
-    " ?, ?)"
+from evflow.store.transaction import (
+    DELIVERY_VALUES,
+    INSERT_RULE_ERROR,
+    Transaction,
+    _text,
+    owed,
 )
-INSERT_RULE_ERROR = (
-    "INSERT INTO rule_errors (event_seq, rule, message) VALUES (?, ?, ?)"
-    " ON CONFLICT (event_seq, rule) DO NOTHING"
+
+# the id given: this process counts them (see PipedTransaction.add_delivery)
+INSERT_DELIVERY = (
+    f"INSERT INTO deliveries (id, {DELIVERY_VALUES}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 PIPE_BYTES = 1 << 20  # how far ahead this process may write (Linux; elsewhere the OS's default)
 
@@ -156,12 +157,8 @@ class PipedTransaction(Transaction):
             self._next_delivery = int(row[0]) + 1
         new = self._next_delivery
         self._next_delivery += 1
-        now = self.now()
-        status, attempts, due = ("pending", 0, now) if failed is None else ("dead", 1, None)
-        self._others.append(
-            (INSERT_DELIVERY, (new, event_seq, event_id, rule, action, kind, status, attempts,
-                               due, _text(failed), now, now))
-        )  # fmt: skip
+        row = (new, *owed(event_seq, event_id, rule, action, kind, failed, self.now()))
+        self._others.append((INSERT_DELIVERY, row))
         if len(self._others) >= self.BATCH:
             self.flush()
         return new

@@ -32,6 +32,27 @@ def _text(message: str | None) -> str | None:
     return message if len(message) <= 4000 else message[:3999] + "…"
 
 
+INSERT_RULE_ERROR = (
+    "INSERT INTO rule_errors (event_seq, rule, message) VALUES (?, ?, ?)"
+    " ON CONFLICT (event_seq, rule) DO NOTHING"
+)
+# a delivery row's columns from ``event_seq`` on (its id is the table's, or given before them)
+DELIVERY_VALUES = (
+    "event_seq, event_id, rule, action, kind, status, attempts, next_attempt_at, last_error,"
+    " created_at, updated_at"
+)
+
+
+def owed(
+    event_seq: int, event_id: str, rule: str, action: int, kind: str, failed: str | None, now: str
+) -> tuple[Any, ...]:
+    """The values of a new delivery row (:data:`DELIVERY_VALUES`): pending and due now, or
+    ``dead`` after one attempt with the error ``failed`` (see :meth:`Transaction.add_delivery`)."""
+    status, attempts, due = ("pending", 0, now) if failed is None else ("dead", 1, None)
+    return (event_seq, event_id, rule, action, kind, status, attempts, due, _text(failed), now,
+            now)  # fmt: skip
+
+
 class Transaction:
     """A write transaction: appends and outbox rows that commit together or not at all.
 
@@ -171,11 +192,7 @@ class Transaction:
 
     def add_rule_error(self, event_seq: int, rule: str, message: str) -> None:
         """Keep why a rule failed on an event (its filter, or an emit action); the first only."""
-        self.store.raw_execute(
-            "INSERT INTO rule_errors (event_seq, rule, message) VALUES (?, ?, ?)"
-            " ON CONFLICT (event_seq, rule) DO NOTHING",
-            (event_seq, rule, _text(message)),
-        )
+        self.store.raw_execute(INSERT_RULE_ERROR, (event_seq, rule, _text(message)))
 
     def add_delivery(
         self,
@@ -193,15 +210,10 @@ class Transaction:
         Run without writing the buffered appends first: the row refers to its event by position,
         which is already decided.
         """
-        now = self.now()
-        status, attempts, due = ("pending", 0, now) if failed is None else ("dead", 1, None)
         new = self.store.insert_id(
-            "INSERT INTO deliveries (event_seq, event_id, rule, action, kind, status, attempts,"
-            " next_attempt_at, last_error, created_at, updated_at)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            f"INSERT INTO deliveries ({DELIVERY_VALUES}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
             " ON CONFLICT (event_seq, rule, action) DO NOTHING",
-            (event_seq, event_id, rule, action, kind, status, attempts, due, _text(failed), now,
-             now),  # fmt: skip
+            owed(event_seq, event_id, rule, action, kind, failed, self.now()),
         )
         if new is not None:
             return new
