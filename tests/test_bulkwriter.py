@@ -81,8 +81,8 @@ def _import(root: Path, piped: bool, monkeypatch: pytest.MonkeyPatch, *args: str
     used: list[bool] = []
     real = importing._writer
 
-    def spy(*a: object) -> object:
-        writer = real(*a)  # type: ignore[arg-type]
+    def spy(*a: object, **k: bool) -> object:
+        writer = real(*a, **k)  # type: ignore[arg-type]
         used.append(writer is not None)
         return writer
 
@@ -395,9 +395,9 @@ def test_ctrl_c_while_the_writer_waits_for_the_lock_stops_at_once(project: Path)
 def test_the_checking_pass_shared_with_the_writer_names_the_first_bad_line(
     project: Path, monkeypatch: pytest.MonkeyPatch, bad: tuple[int, int], first: int
 ) -> None:
-    """From PIPED_MIN lines on, the writing process checks every other block of 2,000 lines
-    (lines 6,001-8,000, 10,001-12,000...): whichever process finds a bad line, the first one in
-    the file is reported, and nothing is recorded."""
+    """From PIPED_MIN lines on, the writing process checks blocks of 2,000 lines, here every
+    other one: whichever process finds a bad line, the first one in the file is reported, and
+    nothing is recorded."""
     monkeypatch.setattr(importing, "PIPED_MIN", 5_000)
     lines = [json.dumps(_order(i)) for i in range(14_000)]
     for number in bad:
@@ -406,9 +406,12 @@ def test_the_checking_pass_shared_with_the_writer_names_the_first_bad_line(
     started: list[object] = []
     real = importing._writer
 
-    def spy(*args: object) -> object:
-        started.append(real(*args))  # type: ignore[arg-type]
+    def spy(*args: object, **k: bool) -> object:
+        started.append(real(*args, **k))  # type: ignore[arg-type]
         return started[-1]
+
+    # once up, the writing process checks every other block (lines 6,001-8,000, 10,001-12,000)
+    monkeypatch.setattr(importing, "_give", lambda writer, index, given: index % 2 == 1)
 
     monkeypatch.setattr(importing, "_writer", spy)
     r = run_cli(["--db", "log.db", "import", "in.jsonl"])
@@ -516,3 +519,61 @@ def test_an_input_that_cannot_be_read_twice_is_spooled(
         feeder.join(30)
     assert r.exit_code == 0, r.stderr
     assert json.loads(r.stdout)["recorded"] == 7_000
+
+
+class _Writer:
+    """What _give asks of a writing process: whether it is up, and how many blocks it did."""
+
+    def __init__(self, up: bool | Exception, done: int) -> None:
+        self.up, self.done = up, done
+
+    def started(self, wait: bool = True) -> bool:
+        if isinstance(self.up, Exception):
+            raise self.up
+        return self.up
+
+    def poll(self) -> int:
+        return self.done
+
+
+def test_the_writing_process_is_given_blocks_once_up_while_it_keeps_up() -> None:
+    from evflow.errors import StorageUnavailable
+
+    assert not importing._give(_Writer(False, 0), 3, 0)  # still starting
+    assert importing._give(_Writer(True, 0), 3, 0)
+    assert importing._give(_Writer(True, 3), 9, 4)  # one block left to check: one more
+    assert not importing._give(_Writer(True, 2), 9, 4)  # AHEAD (2) left: this one checks
+    assert not importing._give(_Writer(StorageUnavailable("cannot open"), 0), 3, 0)
+
+
+def test_a_slower_importer_leaves_more_blocks_to_the_writing_process(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The blocks are shared by speed, not by turns: when this process checks slowly, the
+    writing process checks most of them, and the log is the same."""
+    import time
+
+    monkeypatch.setattr(importing, "PIPED_MIN", 1_000)
+    monkeypatch.setattr(importing, "BLOCK", 500)
+    real_check, real_give = importing.check_lines, importing._give
+    given: list[bool] = []
+
+    def slow_check(*args: object) -> object:
+        time.sleep(0.15)
+        return real_check(*args)  # type: ignore[arg-type]
+
+    def give(*args: object) -> bool:
+        given.append(real_give(*args))  # type: ignore[arg-type]
+        return given[-1]
+
+    monkeypatch.setattr(importing, "check_lines", slow_check)
+    monkeypatch.setattr(importing, "_give", give)
+    _project(project)
+    (project / "in.jsonl").write_text("".join(json.dumps(_order(i)) + "\n" for i in range(12_000)))
+    r = run_cli(["--db", "log.db", "import", "in.jsonl", "--no-dispatch", "--format", "json"])
+    assert r.exit_code == 0, r.stderr
+    assert json.loads(r.stdout)["recorded"] == 12_000
+    assert given.count(True) > given.count(False) > 0, given
+    with sqlite3.connect(project / "log.db") as con:
+        rows = con.execute("SELECT id FROM events WHERE source = 'shop' ORDER BY seq")
+        assert [i for (i,) in rows] == [f"o{i}" for i in range(12_000)]

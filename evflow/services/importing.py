@@ -162,10 +162,18 @@ def _import(
             writer.close()
 
 
-def _writer(store: Store, ruleset: RuleSet, skip_invalid: bool, kept: list[Kept] | None) -> Any:
+def _writer(
+    store: Store,
+    ruleset: RuleSet,
+    skip_invalid: bool,
+    kept: list[Kept] | None,
+    *,
+    wait: bool = True,
+) -> Any:
     """The child process that writes this import's chunks (:mod:`evflow.store.bulkwriter`), when
     the import is large, the backend has one, and nothing in it needs more than appends,
-    deliveries and rule errors: no savepoints (``--skip-invalid``), no timers. Else None."""
+    deliveries and rule errors: no savepoints (``--skip-invalid``), no timers. Else None.
+    ``wait``: until it has opened the log (see ``BulkWriter.started``)."""
     if skip_invalid or (kept is not None and len(kept) < PIPED_MIN):
         return None
     if any(action.timing is not None for rule in ruleset.rules for action in rule.actions):
@@ -175,7 +183,7 @@ def _writer(store: Store, ruleset: RuleSet, skip_invalid: bool, kept: list[Kept]
     from evflow.store.bulkwriter import BulkWriter
 
     try:
-        return BulkWriter(store, "evflow.services.importchild")
+        return BulkWriter(store, "evflow.services.importchild", wait=wait)
     except Exception:  # noqa: BLE001 - it could not start or open the log here: one process
         return None
 
@@ -239,9 +247,10 @@ def _check_shared(
     store: Store, ruleset: RuleSet, lines: Reread, reroute: bool
 ) -> tuple[list[Kept] | None, Any]:
     """:func:`check_lines` of the whole input, and the writing process if this import gets
-    one (:func:`_writer`): once the input has :data:`PIPED_MIN` lines, that process checks
-    every other block of :data:`BLOCK` lines while this one checks the others. The answer is
-    the same: the first bad line in file order raises, and nothing is written before."""
+    one (:func:`_writer`): once the input has :data:`PIPED_MIN` lines, that process is started,
+    and once it is up it checks blocks of :data:`BLOCK` lines while this one checks the others
+    (:func:`_give` shares them out). The answer is the same: the first bad line in file order
+    raises, and nothing is written before."""
     from itertools import islice
 
     from evflow.core.lines import parse_line
@@ -250,6 +259,7 @@ def _check_shared(
     writer: Any = None
     tried = False
     parts: list[list[Kept] | None | int] = []  # this one's blocks; an int: the other's block
+    given = 0  # blocks the writing process was given
     budget = KEEP_CHECKED
     seen = 0
     failed: tuple[int, InvalidEvent] | None = None
@@ -259,11 +269,12 @@ def _check_shared(
             index = len(parts)
             if not tried and seen >= PIPED_MIN:
                 tried = True
-                writer = _writer(store, ruleset, False, None)
+                writer = _writer(store, ruleset, False, None, wait=False)
                 budget //= 2  # the other half is the writing process's to keep
             seen += len(block)
-            if writer is not None and index % 2:
+            if writer is not None and _give(writer, index, given):
                 writer.send(("check", index, block, reroute))
+                given += 1
                 parts.append(index)
                 continue
             try:
@@ -277,9 +288,15 @@ def _check_shared(
                 break
             budget = budget - used if part is not None else -1  # -1: check, keep no more
             parts.append(part)
+        if writer is not None and not _writes(writer, given):
+            writer.abandon()  # it could not open the log, or is not up yet for a small input
+            writer.close()
+            writer = None
         if writer is not None:
-            theirs = writer.ask(("checked",))
-        errors = [(i, _their_error(r)) for i, r in theirs.items() if r[0] != "ok"]
+            writer.poll(wait_for=given)
+            theirs = dict(writer.acks)
+            writer.acks.clear()
+        errors = [(i, _their_error(r)) for i, r in theirs.items() if r[0] not in ("ok", "skipped")]
         if failed is not None:
             errors.append(failed)
         if errors:
@@ -297,6 +314,31 @@ def _check_shared(
             continue
         kept.extend(done)
     return kept, writer
+
+
+AHEAD = 2  # blocks the writing process may have to check before this one gives it more
+
+
+def _give(writer: Any, index: int, given: int) -> bool:
+    """Whether the writing process checks block ``index``: once it is up, whenever it has
+    fewer than :data:`AHEAD` blocks left to check, so both finish together whatever their
+    speeds (it starts later, and shares its core with the inserts of others)."""
+    try:
+        return bool(writer.started(wait=False)) and given - writer.poll() < AHEAD
+    except Exception:  # noqa: BLE001 - it could not open the log (or is gone): not given more
+        return False
+
+
+def _writes(writer: Any, given: int) -> bool:
+    """Whether the writing process writes this import, once the checking pass is over (it is
+    waited for if not up yet). If it could not open the log, this process writes alone;
+    if it was given blocks to check, it must answer for them."""
+    try:
+        return bool(writer.started())
+    except Exception:  # noqa: BLE001 - as _writer: one process
+        if given:
+            raise
+        return False
 
 
 def _their_error(result: tuple[Any, ...]) -> EvflowError:

@@ -31,7 +31,7 @@ import pickle
 import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
-from typing import IO, Any
+from typing import IO, Any, Literal
 
 from evflow.core.events import Event
 from evflow.errors import StorageUnavailable
@@ -174,7 +174,8 @@ class BulkWriter:
     doc). :meth:`close` lets it end once its input ends; :meth:`abandon` ends it at once (what
     it had not committed is rolled back either way)."""
 
-    def __init__(self, store: Any, child: str = __name__) -> None:
+    def __init__(self, store: Any, child: str = __name__, *, wait: bool = True) -> None:
+        """Start the child; ``wait``: until it has opened the log (else see :meth:`started`)."""
         import subprocess
 
         self.store = store
@@ -204,19 +205,74 @@ class BulkWriter:
             os.close(their_end)
         assert self.proc.stdin is not None
         self._to: IO[bytes] = self.proc.stdin
-        self._from: IO[bytes] = os.fdopen(answers, "rb")
+        self._from = os.fdopen(answers, "rb", buffering=0)  # whole messages: select() tells
+        self.acks: list[Any] = []  # what an operation that acknowledges (see run) gave back
+        self._hello: BaseException | bool | None = None  # the child's start: None until known
         try:
             import fcntl
 
-            fcntl.fcntl(self._to.fileno(), getattr(fcntl, "F_SETPIPE_SZ", 1031), PIPE_BYTES)
+            # how far ahead either may write before the other reads (the child's answers to a
+            # checking pass are ~0.5 MB a block: it goes on with the next one meanwhile)
+            for pipe in (self._to, self._from):
+                fcntl.fcntl(pipe.fileno(), getattr(fcntl, "F_SETPIPE_SZ", 1031), PIPE_BYTES)
         except (ImportError, OSError):
-            pass  # the OS's pipe size: this process waits for the child sooner
+            pass  # the OS's pipe size: one waits for the other sooner
         try:
-            self.ask(("hello",))
+            self.send(("hello",))
+            if wait:
+                self.started()
         except BaseException:
             self.abandon()
             self.close()
             raise
+
+    def started(self, wait: bool = True) -> bool:
+        """Whether the child has opened the log and is ready to write; ``wait``: until it says
+        (its failure to open the log is raised), else False while it has not said yet."""
+        while self._hello is None and (wait or self._pending()):
+            self._receive()
+        if isinstance(self._hello, BaseException):
+            raise self._hello
+        return bool(self._hello)
+
+    def poll(self, wait_for: int = 0) -> int:
+        """Read what the child has said without waiting (or until there are ``wait_for``
+        acknowledgements); how many it has acknowledged so far (see :attr:`acks`)."""
+        while len(self.acks) < wait_for or self._pending():
+            self._receive()
+        return len(self.acks)
+
+    def _pending(self) -> bool:
+        import select
+
+        return bool(select.select([self._from], [], [], 0)[0])
+
+    def _receive(self) -> tuple[Any, ...] | None:
+        """One message of the child: an acknowledgement or its start are noted (None), an
+        answer returned."""
+        try:
+            size = int.from_bytes(self._read(8), "little")
+            message: tuple[Any, ...] = pickle.loads(self._read(size))
+        except (EOFError, pickle.UnpicklingError):
+            raise self._gone() from None
+        if message[0] == "done":
+            self.acks.append(message[1])
+            return None
+        if self._hello is None:  # the first answer is the start's
+            self._hello = message[1] if message[0] == "error" else True
+            return None
+        return message
+
+    def _read(self, size: int) -> bytearray:
+        data = bytearray(size)
+        view = memoryview(data)
+        got = 0
+        while got < size:
+            n = self._from.readinto(view[got:])
+            if not n:
+                raise EOFError
+            got += n
+        return data
 
     def send(self, message: tuple[Any, ...]) -> None:
         try:
@@ -228,10 +284,9 @@ class BulkWriter:
     def ask(self, message: tuple[Any, ...]) -> Any:
         """Send ``message`` and wait for the child's answer; its failure is raised here."""
         self.send(message)
-        try:
-            answer = pickle.load(self._from)
-        except (EOFError, pickle.UnpicklingError):
-            raise self._gone() from None
+        self.started()
+        while (answer := self._receive()) is None:
+            pass
         if answer[0] == "error":
             raise answer[1]
         return answer[1]
@@ -289,7 +344,14 @@ def _answer(out: IO[bytes], error: BaseException | None = None, value: Any = Non
             message = ("error", error)
         except Exception:  # noqa: BLE001 - an error that does not travel: its words do
             message = ("error", StorageUnavailable(f"{type(error).__name__}: {error}"))
-    pickle.dump(message, out, protocol=pickle.HIGHEST_PROTOCOL)
+    _put(out, message)
+
+
+def _put(out: IO[bytes], message: tuple[Any, ...]) -> None:
+    """A message to the importing process: its size, then its pickle (see BulkWriter._receive)."""
+    data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+    out.write(len(data).to_bytes(8, "little"))
+    out.write(data)
     out.flush()
 
 
@@ -310,7 +372,10 @@ def _die_with(parent: int) -> None:
         raise SystemExit(1)  # it ended before this could be asked
 
 
-Op = tuple[Callable[[tuple[Any, ...]], Any], bool]  # a child's own operation; whether it answers
+# a child's own operation, and whether it answers (True), says when it is done with what it
+# gives back, which the importing process reads when it likes ("ack": BulkWriter.poll), or says
+# nothing (False)
+Op = tuple[Callable[[tuple[Any, ...]], Any], bool | Literal["ack"]]
 
 
 def run(argv: list[str], ops: Mapping[str, Op] | None = None) -> int:
@@ -342,6 +407,9 @@ def _serve(path: str, source: IO[bytes], out: IO[bytes], ops: Mapping[str, Op]) 
             op = message[0]
             if op in ops:
                 handler, answers = ops[op]
+                if answers == "ack":
+                    _put(out, ("done", handler(message)))
+                    continue
                 if not answers:
                     handler(message)
                     continue
