@@ -11,8 +11,10 @@ the next block): ``("ok", kept)`` (see :func:`~evflow.services.importing.check_l
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
+from evflow.core.events import Event
 from evflow.core.lines import parse_line
 from evflow.errors import InvalidEvent
 from evflow.services.importing import KEEP_CHECKED, check_lines
@@ -25,6 +27,18 @@ class Checks:
     def __init__(self) -> None:
         self.budget = KEEP_CHECKED // 2  # the importing process keeps the other half
         self.failed = False
+        self.plan: Callable[[Event], Any] | None = None
+
+    def rules(self, message: tuple[Any, ...]) -> None:
+        """The importing process's rules: this process decides what they do to the events it
+        checks (``Appender.plan``), as the importing process does."""
+        from evflow.core.jsontext import dumps_checked
+        from evflow.services.append import Appender
+
+        try:
+            self.plan = Appender(message[1], encode=dumps_checked).plan
+        except Exception:  # noqa: BLE001 - its events are then routed as they are written
+            self.plan = None
 
     def check(self, message: tuple[Any, ...]) -> tuple[int, tuple[Any, ...]]:
         """A block's index and answer (see the module doc)."""
@@ -33,7 +47,7 @@ class Checks:
             return index, ("skipped",)
         try:
             items = [item for where, line in block for item in parse_line(where, line)]
-            kept, used = check_lines(items, reroute, self.budget)
+            kept, used = check_lines(items, reroute, self.budget, self.plan)
         except InvalidEvent as exc:
             self.failed = True
             return index, ("invalid", exc.field, exc.problem, exc.where)
@@ -50,4 +64,4 @@ def run(argv: list[str]) -> int:
 
     gc.disable()  # as in the importing process: many small objects, few kept
     checks = Checks()
-    return writer_run(argv, {"check": (checks.check, "ack")})
+    return writer_run(argv, {"check": (checks.check, "ack"), "rules": (checks.rules, False)})
