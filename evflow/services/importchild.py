@@ -4,7 +4,7 @@ It is :mod:`evflow.store.bulkwriter`'s writer, which runs the chunks' inserts, a
 it checks blocks of the input's lines while the importing process checks the others
 (:func:`evflow.services.importing._check_shared`), so both cores work on the checking pass too.
 It gives each block's answer back as soon as it is done (the importing process then gives it
-the next block): ``("ok", kept)`` (see :func:`~evflow.services.importing.check_lines`), or
+the next block): ``("ok", kept, size)`` (see :func:`~evflow.services.importing.check_lines`), or
 ``("invalid", field, problem, where)`` for its first bad line, after which it checks no more
 (``("skipped",)``).
 """
@@ -17,7 +17,7 @@ from typing import Any
 from evflow.core.events import Event
 from evflow.core.lines import parse_line
 from evflow.errors import InvalidEvent
-from evflow.services.importing import KEEP_CHECKED, check_lines
+from evflow.services.importing import check_lines
 from evflow.store.bulkwriter import run as writer_run
 
 
@@ -25,7 +25,6 @@ class Checks:
     """The blocks this process checks."""
 
     def __init__(self) -> None:
-        self.budget = KEEP_CHECKED // 2  # the importing process keeps the other half
         self.failed = False
         self.plan: Callable[[Event], Any] | None = None
 
@@ -42,20 +41,19 @@ class Checks:
 
     def check(self, message: tuple[Any, ...]) -> tuple[int, tuple[Any, ...]]:
         """A block's index and answer (see the module doc)."""
-        _, index, block, reroute = message
+        _, index, block, reroute, budget = message  # budget: what the import may still keep
         if self.failed:  # a block before this one has the first bad line this process saw
             return index, ("skipped",)
         try:
             items = [item for where, line in block for item in parse_line(where, line)]
-            kept, used = check_lines(items, reroute, self.budget, self.plan)
+            kept, used = check_lines(items, reroute, budget, self.plan)
         except InvalidEvent as exc:
             self.failed = True
             return index, ("invalid", exc.field, exc.problem, exc.where)
         except Exception as exc:  # noqa: BLE001 - said in the answer
             self.failed = True
             return index, ("failed", f"{type(exc).__name__}: {exc}")
-        self.budget = self.budget - used if kept is not None else -1
-        return index, ("ok", kept)
+        return index, ("ok", kept, used)
 
 
 def run(argv: list[str]) -> int:

@@ -270,7 +270,8 @@ def _check_shared(
     tried = False
     parts: list[list[Kept] | None | int] = []  # this one's blocks; an int: the other's block
     given = 0  # blocks the writing process was given
-    budget = KEEP_CHECKED
+    used = 0  # what the blocks checked so far keep, by both processes (see check_lines)
+    counted = 0  # the writing process's answers counted in ``used``
     seen = 0
     failed: tuple[int, InvalidEvent] | None = None
     theirs: dict[int, Any] = {}
@@ -280,26 +281,29 @@ def _check_shared(
             if not tried and seen >= PIPED_MIN:
                 tried = True
                 writer = _writer(store, ruleset, False, None, wait=False)
-                budget //= 2  # the other half is the writing process's to keep
                 if writer is not None and plan is not None:
                     writer.send(("rules", ruleset))
             seen += len(block)
-            if writer is not None and _give(writer, index, given):
-                writer.send(("check", index, block, reroute))
-                given += 1
-                parts.append(index)
-                continue
+            if writer is not None:
+                shared = _give(writer, index, given)
+                used += sum(_their_size(answer) for answer in writer.acks[counted:])
+                counted = len(writer.acks)
+                if shared:
+                    writer.send(("check", index, block, reroute, KEEP_CHECKED - used))
+                    given += 1
+                    parts.append(index)
+                    continue
             try:
-                part, used = check_lines(
+                part, size = check_lines(
                     [item for where, line in block for item in parse_line(where, line)],
                     reroute,
-                    budget,
+                    KEEP_CHECKED - used,
                     plan,
                 )
             except InvalidEvent as exc:
                 failed = (index, exc)
                 break
-            budget = budget - used if part is not None else -1  # -1: check, keep no more
+            used += size if part is not None else KEEP_CHECKED + 1  # over: check, keep no more
             parts.append(part)
         if writer is not None and not _writes(writer, given):
             writer.abandon()  # it could not open the log, or is not up yet for a small input
@@ -307,6 +311,7 @@ def _check_shared(
             writer = None
         if writer is not None:
             writer.poll(wait_for=given)
+            used += sum(_their_size(answer) for answer in writer.acks[counted:])
             theirs = dict(writer.acks)
             writer.acks.clear()
         errors = [(i, _their_error(r)) for i, r in theirs.items() if r[0] not in ("ok", "skipped")]
@@ -319,7 +324,7 @@ def _check_shared(
             writer.abandon()
             writer.close()
         raise
-    kept: list[Kept] | None = []
+    kept: list[Kept] | None = [] if used <= KEEP_CHECKED else None
     for mine in parts:
         done: list[Kept] | None = theirs[mine][1] if isinstance(mine, int) else mine
         if done is None or kept is None:
@@ -352,6 +357,12 @@ def _writes(writer: Any, given: int) -> bool:
         if given:
             raise
         return False
+
+
+def _their_size(answer: tuple[int, tuple[Any, ...]]) -> int:
+    """What a block the writing process checked keeps (more than all when it keeps nothing)."""
+    result = answer[1]
+    return result[2] if result[0] == "ok" and result[1] is not None else KEEP_CHECKED + 1
 
 
 def _their_error(result: tuple[Any, ...]) -> EvflowError:
