@@ -145,3 +145,30 @@ def test_planned_and_unplanned_imports_record_the_same(
     assert any("deeper than" in e[2] for e in errors)  # the chain's end
     assert any("division by zero" in e[2] or "divide" in e[2] for e in errors), errors
     assert any(d[5] == "dead" for d in deliveries) and any(d[5] == "pending" for d in deliveries)
+
+
+def test_events_the_log_holds_already_are_not_planned(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Importing a file again (to complete an interrupted import, say) decides nothing for the
+    events already recorded: their plans would be thrown away."""
+    calls: list[str] = []
+    real = Appender.plan
+
+    def spy(self: Appender, event: dict) -> object:
+        calls.append(event["id"])
+        return real(self, event)
+
+    monkeypatch.setattr(Appender, "plan", spy)
+    lines = [
+        {"type": "t.happened", "source": "s", "id": f"e{i}", "time": "2016-10-02T00:00:00Z",
+         "data": {"n": i}}
+        for i in range(30)
+    ]  # fmt: skip
+    first = _import(project, _rules(), lines)
+    assert len(calls) == 30
+    calls.clear()
+    lines.append({**lines[0], "id": "new"})
+    again = _import(project, _rules(), lines)
+    assert calls == ["new"]
+    assert again[: len(first)] == first and len(again) == len(first) + 2

@@ -24,18 +24,23 @@ from evflow.store.bulkwriter import run as writer_run
 class Checks:
     """The blocks this process checks."""
 
-    def __init__(self) -> None:
+    def __init__(self, path: str) -> None:
+        self.path = path
         self.failed = False
         self.plan: Callable[[Event], Any] | None = None
+        self.known: Any = None
 
     def rules(self, message: tuple[Any, ...]) -> None:
         """The importing process's rules: this process decides what they do to the events it
         checks (``Appender.plan``), as the importing process does."""
         from evflow.core.jsontext import dumps_checked
         from evflow.services.append import Appender
+        from evflow.services.importing import known_in
+        from evflow.store.sqlite import SqliteStore
 
         try:
             self.plan = Appender(message[1], encode=dumps_checked).plan
+            self.known = known_in(SqliteStore(self.path))  # its own connection, for reading
         except Exception:  # noqa: BLE001 - its events are then routed as they are written
             self.plan = None
 
@@ -46,7 +51,7 @@ class Checks:
             return index, ("skipped",)
         try:
             items = [item for where, line in block for item in parse_line(where, line)]
-            kept, used = check_lines(items, reroute, budget, self.plan)
+            kept, used = check_lines(items, reroute, budget, self.plan, self.known)
         except InvalidEvent as exc:
             self.failed = True
             return index, ("invalid", exc.field, exc.problem, exc.where)
@@ -61,5 +66,5 @@ def run(argv: list[str]) -> int:
     import gc
 
     gc.disable()  # as in the importing process: many small objects, few kept
-    checks = Checks()
+    checks = Checks(argv[0])
     return writer_run(argv, {"check": (checks.check, "ack"), "rules": (checks.rules, False)})

@@ -202,18 +202,21 @@ def check_lines(
     reroute: bool,
     budget: int = KEEP_CHECKED,
     plan: Callable[[Event], Plan | None] | None = None,
+    known: Callable[[list[tuple[str, str]]], set[tuple[str, str]]] | None = None,
 ) -> tuple[list[Kept] | None, int]:
     """Check every line (the first bad one raises); the checked events as ``(where, JSON
     text, columns, plan)``, or None when they would take more than ``budget`` characters to
     keep, and the characters they take. History lines keep no columns: their text holds the
     ``recordedtime`` they are recorded with. ``plan``: decides what an event's rules do
-    (``Appender.plan``), so that the writing pass only carries it out."""
+    (``Appender.plan``), so that the writing pass only carries it out; not for the events that
+    ``known`` says the log holds already (the writing pass skips them)."""
     from evflow.core.jsontext import dumps_checked
     from evflow.services.append import normalize_line
     from evflow.store.rows import columns
 
     kept: list[Kept] | None = [] if budget >= 0 else None
     size = 0
+    planned: list[tuple[int, Event]] = []  # (index in kept, event) of the events to plan
     for where, raw in lines:
         if isinstance(raw, InvalidEvent):
             raise raw
@@ -226,16 +229,37 @@ def check_lines(
             kept = None
             continue
         size += len(text) + len(where) + COLUMNS_COST
-        if "recordedtime" in event:
+        if size > budget:
+            kept = None
+        elif "recordedtime" in event:
             kept.append((where, text, None, None))
         else:
-            steps = plan(event) if plan is not None else None
-            if steps:
+            if plan is not None:
+                planned.append((len(kept), event))
+            kept.append((where, text, columns(event), None))
+    if plan is not None and kept is not None and planned:
+        there = known([(e["source"], e["id"]) for _, e in planned]) if known else set()
+        for index, event in planned:
+            if (event["source"], event["id"]) not in there and (steps := plan(event)):
                 size += _plan_size(steps)
-            kept.append((where, text, columns(event), steps or None))
+                kept[index] = (*kept[index][:3], steps)
         if size > budget:
             kept = None
     return kept, size
+
+
+def known_in(store: Any) -> Callable[[list[tuple[str, str]]], set[tuple[str, str]]]:
+    """Which of some ``(source, id)`` a log holds (read outside any transaction; none when
+    it cannot be read: then every event is planned, which is only slower)."""
+    from evflow.store.transaction import held
+
+    def known(identities: list[tuple[str, str]]) -> set[tuple[str, str]]:
+        try:
+            return held(store.raw_execute, (i for _, i in identities))
+        except Exception:  # noqa: BLE001 - see the doc
+            return set()
+
+    return known
 
 
 def _plan_size(steps: Plan) -> int:
@@ -264,7 +288,10 @@ def _check_shared(
 
     # both processes decide what the rules do to the events they check (Appender.plan)
     planner = Appender(ruleset, encode=dumps_checked)
-    plan = planner.plan if ruleset.rules and planner.can_plan() else None
+    # (on a backend without a writing process, deciding it here would only move the work)
+    plan = known = None
+    if ruleset.rules and planner.can_plan() and store.bulk_writable():
+        plan, known = planner.plan, known_in(store)
     raw = iter(lines.raw())
     writer: Any = None
     tried = False
@@ -299,6 +326,7 @@ def _check_shared(
                     reroute,
                     KEEP_CHECKED - used,
                     plan,
+                    known,
                 )
             except InvalidEvent as exc:
                 failed = (index, exc)
