@@ -100,28 +100,14 @@ def test_a_piped_import_records_what_one_process_records(
 ) -> None:
     """Derived events (a chain of two), deliveries, rule errors and dead emit deliveries, a line
     already in the log, a line repeated far from its first (past a batch of rows written), in
-    chunks of 2,000: the same rows as the other way, row for row; and the same again when what
-    the rules do is decided as each event is appended, not in the checking pass (plans)."""
-    from evflow.services.append import Appender
-
+    chunks of 2,000: the same rows as the other way, row for row."""
     monkeypatch.setattr(log_cmds, "IMPORT_CHUNK", 2_000)
     results = {}
-    planned = []
-    real_plan = Appender.plan
-
-    def spy_plan(self: Appender, event: dict) -> object:
-        planned.append(real_plan(self, event))
-        return planned[-1]
-
-    monkeypatch.setattr(Appender, "plan", spy_plan)
-    for way in (piped, not piped, "live"):
+    for way in (piped, not piped):
         root = tmp_path / f"piped-{way}"
         root.mkdir()
         _project(root)
         monkeypatch.chdir(root)
-        if way == "live":
-            monkeypatch.setattr(Appender, "can_plan", lambda self: False)
-            way = piped
         data = json.dumps(_order(3)["data"])
         emit = ["emit", "order.placed", "--source", "shop", "--id", "o3", "--time", TIME]
         assert run_cli(["--db", "log.db", *emit, "--data", data]).exit_code == 0
@@ -131,10 +117,9 @@ def test_a_piped_import_records_what_one_process_records(
         assert (summary["recorded"], summary["duplicates"]) == (5_999, 3)
         again = _import(root, way, monkeypatch, "in.jsonl")
         assert (again["recorded"], again["duplicates"]) == (0, 6_002)
-        results[root.name] = _tables(root / "log.db")
-    assert results["piped-True"] == results["piped-False"] == results["piped-live"]
-    assert any(planned)  # the parent's blocks were planned (the child's are not seen here)
-    t = results["piped-True"]
+        results[way] = _tables(root / "log.db")
+    assert results[True] == results[False]
+    t = results[True]
     big = sum(1 for i in range(6_000) if i % 50 and i % 300 > 100)  # sales.notified
     assert len(t["events"]) == 6_000 * 3 + big  # each order: itself, ship, chain (o3 emitted)
     assert any(r[1] == "broken" for r in t["rule_errors"])  # a failed emit ...

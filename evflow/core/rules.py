@@ -262,30 +262,3 @@ class RuleSet:
 
 def _event_time(event: Event) -> datetime:
     return parse_time(event["time"])
-
-
-def plannable(ruleset: RuleSet) -> bool:
-    """Whether what the rules do to an event can be decided before it is appended (an import's
-    checking pass does it, see ``Appender.plan``): no rule sets timers, and no filter or emit
-    template reads the event's position (``event.seq``, ``event.recordedtime``: known once
-    appended), nor ``event`` as a whole. Judged on the expressions' text, erring on the safe
-    side: ``event`` must be followed by ``.attribute``, not a call or an index."""
-    import re
-
-    for rule in ruleset.rules:
-        texts = [rule.condition.source] if rule.condition is not None else []
-        for action in rule.actions:
-            if action.timing is not None:
-                return False
-            if isinstance(action, EmitAction):
-                for template in (action.data, action.subject, action.source):
-                    if template is not None:
-                        texts.extend(e.source for e in template.expressions)
-        for text in texts:
-            if "`" in text:  # a quoted field name
-                return False
-            for found in re.finditer(r"\bevent\b", text):
-                attribute = re.compile(r"\s*\.\s*([A-Za-z_]\w*)\s*(\()?").match(text, found.end())
-                if attribute is None or attribute[2] or attribute[1] in ("seq", "recordedtime"):
-                    return False
-    return True

@@ -28,29 +28,15 @@ from evflow.core.events import (
 )
 from evflow.core.expressions import Bindings, bind
 from evflow.core.routing import Outcome, derive, derived_id
-from evflow.core.rules import (
-    MAX_CHAIN_DEPTH,
-    Action,
-    EmitAction,
-    Rule,
-    RuleSet,
-    event_variables,
-    plannable,
-)
+from evflow.core.rules import MAX_CHAIN_DEPTH, Action, EmitAction, Rule, RuleSet, event_variables
 from evflow.core.timers import TimerError, Timing, cancels_before
 from evflow.errors import ChainTooDeep, EvflowError, InvalidEvent, StorageUnavailable
 from evflow.store import timers as timer_rows
 from evflow.store.interface import WriteTransaction
-from evflow.store.rows import columns, encode_event, event_of
+from evflow.store.rows import encode_event
 
 T = TypeVar("T")
 R = TypeVar("R")
-# What appending an event does, in order (Appender._route): ("emit", derived event, None, None)
-# or, planned, ("emit", its row's columns, its text, its plan) (the Outcome then lists the
-# derived events by their columns), ("delivery", rule, action index, kind), ("error", rule,
-# message), ("failed", rule, action index, message): an emit that failed, ("match", Match),
-# ("timer", rule, index, action, variables)
-Plan = list[tuple[Any, ...]]
 
 
 class Appender:
@@ -71,7 +57,6 @@ class Appender:
         # derived ids already made (derivable), by (cause source, cause id, rule, action)
         self._ids: dict[tuple[str, str, str, int], str] = {}
         self._emits: dict[str, list[tuple[str, int]]] = {}  # type -> its untimed emit actions
-        self._plannable: bool | None = None
 
     def derivable(self, events: list[Event]) -> list[str]:
         """The ids of the events the rules may derive from these events directly (whether their
@@ -101,13 +86,7 @@ class Appender:
         return bool(self.ruleset.rules_for(etype) or self.ruleset.cancellers_for(etype))
 
     def append(
-        self,
-        tx: WriteTransaction,
-        event: Event,
-        *,
-        history: bool = False,
-        body: str | None = None,
-        plan: Plan | None = None,
+        self, tx: WriteTransaction, event: Event, *, history: bool = False, body: str | None = None
     ) -> Outcome:
         """Append ``event`` (normalized) and everything it triggers.
 
@@ -117,7 +96,6 @@ class Appender:
         and every other rule's effects are kept. ``history``: an event from another evflow log
         (an export), recorded as it is, with its ``recordedtime``, and no rule runs on it.
         ``body``: the event's JSON text, when the caller has it (see ``WriteTransaction.append``).
-        ``plan``: what its rules do, decided beforehand (:meth:`plan`).
         """
         outcome = Outcome(event, history=history)
         if history:
@@ -129,7 +107,7 @@ class Appender:
                 outcome.duplicate = True
                 outcome.event = tx.recorded(appended.seq)
             return outcome
-        self._append(tx, event, outcome, depth=0, body=body, plan=plan)
+        self._append(tx, event, outcome, depth=0, body=body)
         return outcome
 
     def _append(
@@ -139,7 +117,6 @@ class Appender:
         outcome: Outcome,
         depth: int,
         body: str | None = None,
-        plan: Plan | None = None,
     ) -> None:
         if body is None and self.encode is not None:
             try:
@@ -147,113 +124,49 @@ class Appender:
             except (TypeError, ValueError):
                 body = None  # the store's encoder says what is wrong with it, as it always did
         appended = tx.append(event, body=body)
-        event["seq"] = seq = appended.seq
+        event["seq"] = appended.seq
         event["recordedtime"] = appended.recordedtime
         if appended.duplicate:
             if depth == 0:
                 # report what the log holds under that identity, not what was sent again
                 outcome.duplicate = True
-                outcome.event = tx.recorded(seq)
+                outcome.event = tx.recorded(appended.seq)
             return
         if depth > 0:
             outcome.derived.append(event)
-        if plan is None:
-            cancellers = self.ruleset.cancellers_for(event["type"])
-            candidates = self.ruleset.rules_for(event["type"])
-            if not candidates and not cancellers:
-                return
-            # CEL converts bound values once per event, not once per rule
-            variables = bind(event_variables(event))
-            if cancellers:
-                # before this event's own timers are set: an event never cancels what it starts
-                self._cancel(tx, event, cancellers, variables, outcome)
-            plan = self._route(event, candidates, variables, depth, outcome.event, planned=False)
-        for step in plan:
-            kind = step[0]
-            if kind == "emit":
-                if step[2] is None:  # decided now: the derived event itself
-                    self._append(tx, step[1], outcome, depth + 1)
-                else:  # planned: its row's columns, text and plan
-                    self._append(tx, event_of(step[1]), outcome, depth + 1, step[2], step[3])
-            elif kind == "delivery":
-                _, rule, index, action = step
-                delivery_id = tx.add_delivery(seq, event["id"], rule, index, action)
-                outcome.deliveries.append(
-                    {"id": delivery_id, "event_id": event["id"], "event_seq": seq, "rule": rule,
-                     "action": index, "type": action}
-                )  # fmt: skip
-            elif kind == "match":
-                outcome.matches.append(step[1])
-            elif kind == "timer":
-                _, rule, index, action, variables = step
-                try:
-                    self._set_timer(tx, event, rule, index, action, variables, outcome)
-                except EvflowError as exc:  # the timed emit's event cannot be rendered
-                    message = f"{action.kind} action {index}: {exc}"
-                    message = message.replace(f"rule {rule}: ", "", 1)
-                    tx.add_rule_error(seq, rule, message)
-                    outcome.failures.append((rule, message))
-            else:  # "error": a filter failed; "failed": an emit failed (see _failed_emit)
-                tx.add_rule_error(seq, step[1], step[-1])
-                if kind == "failed":
-                    tx.add_delivery(seq, event["id"], step[1], step[2], "emit", failed=step[3])
-                outcome.failures.append((step[1], step[-1]))
-
-    def plan(self, event: Event) -> Plan | None:
-        """What appending ``event`` (normalized, not yet appended) would do, decided now, for
-        :meth:`append` to carry out later: an import decides it in its checking pass, which
-        both of its processes share. None when it must be decided at the append: its rules
-        set timers or read the event's position (:func:`plannable`), or deciding failed (the
-        append then fails as it would have)."""
-        if not self.can_plan():
-            return None
+        cancellers = self.ruleset.cancellers_for(event["type"])
         candidates = self.ruleset.rules_for(event["type"])
-        if not candidates:
-            return []
-        try:
-            variables = bind(event_variables(event))
-            return self._route(event, candidates, variables, 0, event, planned=True)
-        except Exception:  # noqa: BLE001 - decided at the append, which raises it there
-            return None
-
-    def can_plan(self) -> bool:
-        """Whether :meth:`plan` decides beforehand (see :func:`~evflow.core.rules.plannable`)."""
-        if self._plannable is None:
-            self._plannable = self.at is None and plannable(self.ruleset)
-        return self._plannable
-
-    def _route(
-        self,
-        event: Event,
-        candidates: Iterable[Rule],
-        variables: Bindings,
-        depth: int,
-        first: Event,
-        *,
-        planned: bool,
-    ) -> Plan:
-        """The steps appending ``event`` takes, in order (``first``: the event the append
-        started with); ``planned``: the events it derives are planned too, and no step is
-        kept that only a dry run reads (matches)."""
-        steps: Plan = []
+        if not candidates and not cancellers:
+            return
+        # CEL converts bound values once per event, not once per rule
+        variables = bind(event_variables(event))
+        if cancellers:
+            # before this event's own timers are set: an event never cancels what it starts
+            self._cancel(tx, event, cancellers, variables, outcome)
         for rule in candidates:
             match = rule.judge(event, variables, at=self.at)
-            if not planned:
-                steps.append(("match", match))
+            outcome.matches.append(match)
             if not match.matched:
                 if match.filter_error is not None:
-                    steps.append(("error", rule.name, match.reason))
+                    tx.add_rule_error(appended.seq, rule.name, match.reason)
+                    outcome.failures.append((rule.name, match.reason))
                 continue
             for index, action in enumerate(rule.actions):
                 if action.timing is not None:
-                    steps.append(("timer", rule.name, index, action, variables))
+                    try:
+                        self._set_timer(tx, event, rule.name, index, action, variables, outcome)
+                    except EvflowError as exc:  # the timed emit's event cannot be rendered
+                        message = f"{action.kind} action {index}: {exc}"
+                        message = message.replace(f"rule {rule.name}: ", "", 1)
+                        tx.add_rule_error(appended.seq, rule.name, message)
+                        outcome.failures.append((rule.name, message))
                 elif isinstance(action, EmitAction):
                     try:
                         if depth + 1 > MAX_CHAIN_DEPTH:
                             raise ChainTooDeep(
                                 f"emit {action.type}: chain of emitted events deeper than"
-                                f" {MAX_CHAIN_DEPTH} (started by {first['type']}"
-                                f" {first['id']}); stopped here",
+                                f" {MAX_CHAIN_DEPTH} (started by {outcome.event['type']}"
+                                f" {outcome.event['id']}); stopped here",
                                 hint="look for rules that emit each other's trigger"
                                 " ('evflow rules validate' warns about cycles)",
                             )
@@ -261,30 +174,23 @@ class Appender:
                         child = derive(event, rule.name, index, action, variables, made)
                         check_json(child["data"], "data")
                     except EvflowError as exc:
-                        # a rule error, and a dead emit delivery that `evflow retry` re-runs
-                        # once the rule is fixed (the derived event then gets the id, time and
-                        # lineage it would have had)
-                        message = str(exc).removeprefix(f"rule {rule.name}: ")
-                        steps.append(("failed", rule.name, index, message))
+                        self._failed_emit(tx, event, appended.seq, rule.name, index, exc, outcome)
                         continue
-                    if planned:
-                        body, plan = self._planned(child, depth + 1, first)
-                        steps.append(("emit", columns(child), body, plan))
-                    else:
-                        steps.append(("emit", child, None, None))
+                    self._append(tx, child, outcome, depth + 1)
                 else:
-                    steps.append(("delivery", rule.name, index, action.kind))
-        return steps
-
-    def _planned(self, event: Event, depth: int, first: Event) -> tuple[str, Plan]:
-        """A derived event's text and plan (see :meth:`plan`; what cannot be encoded here
-        raises, and is decided at the append)."""
-        body = (self.encode or encode_event)(event)
-        candidates = self.ruleset.rules_for(event["type"])
-        if not candidates:
-            return body, []
-        variables = bind(event_variables(event))
-        return body, self._route(event, candidates, variables, depth, first, planned=True)
+                    delivery_id = tx.add_delivery(
+                        appended.seq, event["id"], rule.name, index, action.kind
+                    )
+                    outcome.deliveries.append(
+                        {
+                            "id": delivery_id,
+                            "event_id": event["id"],
+                            "event_seq": appended.seq,
+                            "rule": rule.name,
+                            "action": index,
+                            "type": action.kind,
+                        }
+                    )
 
     def _set_timer(
         self,
@@ -350,6 +256,24 @@ class Appender:
                      "cause_seq": timer.cause_seq, "by_seq": event["seq"]}
                 )  # fmt: skip
 
+    @staticmethod
+    def _failed_emit(
+        tx: WriteTransaction,
+        event: Event,
+        seq: int,
+        rule: str,
+        index: int,
+        exc: EvflowError,
+        outcome: Outcome,
+    ) -> None:
+        """Record an emit action that failed on ``event``: a rule error shown by ``evflow
+        show``, and a dead ``emit`` delivery that ``evflow retry`` re-runs once the rule is
+        fixed (the derived event then gets the id, time and lineage it would have had)."""
+        message = str(exc).removeprefix(f"rule {rule}: ")
+        tx.add_rule_error(seq, rule, message)
+        tx.add_delivery(seq, event["id"], rule, index, "emit", failed=message)
+        outcome.failures.append((rule, message))
+
     def append_each(
         self,
         tx: WriteTransaction,
@@ -357,7 +281,6 @@ class Appender:
         *,
         isolate: bool,
         bodies: Mapping[str, str] | None = None,
-        plans: Mapping[str, Plan] | None = None,
     ) -> Iterator[tuple[str, Outcome | EvflowError]]:
         """Append many events in ``tx``, in order; yields ``(where, outcome or error)``.
 
@@ -365,8 +288,7 @@ class Appender:
         chain too deep) is undone alone and yielded as its error while the others are recorded.
         Otherwise the first failure raises (``where: problem``) and the caller's transaction rolls
         everything back. ``bodies``: the JSON text of events by ``where``, when the caller has it
-        (not for history lines, whose text holds their ``recordedtime``). ``plans``: what their
-        rules do, by ``where``, for events whose plan was made beforehand (:meth:`plan`).
+        (not for history lines, whose text holds their ``recordedtime``).
         """
         where = ""
 
@@ -378,9 +300,8 @@ class Appender:
             # a line of an evflow log's export carries its recordedtime: history
             history = "recordedtime" in event
             body = None if bodies is None or history else bodies.get(where)
-            plan = None if plans is None or history else plans.get(where)
             try:
-                return self.append(tx, event, history=history, body=body, plan=plan)
+                return self.append(tx, event, history=history, body=body)
             except EvflowError:
                 raise
             except (ValueError, RecursionError) as exc:

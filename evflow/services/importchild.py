@@ -11,10 +11,8 @@ the next block): ``("ok", kept, size)`` (see :func:`~evflow.services.importing.c
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
-from evflow.core.events import Event
 from evflow.core.lines import parse_line
 from evflow.errors import InvalidEvent
 from evflow.services.importing import check_lines
@@ -24,25 +22,8 @@ from evflow.store.bulkwriter import run as writer_run
 class Checks:
     """The blocks this process checks."""
 
-    def __init__(self, path: str) -> None:
-        self.path = path
+    def __init__(self) -> None:
         self.failed = False
-        self.plan: Callable[[Event], Any] | None = None
-        self.known: Any = None
-
-    def rules(self, message: tuple[Any, ...]) -> None:
-        """The importing process's rules: this process decides what they do to the events it
-        checks (``Appender.plan``), as the importing process does."""
-        from evflow.core.jsontext import dumps_checked
-        from evflow.services.append import Appender
-        from evflow.services.importing import known_in
-        from evflow.store.sqlite import SqliteStore
-
-        try:
-            self.plan = Appender(message[1], encode=dumps_checked).plan
-            self.known = known_in(SqliteStore(self.path))  # its own connection, for reading
-        except Exception:  # noqa: BLE001 - its events are then routed as they are written
-            self.plan = None
 
     def check(self, message: tuple[Any, ...]) -> tuple[int, tuple[Any, ...]]:
         """A block's index and answer (see the module doc)."""
@@ -51,7 +32,7 @@ class Checks:
             return index, ("skipped",)
         try:
             items = [item for where, line in block for item in parse_line(where, line)]
-            kept, used = check_lines(items, reroute, budget, self.plan, self.known)
+            kept, used = check_lines(items, reroute, budget)
         except InvalidEvent as exc:
             self.failed = True
             return index, ("invalid", exc.field, exc.problem, exc.where)
@@ -66,5 +47,5 @@ def run(argv: list[str]) -> int:
     import gc
 
     gc.disable()  # as in the importing process: many small objects, few kept
-    checks = Checks(argv[0])
-    return writer_run(argv, {"check": (checks.check, "ack"), "rules": (checks.rules, False)})
+    checks = Checks()
+    return writer_run(argv, {"check": (checks.check, "ack")})

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
+from sys import intern
 from typing import TYPE_CHECKING, Any, cast
 
 from evflow.core.events import Event, check_outside_source
@@ -43,9 +44,7 @@ if TYPE_CHECKING:
 
     from evflow.core.routing import Outcome
     from evflow.core.rules import RuleSet
-    from evflow.services.append import Plan
     from evflow.store.interface import Store
-    from evflow.store.rows import Columns
 
 Lines = Iterable[tuple[str, Any]]
 
@@ -61,14 +60,12 @@ if TYPE_CHECKING:  # a class made at import would cost emit, which imports this 
 
 
 PAUSE = 0.01  # between chunks when a writer waits for the lock: it takes it (retrying every 4 ms)
-# The checking pass of a chunked import keeps each checked event as its compact JSON text, its
-# row's columns and what its rules do (its plan: the derived events' texts and columns, the
-# deliveries), up to this many characters in all (the texts, the line's name and COLUMNS_COST
-# for the columns and for each step of a plan; 1.4 bytes a character with Python's object
-# overheads: ~140 MB at most), so that the writing pass appends them instead of reading,
-# parsing, normalizing and routing every line a second time (half of an import with rules,
-# issue 16). A larger input is read again, and routed as it is appended.
-KEEP_CHECKED = 100_000_000
+# The checking pass of a chunked import keeps each checked event as its compact JSON text and
+# its row's columns, up to this many characters in all (the text, the line's name and
+# COLUMNS_COST for the columns; ~100 MB at most with Python's object overheads), so that the
+# writing pass appends them instead of reading, parsing and normalizing every line a second time
+# (a third of an import, issue 16). A larger input is read again, as before.
+KEEP_CHECKED = 60_000_000
 # From this many checked lines on, a chunked import on SQLite writes through a child process
 # while this one routes the next events (evflow.store.bulkwriter): it costs ~0.1 s to start.
 PIPED_MIN = 5_000
@@ -191,32 +188,42 @@ def _writer(
         return None
 
 
-# (where, JSON text, the row's columns (None for history: see evflow.store.rows.columns), what
-# its rules do if decided already: see Appender.plan)
-Kept = tuple[str, str, "Columns | None", "Plan | None"]
+# What the writing pass needs of an event that no rule routes: its columns (see _columns)
+Columns = tuple[str, str, str, str | None, str, str | None, str | None, str | None]
+Kept = tuple[str, str, Columns | None]  # (where, JSON text, columns; None for history)
 COLUMNS_COST = 150  # characters counted against KEEP_CHECKED for the columns kept with a text
 
 
+def _columns(event: Event) -> Columns:
+    """The columns of an event's row (its text is the rest): the writing pass appends an event
+    that no rule routes from these, without decoding its text again."""
+    get = event.get
+    return (  # a type and a source are shared by many events: one string each
+        event["id"], intern(event["source"]), intern(event["type"]), get("subject"), event["time"],
+        get("causationid"), get("correlationid"), get("evflowrule"),
+    )  # fmt: skip
+
+
+def _from_columns(c: Columns) -> Event:
+    """The event as far as appending it without routing reads it (the row's columns)."""
+    return {
+        "id": c[0], "source": c[1], "type": c[2], "subject": c[3], "time": c[4],
+        "causationid": c[5], "correlationid": c[6], "evflowrule": c[7],
+    }  # fmt: skip
+
+
 def check_lines(
-    lines: Lines,
-    reroute: bool,
-    budget: int = KEEP_CHECKED,
-    plan: Callable[[Event], Plan | None] | None = None,
-    known: Callable[[list[tuple[str, str]]], set[tuple[str, str]]] | None = None,
+    lines: Lines, reroute: bool, budget: int = KEEP_CHECKED
 ) -> tuple[list[Kept] | None, int]:
     """Check every line (the first bad one raises); the checked events as ``(where, JSON
-    text, columns, plan)``, or None when they would take more than ``budget`` characters to
-    keep, and the characters they take. History lines keep no columns: their text holds the
-    ``recordedtime`` they are recorded with. ``plan``: decides what an event's rules do
-    (``Appender.plan``), so that the writing pass only carries it out; not for the events that
-    ``known`` says the log holds already (the writing pass skips them)."""
+    text, columns)``, or None when they would take more than ``budget`` characters to keep, and
+    the characters they take. History lines keep no columns: their text holds the
+    ``recordedtime`` they are recorded with."""
     from evflow.core.jsontext import dumps_checked
     from evflow.services.append import normalize_line
-    from evflow.store.rows import columns
 
     kept: list[Kept] | None = [] if budget >= 0 else None
     size = 0
-    planned: list[tuple[int, Event]] = []  # (index in kept, event) of the events to plan
     for where, raw in lines:
         if isinstance(raw, InvalidEvent):
             raise raw
@@ -231,45 +238,9 @@ def check_lines(
         size += len(text) + len(where) + COLUMNS_COST
         if size > budget:
             kept = None
-        elif "recordedtime" in event:
-            kept.append((where, text, None, None))
-        else:
-            if plan is not None:
-                planned.append((len(kept), event))
-            kept.append((where, text, columns(event), None))
-    if plan is not None and kept is not None and planned:
-        there = known([(e["source"], e["id"]) for _, e in planned]) if known else set()
-        for index, event in planned:
-            if (event["source"], event["id"]) not in there and (steps := plan(event)):
-                size += _plan_size(steps)
-                kept[index] = (*kept[index][:3], steps)
-        if size > budget:
-            kept = None
+            continue
+        kept.append((where, text, None if "recordedtime" in event else _columns(event)))
     return kept, size
-
-
-def known_in(store: Any) -> Callable[[list[tuple[str, str]]], set[tuple[str, str]]]:
-    """Which of some ``(source, id)`` a log holds (read outside any transaction; none when
-    it cannot be read: then every event is planned, which is only slower)."""
-    from evflow.store.transaction import held
-
-    def known(identities: list[tuple[str, str]]) -> set[tuple[str, str]]:
-        try:
-            return held(store.raw_execute, (i for _, i in identities))
-        except Exception:  # noqa: BLE001 - see the doc
-            return set()
-
-    return known
-
-
-def _plan_size(steps: Plan) -> int:
-    """What a plan counts against :data:`KEEP_CHECKED`: its derived events' texts, and
-    :data:`COLUMNS_COST` for each step."""
-    size = len(steps) * COLUMNS_COST
-    for step in steps:
-        if step[0] == "emit":
-            size += len(step[2] or "") + (_plan_size(step[3]) if step[3] else 0)
-    return size
 
 
 def _check_shared(
@@ -282,16 +253,8 @@ def _check_shared(
     raises, and nothing is written before."""
     from itertools import islice
 
-    from evflow.core.jsontext import dumps_checked
     from evflow.core.lines import parse_line
-    from evflow.services.append import Appender
 
-    # both processes decide what the rules do to the events they check (Appender.plan)
-    planner = Appender(ruleset, encode=dumps_checked)
-    # (on a backend without a writing process, deciding it here would only move the work)
-    plan = known = None
-    if ruleset.rules and planner.can_plan() and store.bulk_writable():
-        plan, known = planner.plan, known_in(store)
     raw = iter(lines.raw())
     writer: Any = None
     tried = False
@@ -308,8 +271,6 @@ def _check_shared(
             if not tried and seen >= PIPED_MIN:
                 tried = True
                 writer = _writer(store, ruleset, False, None, wait=False)
-                if writer is not None and plan is not None:
-                    writer.send(("rules", ruleset))
             seen += len(block)
             if writer is not None:
                 shared = _give(writer, index, given)
@@ -325,8 +286,6 @@ def _check_shared(
                     [item for where, line in block for item in parse_line(where, line)],
                     reroute,
                     KEEP_CHECKED - used,
-                    plan,
-                    known,
                 )
             except InvalidEvent as exc:
                 failed = (index, exc)
@@ -413,10 +372,9 @@ def _write(
     write: Callable[[], AbstractContextManager[Any]] | None = None,
 ) -> int:
     """One transaction of an import; returns how many lines have been read in all.
-    ``checked``: the lines are ``(where, JSON text, columns, plan)`` of events already normalized
-    (by :func:`check_lines`); decoded, they are the same dicts normalize made, and the text is the
-    body. An event that no rule routes, or whose plan is made, is appended from its columns, its
-    text not decoded again."""
+    ``checked``: the lines are ``(where, JSON text, columns)`` of events already normalized (by
+    :func:`check_lines`); decoded, they are the same dicts normalize made, and the text is the body.
+    An event that no rule routes is appended from its columns, its text not decoded again."""
     from evflow.core.jsontext import dumps_checked
     from evflow.core.routing import Outcome
     from evflow.services.append import Appender, normalized_chunks
@@ -424,33 +382,25 @@ def _write(
     appender = Appender(ruleset, encode=dumps_checked)
     count = before
     bodies: dict[str, str] | None = None
-    plans: dict[str, Plan] = {}
     if checked:
-        from evflow.store.rows import event_of, loads
+        from evflow.store.rows import loads
 
         block = cast("list[Kept]", list(lines))
-        bodies = {kept[0]: kept[1] for kept in block}
+        bodies = {where: text for where, text, _ in block}
         if len(bodies) != len(block):  # two lines with one ``where``: encode each, as before
             bodies = None
         routes = appender.routes
-        lines = []
-        for where, text, columns, plan in block:
-            if bodies is None or columns is None:
-                lines.append((where, loads(text)))
-            elif plan is not None:
-                plans[where] = plan
-                lines.append((where, event_of(columns)))
-            elif routes(columns[2]):
-                lines.append((where, loads(text)))
-            else:
-                lines.append((where, event_of(columns)))
+        lines = [
+            (where, loads(text))
+            if bodies is None or columns is None or routes(columns[2])
+            else (where, _from_columns(columns))
+            for where, text, columns in block
+        ]
     with (write or store.write)() as tx:
         items = normalized_chunks(
             tx, lines, reroute=reroute, checked=checked, derivable=appender.derivable
         )
-        done = appender.append_each(
-            tx, items, isolate=skip_invalid, bodies=bodies, plans=plans or None
-        )
+        done = appender.append_each(tx, items, isolate=skip_invalid, bodies=bodies)
         for count, (where, outcome) in enumerate(done, before + 1):
             if isinstance(outcome, InvalidEvent):
                 result.invalid.append(str(outcome))

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
-from sys import intern
 from typing import Any
 
 from evflow.core.events import Event
@@ -39,29 +38,6 @@ def loads(text: str) -> Any:
     except StopIteration:
         return json.loads(text)  # raises the usual error
     return value if end == len(text) else json.loads(text)
-
-
-# An event's row but for its position, time recorded and text: what appending it reads of it
-Columns = tuple[str, str, str, str | None, str, str | None, str | None, str | None]
-
-
-def columns(event: Event) -> Columns:
-    """The columns of an event's row (its text is the rest): an import keeps these of the events
-    it checked, and appends from them an event whose rules are decided already or that no rule
-    routes, without decoding its text again."""
-    get = event.get
-    return (  # a type and a source are shared by many events: one string each
-        event["id"], intern(event["source"]), intern(event["type"]), get("subject"), event["time"],
-        get("causationid"), get("correlationid"), get("evflowrule"),
-    )  # fmt: skip
-
-
-def event_of(c: Columns) -> Event:
-    """The event as far as appending it without routing reads it (the row's columns)."""
-    return {
-        "id": c[0], "source": c[1], "type": c[2], "subject": c[3], "time": c[4],
-        "causationid": c[5], "correlationid": c[6], "evflowrule": c[7],
-    }  # fmt: skip
 
 
 def event_from_row(seq: int, recorded: str, body: str) -> Event:

@@ -3,7 +3,7 @@ commit together or not at all, appends buffered and written in batches."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any, Protocol
 
 from evflow.core.events import Event
@@ -148,7 +148,14 @@ class Transaction:
         self._absent.clear()
         wanted = set(identities)
         maybe = set(ids)
-        found = held(self.execute, {i for _, i in wanted} | maybe)
+        asked = sorted({i for _, i in wanted} | maybe)
+        found: set[tuple[str, str]] = set()
+        for start in range(0, len(asked), 500):
+            part = asked[start : start + 500]
+            rows = self.execute(
+                f"SELECT source, id FROM events WHERE id IN ({', '.join('?' for _ in part)})", part
+            ).fetchall()
+            found.update((r[0], r[1]) for r in rows)
         self._absent = wanted - found
         self._absent_ids = maybe - {i for _, i in found}
 
@@ -215,17 +222,3 @@ class Transaction:
             (event_seq, rule, action),
         ).fetchone()
         return int(row[0])
-
-
-def held(execute: Callable[..., Any], ids: Iterable[str]) -> set[tuple[str, str]]:
-    """The ``(source, id)`` of the events of the log that have one of these ids, 500 ids a
-    query (``execute``: a connection's or a transaction's)."""
-    asked = sorted(set(ids))
-    found: set[tuple[str, str]] = set()
-    for start in range(0, len(asked), 500):
-        part = asked[start : start + 500]
-        cursor = execute(
-            f"SELECT source, id FROM events WHERE id IN ({', '.join('?' for _ in part)})", part
-        )
-        found.update((r[0], r[1]) for r in cursor.fetchall())
-    return found
