@@ -18,8 +18,9 @@ content, the same each time).
 
 **Two processes** (issue 16). From :data:`PIPED_MIN` lines on, a chunked import on SQLite gets
 a writing process (:mod:`evflow.services.importchild`, :mod:`evflow.store.bulkwriter`): it
-checks every other block of lines during the checking pass, then holds each chunk's transaction
-and runs its inserts while this process routes the next events. The answers are the same.
+checks blocks of lines during the checking pass, as many as its speed allows (:func:`_give`),
+then holds each chunk's transaction and runs its inserts while this process routes the next
+events. The answers are the same.
 
 **History** (issue 13). A line that carries ``seq``/``recordedtime`` is a line of an evflow log's
 export: recorded as it is, no rule runs on it, unless ``reroute`` (see
