@@ -382,7 +382,8 @@ def run(argv: list[str], ops: Mapping[str, Op] | None = None) -> int:
     """The child (``argv``: the database, the answers' file descriptor, the importing
     process's id): run what the importing process sends, until its input ends. ``ops``: more
     operations by name (an importer's own: see :mod:`evflow.services.importchild`); one that
-    does not answer must not raise (its failures travel in a later answer)."""
+    does not answer must not raise (its failures travel in a later answer or in what it gives
+    back)."""
     path, answers, parent = argv[0], int(argv[1]), int(argv[2])
     _die_with(parent)
     try:
