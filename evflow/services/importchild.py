@@ -48,4 +48,4 @@ def run(argv: list[str]) -> int:
 
     gc.disable()  # as in the importing process: many small objects, few kept
     checks = Checks()
-    return writer_run(argv, {"check": (checks.check, "ack")})
+    return writer_run(argv, {"check": checks.check})

@@ -31,7 +31,7 @@ import pickle
 import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
-from typing import IO, Any, Literal
+from typing import IO, Any
 
 from evflow.core.events import Event
 from evflow.errors import StorageUnavailable
@@ -206,7 +206,7 @@ class BulkWriter:
         assert self.proc.stdin is not None
         self._to: IO[bytes] = self.proc.stdin
         self._from = os.fdopen(answers, "rb", buffering=0)  # whole messages: select() tells
-        self.acks: list[Any] = []  # what an operation that acknowledges (see run) gave back
+        self.acks: list[Any] = []  # what the child's own operations gave back (see run)
         self._hello: BaseException | bool | None = None  # the child's start: None until known
         try:
             import fcntl
@@ -372,18 +372,16 @@ def _die_with(parent: int) -> None:
         raise SystemExit(1)  # it ended before this could be asked
 
 
-# a child's own operation, and whether it answers (True), says when it is done with what it
-# gives back, which the importing process reads when it likes ("ack": BulkWriter.poll), or says
-# nothing (False)
-Op = tuple[Callable[[tuple[Any, ...]], Any], bool | Literal["ack"]]
+# a child's own operation: what it gives back is sent as soon as it is done, and the importing
+# process reads it when it likes (BulkWriter.poll, BulkWriter.acks)
+Op = Callable[[tuple[Any, ...]], Any]
 
 
 def run(argv: list[str], ops: Mapping[str, Op] | None = None) -> int:
     """The child (``argv``: the database, the answers' file descriptor, the importing
     process's id): run what the importing process sends, until its input ends. ``ops``: more
-    operations by name (an importer's own: see :mod:`evflow.services.importchild`); one that
-    does not answer must not raise (its failures travel in a later answer or in what it gives
-    back)."""
+    operations by name (an importer's own: see :mod:`evflow.services.importchild`), which must
+    not raise (a failure travels in what it gives back)."""
     path, answers, parent = argv[0], int(argv[1]), int(argv[2])
     _die_with(parent)
     try:
@@ -407,19 +405,7 @@ def _serve(path: str, source: IO[bytes], out: IO[bytes], ops: Mapping[str, Op]) 
                 return 1
             op = message[0]
             if op in ops:
-                handler, answers = ops[op]
-                if answers == "ack":
-                    _put(out, ("done", handler(message)))
-                    continue
-                if not answers:
-                    handler(message)
-                    continue
-                try:
-                    value = handler(message)
-                except Exception as exc:  # noqa: BLE001 - the importing process raises it
-                    _answer(out, exc)
-                    continue
-                _answer(out, value=value)
+                _put(out, ("done", ops[op](message)))
                 continue
             if op == "rows":
                 if failed is None:
