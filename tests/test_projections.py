@@ -4,18 +4,24 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
+from evflow.core.expressions import VARIABLES_PROJECTION, Template, compile_template
 from evflow.core.projections import (
     SKIP,
     CompiledProjection,
+    FoldFailure,
     HandlerError,
     HandlerImportError,
     Vars,
+    _ops_fold,
     apply,
 )
-from evflow.core.rules import Projection
+from evflow.core.rules import Handler, Projection
 from evflow.rulefiles.loader import load_rules
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -131,3 +137,80 @@ def test_keys(proj: Projection) -> None:
     assert key is None and why is not None and "no such key: id" in why
     key, why = compiled.key(Vars(ev("a.upsert", id=None)))
     assert key is None and "null" in (why or "")
+
+
+# -- the quick operations fold answers as the full one ----------------------------------------
+
+_SOURCES = st.sampled_from(
+    [
+        "${{ data.a }}",
+        "${{ data.b }}",
+        "${{ data.missing }}",
+        "${{ event.seq }}",
+        "${{ state.n }}",
+        "${{ data.a + 1 }}",
+        "n=${{ data.a }}",
+        1,
+        2.5,
+        "x",
+        True,
+        None,
+        [1],
+    ]
+)
+_NAMES = st.sampled_from(["n", "m", "s"])
+_FIELDS = st.dictionaries(_NAMES, _SOURCES, max_size=3) | st.just("${{ data }}")
+_VALUES = (
+    st.integers(-5, 5)
+    | st.floats(allow_nan=False, allow_infinity=False, width=32)
+    | st.text(max_size=2)
+    | st.none()
+    | st.booleans()
+    | st.lists(st.integers(0, 3), max_size=2)
+)
+_DATA = (
+    st.dictionaries(st.sampled_from(["a", "b"]), _VALUES, max_size=2)
+    | st.none()
+    | st.lists(_VALUES, max_size=2)
+    | st.text(max_size=2)
+)
+_STATES = st.none() | st.dictionaries(_NAMES, _VALUES, min_size=1, max_size=3)
+
+
+@settings(max_examples=1500, deadline=None)
+@given(_FIELDS, _FIELDS, _FIELDS, st.lists(_NAMES, max_size=2, unique=True), _DATA, _STATES)
+@example({}, {"n": 1}, {}, [], {}, {"n": True})  # bool is not a number to inc
+@example({}, {"n": "${{ data.a }}"}, {}, [], {"a": False}, None)
+@example({}, {"n": 1}, {}, [], {}, {"n": "1"})
+@example({}, {"n": 1}, {}, [], {}, {"n": None})  # null counts as 0
+@example({"n": 2.5}, {"n": "${{ data.a }}"}, {}, ["m"], {"a": 2}, {"m": 1})
+@example({}, {}, {"n": 1}, [], {}, {"n": "ab"})  # append to a field that is not a list
+@example({}, {}, {"n": "${{ data.a }}"}, [], {"a": [1]}, {"n": [0]})
+@example({"n": "${{ data.a }}"}, {}, {}, [], ["a"], None)  # data that is not a map
+@example({"n": "${{ data.a }}"}, {}, {}, [], "ab", None)
+@example({"n": "${{ data.a }}"}, {}, {}, [], {"b": 1}, None)  # a missing key
+@example({"n": "${{ state.n }}"}, {}, {}, [], {}, None)
+def test_the_quick_ops_fold_answers_as_the_full_one(
+    sets: Any, incs: Any, appends: Any, unset: list[str], data: Any, state: Any
+) -> None:
+    """Same new row, or the same failure, for any fields, data and row: wrong types, missing
+    keys, CEL errors, whole-map templates (which the quick fold leaves to the full one)."""
+
+    def template(source: Any) -> Template | None:
+        return compile_template(source, VARIABLES_PROJECTION) if source else None
+
+    handler = Handler(
+        "ops", set=template(sets), inc=template(incs), append=template(appends), unset=tuple(unset)
+    )
+    full, quick = _ops_fold(handler, fast=False), _ops_fold(handler)
+    if all(isinstance(f, dict) for f in (sets, incs, appends)):
+        assert quick is not full
+    event = {"type": "t", "seq": 3, "time": "2020-01-01T00:00:00.000000Z", "data": data}
+
+    def answer(fold: Any) -> str:
+        try:
+            return repr(fold(state, Vars(event, state)))
+        except FoldFailure as exc:
+            return f"failure: {exc}"
+
+    assert answer(quick) == answer(full)

@@ -26,10 +26,9 @@ Semantics (documented for rule authors in the rules reference):
   handler that raises is a :class:`HandlerError` naming the projection, the event's ``seq`` and
   type, and the reason: the replay stops there.
 
-Speed: keys and templates that are plain field paths (``data.userid``, ``${{ event.time }}``),
-by far the common case, are read straight from the event instead of going through CEL, with the
-same results and the same error messages; anything else is evaluated by CEL with the variables
-bound once per event.
+Speed: keys and templates that are plain field paths are read straight from the event
+(:mod:`evflow.core.readers`), and an operations handler does the usual event in fewer steps than
+the one that reports its errors, with the same result (see ``_ops_fold``).
 """
 
 from __future__ import annotations
@@ -37,22 +36,21 @@ from __future__ import annotations
 import importlib
 import json
 import os
-import re
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from functools import lru_cache
 from typing import Any
 
-from evflow.core.events import event_data
-from evflow.core.expressions import (
-    VARIABLES_PROJECTION,
-    Bindings,
-    EvaluationError,
-    Expression,
-    Template,
-    bind,
-    compile_template,
-    json_type,
+from evflow.core.expressions import EvaluationError, json_type
+from evflow.core.readers import (
+    Getter,
+    data_keys,
+    expression_getter,
+    field_getters,
+    key_text,
+)
+from evflow.core.readers import (
+    Vars as Vars,  # the variables a fold reads, made by its callers
 )
 from evflow.core.rules import Handler, Projection
 from evflow.errors import EvflowError
@@ -96,150 +94,7 @@ class _Failure(Exception):
     """Internal: a handler failed; the caller adds the projection and seq."""
 
 
-# -- reading values: field paths fast, CEL otherwise ------------------------------------------
-
-_PATH = re.compile(r"\s*(data|event|state|key)((?:\s*\.\s*[A-Za-z_][A-Za-z0-9_]*)*)\s*")
-_WHOLE_PATH = re.compile(r"\$\{\{\s*([A-Za-z_][A-Za-z0-9_.\s]*?)\s*\}\}")
-_NOT_MAP = "field access on a value that is not a map"
-
-
-class Vars:
-    """The variables of one evaluation: plain values, bound for CEL only when CEL is needed."""
-
-    __slots__ = ("_bound", "data", "event", "key", "state")
-
-    def __init__(self, event: Event, state: Any = None, key: Any = None) -> None:
-        self.event = event
-        # any JSON value, bytes for data_base64, None without data: a handler that needs a map
-        # says so (EvaluationError), as for a missing field
-        self.data: Any = event.get("data") if "data_base64" not in event else event_data(event)
-        self.state = state
-        self.key = key
-        self._bound: Bindings | None = None
-
-    def set_state(self, state: Any) -> None:
-        """The row's state before the event (bindings made earlier no longer hold)."""
-        self.state = state
-        self._bound = None
-
-    def bound(self) -> Bindings:
-        if self._bound is None:
-            self._bound = bind(
-                {"data": self.data, "event": self.event, "state": self.state, "key": self.key}
-            )
-        return self._bound
-
-
-Getter = Callable[[Vars], Any]
-
-
-def _path_getter(root: str, names: tuple[str, ...]) -> Getter:
-    def get(v: Vars) -> Any:
-        value = getattr(v, root)
-        for name in names:
-            if type(value) is not dict:
-                raise EvaluationError(_NOT_MAP)
-            try:
-                value = value[name]
-            except KeyError:
-                raise EvaluationError(f"no such key: {name}") from None
-        return value
-
-    if len(names) == 1 and root == "data":  # the common data.userid: one lookup, no loop
-        (only,) = names
-
-        def get_data(v: Vars) -> Any:
-            try:
-                return v.data[only]
-            except KeyError:
-                raise EvaluationError(f"no such key: {only}") from None
-            except TypeError:
-                raise EvaluationError(_NOT_MAP) from None
-
-        return get_data
-    if len(names) == 1:
-        (only,) = names
-
-        def get1(v: Vars) -> Any:
-            value = getattr(v, root)
-            if type(value) is not dict:
-                raise EvaluationError(_NOT_MAP)
-            try:
-                return value[only]
-            except KeyError:
-                raise EvaluationError(f"no such key: {only}") from None
-
-        return get1
-    return get
-
-
-def _split_path(source: str) -> tuple[str, tuple[str, ...]] | None:
-    match = _PATH.fullmatch(source)
-    if match is None:
-        return None
-    names = tuple(n.strip() for n in match[2].split(".")[1:])
-    return match[1], names
-
-
-def expression_getter(expression: Expression) -> Getter:
-    """A function of :class:`Vars` giving the expression's value; raises EvaluationError."""
-    path = _split_path(expression.source)
-    if path is not None and path[1]:
-        return _path_getter(*path)
-    return lambda v: expression.evaluate(v.bound())
-
-
-def template_getter(template: Template) -> Getter:
-    """A function of :class:`Vars` rendering the template (field paths read directly)."""
-    if template.is_constant:
-        value = template.render({})
-        return lambda v: value
-    if template.source is None:
-        return lambda v: template.render(v.bound())
-    return _node_getter(template.source)
-
-
-def _node_getter(value: Any) -> Getter:
-    if isinstance(value, str):
-        if "${{" not in value:
-            return lambda v: value
-        whole = _WHOLE_PATH.fullmatch(value)
-        path = _split_path(whole[1]) if whole else None
-        if path is not None and path[1]:
-            return _path_getter(*path)
-        compiled = compile_template(value, VARIABLES_PROJECTION)
-        return lambda v: compiled.render(v.bound())
-    if isinstance(value, Mapping):
-        items = [(k, _node_getter(x)) for k, x in value.items()]
-        return lambda v: {k: g(v) for k, g in items}
-    if isinstance(value, list | tuple):
-        getters = [_node_getter(x) for x in value]
-        return lambda v: [g(v) for g in getters]
-    return lambda v: value
-
-
-def _field_getters(template: Template | None, op: str) -> list[tuple[str, Getter]]:
-    if template is None:
-        return []
-    source = template.source
-    if isinstance(source, Mapping):
-        return [(str(k), _node_getter(x)) for k, x in source.items()]
-    whole = template_getter(template)  # not written as a map: render, then check
-
-    def fields(v: Vars) -> Any:
-        value = whole(v)
-        if not isinstance(value, dict):
-            raise EvaluationError(f"{op} must give a map of field to value")
-        return value
-
-    return [("", fields)]
-
-
-def key_text(value: Any) -> str:
-    """How a key value is stored: strings as they are, anything else as compact JSON."""
-    if type(value) is str:
-        return value
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, sort_keys=True)
+FoldFailure = _Failure  # what a Fold raises (CompiledProjection.step makes it a HandlerError)
 
 
 # -- handlers -----------------------------------------------------------------------------------
@@ -285,10 +140,10 @@ def _python_fold(function: Callable[[Any, Event], Any], ref: str) -> Fold:
     return fold
 
 
-def _ops_fold(handler: Handler) -> Fold:
-    sets = _field_getters(handler.set, "set")
-    incs = _field_getters(handler.inc, "inc")
-    appends = _field_getters(handler.append, "append")
+def _ops_fold(handler: Handler, fast: bool = True) -> Fold:
+    sets = field_getters(handler.set, "set")
+    incs = field_getters(handler.inc, "inc")
+    appends = field_getters(handler.append, "append")
     unset = handler.unset
 
     def evaluate(fields: list[tuple[str, Getter]], v: Vars, op: str) -> list[tuple[str, Any]]:
@@ -342,7 +197,48 @@ def _ops_fold(handler: Handler) -> Fold:
             new.pop(name, None)
         return new
 
-    return fold
+    if not fast or not named:
+        return fold
+    # ``quick`` gives fold's answer for the usual event with fewer steps: no lists, a
+    # ``${{ data.KEY }}`` field read in place. Anything unusual (a field that fails, a value of
+    # the wrong type) is fold's to do again, and to report.
+    fast_sets = data_keys(handler.set, sets)
+    fast_incs = data_keys(handler.inc, incs)
+    fast_appends = data_keys(handler.append, appends)
+
+    def quick(state: Any, v: Vars) -> Any:
+        new = dict(state) if state else {}
+        data = v.data
+        try:
+            for name, key, get in fast_sets:
+                new[name] = data[key] if key is not None else get(v)
+            for name, key, get in fast_incs:
+                value = data[key] if key is not None else get(v)
+                old = new.get(name)
+                if old is None:
+                    old = 0
+                if type(value) not in _NUMBERS or type(old) not in _NUMBERS:
+                    return fold(state, v)
+                new[name] = old + value
+            for name, key, get in fast_appends:
+                value = data[key] if key is not None else get(v)
+                old = new.get(name)
+                if old is None:
+                    new[name] = [value]
+                elif type(old) is list:
+                    new[name] = [*old, value]
+                else:
+                    return fold(state, v)
+        except (EvaluationError, KeyError, TypeError):
+            return fold(state, v)
+        for name in unset:
+            new.pop(name, None)
+        return new
+
+    return quick
+
+
+_NUMBERS = (int, float)
 
 
 def _shown(value: Any) -> str:
