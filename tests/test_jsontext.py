@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from evflow.core.events import check_json
 from evflow.core.jsontext import dumps_checked
-from evflow.store.rows import encode_event, loads
+from evflow.store.rows import BULK, bulk_decoder, encode_event, event_from_row, loads
 
 _floats = st.floats(allow_nan=False, allow_infinity=False)
 _scalars = st.none() | st.booleans() | st.integers(-(2**70), 2**70) | _floats | st.text()
@@ -96,3 +96,68 @@ def test_values_json_cannot_hold_are_refused_before_orjson_could_write_them(tmp_
         with pytest.raises(InvalidEvent, match="which JSON cannot hold"):
             check_json({"v": bad}, "data")
     assert flow.last_seq() == 0
+
+
+# -- reading event bodies (a replay's batch: rows.bulk_decoder) --------------------------------
+
+_bulk = bulk_decoder(BULK)
+
+
+def _decoded(decode: Any, body: str | bytes) -> str:
+    """What a decoder answers, as text that tells 1 from 1.0 and True (or its error's type)."""
+    try:
+        return repr(decode(7, "2026-01-01T00:00:00Z", body))
+    except (ValueError, TypeError, RecursionError) as exc:  # json's, or not an object
+        return type(exc).__name__
+
+
+@settings(max_examples=1000, deadline=None)
+@given(_values, st.booleans())
+def test_a_batch_reads_bodies_as_json_does(value: Any, ascii_only: bool) -> None:
+    """orjson reads a body where it agrees with json (big integers, floats, escapes, surrogate
+    escapes included); elsewhere json reads it, with its own error."""
+    body = json.dumps({"id": "e", "type": "t", "data": value}, ensure_ascii=ascii_only)
+    oracle = _decoded(event_from_row, body)
+    assert _decoded(_bulk, body) == oracle
+    try:
+        raw = body.encode()
+    except UnicodeEncodeError:  # a lone surrogate written as itself: no UTF-8 bytes
+        return
+    assert _decoded(_bulk, raw) == oracle
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        '{"n":12345678901234567890123}',  # beyond 64 bits: json keeps it exact
+        '{"n":-9223372036854775809}',
+        '{"n":1e400}',  # orjson refuses, json reads inf
+        '{"n":NaN}',
+        '{"s":"\\ud800"}',
+        '{"n":1} x',
+        "[1,2]",
+        '{"a":' * 1100 + "1" + "}" * 1100,
+        b'{"s":"\xff"}',
+        "\ufeff{}",
+    ],
+    ids=[
+        "big",
+        "i64-1",
+        "1e400",
+        "NaN",
+        "surrogate",
+        "trailing",
+        "array",
+        "deep",
+        "bad utf-8",
+        "bom",
+    ],
+)
+def test_a_batch_reads_edge_bodies_as_json_does(body: str | bytes) -> None:
+    assert _decoded(_bulk, body) == _decoded(event_from_row, body)
+
+
+def test_a_small_batch_reads_with_json() -> None:
+    """orjson's import is paid for a batch worth it: a query catching up a few events does not."""
+    assert bulk_decoder(BULK - 1) is event_from_row
+    assert _bulk is not event_from_row

@@ -107,6 +107,49 @@ def test_incremental_and_recreate(db_url: str, tmp_path: Path) -> None:
     assert snapshots.checkpoint(store, "totals").position == 5  # type: ignore[union-attr]
 
 
+def test_a_cel_key_leaves_a_cel_template_the_row(db_url: str, tmp_path: Path) -> None:
+    """A key evaluated by CEL binds the variables with no row yet; the handler's templates
+    still see the row (first build, rebuild and incremental replay fold alike)."""
+    store = open_store(db_url)
+    rs = rules(
+        tmp_path,
+        """
+version: 1
+projections:
+  - name: runs
+    key: data.k + "-x"
+    on:
+      t.add:
+        set: {prev: "${{ state == null ? 0 : state.n }}", n: "${{ data.n }}"}
+""",
+    )
+    append(store, [{"type": "t.add", "data": {"k": "a", "n": n}} for n in (1, 2, 3)])
+    replay(store, rs)
+    assert stored(store, "runs") == {"a-x": ({"prev": 2, "n": 3}, 3)}
+    replay(store, rs, rebuild=True)
+    assert stored(store, "runs") == {"a-x": ({"prev": 2, "n": 3}, 3)}
+    append(store, [{"type": "t.add", "data": {"k": "a", "n": 4}}])
+    replay(store, rs)
+    assert stored(store, "runs") == {"a-x": ({"prev": 3, "n": 4}, 4)}
+
+
+def test_a_large_batch_reads_exact_values(db_url: str, tmp_path: Path) -> None:
+    """A batch of 1,000 events or more is read by orjson (rows.bulk_decoder), which would read
+    an integer beyond 64 bits as a float: such bodies are read exactly, the others alike."""
+    store, rs = open_store(db_url), rules(tmp_path, COUNTER)
+    big = 2**70
+    events = [{"type": "t.add", "data": {"k": f"i{i % 3}", "n": big + i}} for i in range(600)]
+    events += [{"type": "t.add", "data": {"k": f"f{i % 3}", "n": i * 0.5}} for i in range(600)]
+    append(store, events)
+    (r,) = replay(store, rs)
+    assert r.applied == 1200
+    for k in range(3):
+        ints = [big + i for i in range(600) if i % 3 == k]
+        halves = [i * 0.5 for i in range(600) if i % 3 == k]
+        assert stored(store, "totals")[f"i{k}"][0] == {"n": sum(ints), "last": ints[-1]}
+        assert stored(store, "totals")[f"f{k}"][0] == {"n": sum(halves), "last": halves[-1]}
+
+
 def test_skipped_keys_are_counted(db_url: str, tmp_path: Path) -> None:
     store, rs = open_store(db_url), rules(tmp_path, COUNTER)
     append(

@@ -86,11 +86,12 @@ def as_of(
         if snapshots.mark_stands(store, mark):
             start, rows = mark.position, copied
             break
+    decode = codec.bulk_decoder(until - start)
     for event_seq, recorded, etype, body in store.scan_until(until, time, after=start):
         fold = compiled.fold_for(etype)
         if fold is None:
             continue
-        v = Vars(codec.event_from_row(event_seq, recorded, body))
+        v = Vars(decode(event_seq, recorded, body))
         row_key, _ = compiled.key(v)
         if row_key is None:
             continue

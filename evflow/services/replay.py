@@ -47,7 +47,14 @@ from collections.abc import Callable, Sequence
 from itertools import islice
 from typing import TYPE_CHECKING, Any
 
-from evflow.core.projections import SKIP, CompiledProjection, Fold, HandlerError, Vars
+from evflow.core.projections import (
+    SKIP,
+    CompiledProjection,
+    Fold,
+    FoldFailure,
+    HandlerError,
+    Vars,
+)
 from evflow.core.structs import dataclass, field
 from evflow.core.tables import ColumnMismatch, row_values
 from evflow.errors import EvflowError, ReplayFailed, TablesNotKept, UnknownProjection
@@ -337,7 +344,7 @@ def _fold_batch(
         if t.dirty is None:
             t.dirty = set()
     loads = rows.loads
-    decode = rows.event_from_row
+    decode = rows.bulk_decoder(len(batch))
     for seq, recorded, etype, body in batch:
         route = routes.get(etype)
         if route is None:
@@ -371,8 +378,27 @@ def _fold_batch(
             row = t.cache.get(key)
             if row is None:
                 row = t.cache[key] = [None, 0]
-            if _fold_one(t, row, key, v, fold, seq, etype):
-                t.held += 1
+            if t.sink is not None:
+                if _fold_one(t, row, key, v, fold, seq, etype):
+                    t.held += 1
+                continue
+            # _fold_one, inlined for a snapshot without a table: once per event of a rebuild
+            state = row[0]
+            if type(state) is str:
+                state = row[0] = loads(state)
+            v.set_state(state)  # also drops bindings a CEL key made with no state
+            try:
+                new = fold(state, v)
+            except FoldFailure as exc:
+                _fail(t, HandlerError(t.compiled.name, seq, etype, str(exc)))
+                continue
+            if new is SKIP:
+                continue
+            row[0] = new
+            row[1] = seq
+            if t.dirty is not None:  # set for an eager target that has not failed
+                t.dirty.add(key)
+            t.held += 1
 
     # Phase 2, in one write: check each checkpoint, load the rows not cached, fold, write.
     # ``t.cache`` maps key -> [state or None, seq] as committed (kept between batches while this
@@ -488,12 +514,7 @@ def _fold_one(
         if new is not SKIP and t.sink is not None:
             t.values[key] = _table_values(t, key, new, seq, etype)
     except HandlerError as exc:
-        t.failed = True
-        t.result.error = exc
-        t.cache = {}  # holds part of the failed batch
-        t.complete = False
-        t.dirty = None
-        t.values = {}
+        _fail(t, exc)
         return False
     if new is SKIP:
         return False
@@ -502,6 +523,15 @@ def _fold_one(
     assert t.dirty is not None
     t.dirty.add(key)
     return True
+
+
+def _fail(t: _Target, exc: HandlerError) -> None:
+    t.failed = True
+    t.result.error = exc
+    t.cache = {}  # holds part of the failed batch
+    t.complete = False
+    t.dirty = None
+    t.values = {}
 
 
 def _table_values(

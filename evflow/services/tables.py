@@ -164,10 +164,11 @@ class TableSink:
         after = start
         while after < end:
             batch = store.scan(after, end, types, SCAN)
+            decode = rows.bulk_decoder(len(batch))
             for seq, recorded, etype, body in batch:
                 if compiled.fold_for(etype) is None:
                     continue
-                key, _ = compiled.key(Vars(rows.event_from_row(seq, recorded, body)))
+                key, _ = compiled.key(Vars(decode(seq, recorded, body)))
                 if key is not None:
                     yield key
             after = int(batch[-1][0]) if len(batch) == SCAN else end

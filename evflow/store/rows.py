@@ -40,8 +40,10 @@ def loads(text: str) -> Any:
     return value if end == len(text) else json.loads(text)
 
 
-def event_from_row(seq: int, recorded: str, body: str) -> Event:
+def event_from_row(seq: int, recorded: str, body: str | bytes) -> Event:
     """The event of an ``events`` row (:data:`EVENT_COLUMNS`), with its store attributes."""
+    if type(body) is bytes:
+        body = body.decode()  # raises for what is not UTF-8, as a text column would have
     try:  # loads() inlined: this is once per event of every replay
         event, end = _scan(body, 0)
     except StopIteration:
@@ -51,6 +53,34 @@ def event_from_row(seq: int, recorded: str, body: str) -> Event:
     event["seq"] = int(seq)
     event["recordedtime"] = recorded
     return event
+
+
+EventDecoder = Callable[[int, str, "str | bytes"], Event]
+
+BULK = 1000  # rows from which orjson pays for its import (~11-25 ms)
+
+
+def bulk_decoder(rows: int) -> EventDecoder:
+    """:func:`event_from_row` for reading ``rows`` events at once (a replay's batch): orjson,
+    where it reads the same values (:func:`evflow.core.jsontext.read`), for a batch worth its
+    import, which stays off ``emit``'s path. It also takes the body as UTF-8 bytes."""
+    if rows < BULK:
+        return event_from_row
+    from evflow.core.jsontext import read
+
+    def decode(seq: int, recorded: str, body: str | bytes) -> Event:
+        try:
+            raw = body if type(body) is bytes else body.encode()  # type: ignore[union-attr]
+        except UnicodeEncodeError:  # a lone surrogate: json's to read
+            return event_from_row(seq, recorded, body)
+        event = read(raw)
+        if type(event) is not dict:  # NOT_READ (or not an object): json says what it is
+            return event_from_row(seq, recorded, body)
+        event["seq"] = int(seq)
+        event["recordedtime"] = recorded
+        return event
+
+    return decode
 
 
 def delivery_from_row(row: Sequence[Any]) -> Delivery:

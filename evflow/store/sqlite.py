@@ -34,12 +34,12 @@ def _read_only(path: Path) -> bool:
     SQLite needs to create its WAL files there)."""
     import os
 
-    return path.exists() and not (
-        os.access(path, os.W_OK) and os.access(path.parent, os.W_OK)
-    )
+    return path.exists() and not (os.access(path, os.W_OK) and os.access(path.parent, os.W_OK))
 
 
 class SqliteStore(SqlStore):
+    scan_body = "CAST(body AS BLOB)"  # the text's UTF-8 bytes as stored, for orjson
+
     def __init__(self, path: str, create: bool = True) -> None:
         self.path = path
         self.display_url = f"sqlite:///{path}"
