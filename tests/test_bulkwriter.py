@@ -127,12 +127,14 @@ def test_a_piped_import_records_what_one_process_records(
     assert any("filter" in r[2] or "no such" in r[2] or "compare" in r[2] for r in t["rule_errors"])
 
 
+@pytest.mark.parametrize("refused", [2999, 3999], ids=["a middle chunk", "the last chunk"])
 def test_the_childs_failure_rolls_its_chunk_back(
-    project: Path, monkeypatch: pytest.MonkeyPatch
+    project: Path, monkeypatch: pytest.MonkeyPatch, refused: int
 ) -> None:
-    """A row the child cannot write (here a trigger refuses the 3,000th event) fails the chunk at
-    its commit: the chunks before it stay recorded, nothing of it does, and the error is the
-    database's (exit 4)."""
+    """A row the child cannot write (here a trigger refuses one event) fails the chunk at its
+    commit: the chunks before it stay recorded, nothing of it does, and the error is the
+    database's (exit 4). The importer learns of it as it starts the next chunk (it prepares
+    that chunk while the child commits), or before it ends, for the last."""
     monkeypatch.setattr(log_cmds, "IMPORT_CHUNK", 1_000)
     monkeypatch.setattr(importing, "PIPED_MIN", 0)
     _project(project)
@@ -141,7 +143,7 @@ def test_the_childs_failure_rolls_its_chunk_back(
     SqliteStore(str(project / "log.db")).close()  # the schema
     with sqlite3.connect(project / "log.db") as con:
         con.execute(
-            "CREATE TRIGGER refuse BEFORE INSERT ON events WHEN NEW.id = 'o2999'"
+            f"CREATE TRIGGER refuse BEFORE INSERT ON events WHEN NEW.id = 'o{refused}'"
             " BEGIN SELECT RAISE(ABORT, 'refused by a trigger'); END"
         )
     (project / "in.jsonl").write_text("".join(json.dumps(_order(i)) + "\n" for i in range(4_000)))
@@ -150,7 +152,7 @@ def test_the_childs_failure_rolls_its_chunk_back(
     assert "refused by a trigger" in r.stderr
     with sqlite3.connect(project / "log.db") as con:
         ids = {i for (i,) in con.execute("SELECT id FROM events WHERE source = 'shop'")}
-    assert ids == {f"o{i}" for i in range(2_000)}  # the first two chunks, not the third
+    assert ids == {f"o{i}" for i in range(refused // 1_000 * 1_000)}  # the chunks before it
 
 
 def test_a_writer_whose_child_died_says_so(tmp_path: Path) -> None:

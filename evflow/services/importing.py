@@ -20,7 +20,7 @@ content, the same each time).
 a writing process (:mod:`evflow.services.importchild`, :mod:`evflow.store.bulkwriter`): it
 checks blocks of lines during the checking pass, as many as its speed allows (:func:`_give`),
 then holds each chunk's transaction and runs its inserts while this process routes the next
-events. The answers are the same.
+events, and commits it while this process prepares the next chunk. The answers are the same.
 
 **History** (issue 13). A line that carries ``seq``/``recordedtime`` is a line of an evflow log's
 export: recorded as it is, no rule runs on it, unless ``reroute`` (see
@@ -126,6 +126,7 @@ def _import(
         _write(store, ruleset, result, lines, skip_invalid, reroute, progress, 0)
         return result
     import time
+    from functools import partial
     from itertools import islice
 
     if not callable(lines):
@@ -142,13 +143,18 @@ def _import(
         source: Iterator[Any] = iter(lines()) if kept is None else iter(kept)
         if writer is None:
             writer = _writer(store, ruleset, skip_invalid, kept)
-        write = store.write if writer is None else writer.write
+        # the child commits a chunk while this process prepares the next (see BulkWriter.write)
+        write = store.write if writer is None else partial(writer.write, wait=False)
         done = 0
         while True:
             block = list(islice(source, chunk))
             if not block:
+                if writer is not None:
+                    writer.settle()  # the last commit's failure is raised here
                 return result
             if done and store.writers_waiting():
+                if writer is not None:
+                    writer.settle()  # the lock is free once the commit is answered
                 time.sleep(PAUSE)
             done = _write(
                 store, ruleset, result, block, skip_invalid, reroute, progress, done,

@@ -15,7 +15,9 @@ What stays the same (one chunk is still one transaction that commits whole or no
   already in the log is read here, from what is committed (nobody else can commit meanwhile)
   and from what this transaction sent (kept in memory until the commit).
 - A failure in the child (a full disk, say) is raised here at the commit, and the chunk rolls
-  back. If this process stops (an exception, Ctrl-C) it ends the child, whose open transaction
+  back. An import does not wait for the commit's answer: it prepares its next chunk meanwhile,
+  and reads the answer before it starts that chunk (or before it ends), where the failure is
+  raised. If this process stops (an exception, Ctrl-C) it ends the child, whose open transaction
   SQLite rolls back; if it dies, the child is ended with it (Linux) or reads the end of its
   input; if the child dies, this process raises :class:`~evflow.errors.StorageUnavailable`.
 
@@ -207,6 +209,7 @@ class BulkWriter:
         self._to: IO[bytes] = self.proc.stdin
         self._from = os.fdopen(answers, "rb", buffering=0)  # whole messages: select() tells
         self.acks: list[Any] = []  # what the child's own operations gave back (see run)
+        self._unanswered = 0  # commits sent whose answer is read later (see write)
         self._hello: BaseException | bool | None = None  # the child's start: None until known
         try:
             import fcntl
@@ -282,9 +285,21 @@ class BulkWriter:
             raise self._gone() from None
 
     def ask(self, message: tuple[Any, ...]) -> Any:
-        """Send ``message`` and wait for the child's answer; its failure is raised here."""
+        """Send ``message`` and wait for the child's answer; its failure is raised here (or the
+        failure of a commit sent before, whose answer comes first: see :meth:`write`)."""
         self.send(message)
+        self.settle()
+        return self._answer()
+
+    def settle(self) -> None:
+        """Wait for the answers to the commits sent without waiting (see :meth:`write`); the
+        failure of one is raised here."""
         self.started()
+        while self._unanswered:
+            self._unanswered -= 1
+            self._answer()
+
+    def _answer(self) -> Any:
         while (answer := self._receive()) is None:
             pass
         if answer[0] == "error":
@@ -300,9 +315,11 @@ class BulkWriter:
         )
 
     @contextmanager
-    def write(self) -> Iterator[PipedTransaction]:
+    def write(self, wait: bool = True) -> Iterator[PipedTransaction]:
         """One transaction, written by the child: committed when the block ends, rolled back if
-        it raises."""
+        it raises. ``wait=False``: the commit's answer is read before the next question or by
+        :meth:`settle` (where its failure is raised), so that this process may prepare the next
+        transaction while the child writes the end of this one and commits it."""
         try:
             self.ask(("begin",))  # the child may wait for the write lock (Ctrl-C ends it)
             tx = PipedTransaction(self.store, self)
@@ -313,7 +330,11 @@ class BulkWriter:
             # had not committed (it may be waiting for the lock, or hold half a message)
             self.abandon()
             raise
-        self.ask(("commit",))
+        if wait:
+            self.ask(("commit",))
+        else:
+            self.send(("commit",))
+            self._unanswered += 1
 
     def abandon(self) -> None:
         """Stop the child at once: what it has not committed is rolled back (by SQLite, when a
