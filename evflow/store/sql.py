@@ -227,7 +227,8 @@ class SqlStore:
         self, after: int, end: int, types: Sequence[str], limit: int
     ) -> list[tuple[int, str, str, str | bytes]]:
         """``(seq, recordedtime, type, body)`` of up to ``limit`` events in ``(after, end]``, in
-        ``seq`` order, only of ``types`` when given (exact types): a replay's batch."""
+        ``seq`` order, only of ``types`` when given (exact types): a replay's batch. The body is
+        text, or its UTF-8 bytes (see :attr:`scan_body`; :func:`rows.bulk_decoder` reads both)."""
         clause = ""
         if types:
             # ``type || ''`` keeps the planner on the seq range: through the type index it would
