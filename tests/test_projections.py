@@ -190,6 +190,9 @@ _STATES = st.none() | st.dictionaries(_NAMES, _VALUES, min_size=1, max_size=3)
 @example({"n": "${{ data.a }}"}, {}, {}, [], "ab", None)
 @example({"n": "${{ data.a }}"}, {}, {}, [], {"b": 1}, None)  # a missing key
 @example({"n": "${{ state.n }}"}, {}, {}, [], {}, None)
+# an inc that overflows (an int too large for a float) before a field that fails: the error is
+# the failing field's, as the full fold reads every field first
+@example({}, {"n": "${{ data.a }}", "m": "${{ data.missing }}"}, {}, [], {"a": 1.5}, {"n": 10**400})
 def test_the_quick_ops_fold_answers_as_the_full_one(
     sets: Any, incs: Any, appends: Any, unset: list[str], data: Any, state: Any
 ) -> None:

@@ -150,6 +150,39 @@ def test_a_large_batch_reads_exact_values(db_url: str, tmp_path: Path) -> None:
         assert stored(store, "totals")[f"f{k}"][0] == {"n": sum(halves), "last": halves[-1]}
 
 
+@pytest.mark.parametrize("encoding", ["UTF-8", "UTF-16le"])
+def test_a_large_batch_reads_a_database_in_either_encoding(tmp_path: Path, encoding: str) -> None:
+    """SQLite hands a replay the bodies' bytes where its text is UTF-8; a database another tool
+    made in UTF-16 still replays (its text is read as text)."""
+    import sqlite3
+
+    db = tmp_path / "log.db"
+    with sqlite3.connect(db) as con:
+        con.execute(f"PRAGMA encoding = '{encoding}'")
+        con.execute("CREATE TABLE theirs (x)")
+    store, rs = open_store(str(db)), rules(tmp_path, COUNTER)
+    append(store, [{"type": "t.add", "data": {"k": "é", "n": 1}}] * 1_200)
+    (r,) = replay(store, rs)
+    assert r.applied == 1_200 and stored(store, "totals") == {"é": ({"n": 1_200, "last": 1}, 1_200)}
+    assert as_of(store, rs, "totals", seq=1_100)[0].state == {"n": 1_100, "last": 1}
+
+
+def test_a_body_that_is_not_utf8_is_a_storage_error(tmp_path: Path) -> None:
+    """A body another program wrote as bytes that are not UTF-8 stops the replay as a storage
+    problem (exit 4), as reading it as text did, with the event's seq."""
+    import sqlite3
+
+    from evflow.errors import StorageUnavailable
+
+    db = tmp_path / "log.db"
+    store, rs = open_store(str(db)), rules(tmp_path, COUNTER)
+    append(store, [{"type": "t.add", "data": {"k": "a", "n": 1}}] * 1_200)
+    with sqlite3.connect(db) as con:
+        con.execute("UPDATE events SET body = CAST(X'7b2261223a22ff227d' AS TEXT) WHERE seq = 7")
+    with pytest.raises(StorageUnavailable, match="event seq 7: its stored body is not UTF-8"):
+        replay(store, rs)
+
+
 def test_skipped_keys_are_counted(db_url: str, tmp_path: Path) -> None:
     store, rs = open_store(db_url), rules(tmp_path, COUNTER)
     append(

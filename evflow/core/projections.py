@@ -229,7 +229,8 @@ def _ops_fold(handler: Handler, fast: bool = True) -> Fold:
                     new[name] = [*old, value]
                 else:
                     return fold(state, v)
-        except (EvaluationError, KeyError, TypeError):
+        except (EvaluationError, KeyError, TypeError, ArithmeticError):
+            # (an inc that overflows may hide a later field's error, which fold reports first)
             return fold(state, v)
         for name in unset:
             new.pop(name, None)

@@ -17,9 +17,13 @@ What stays the same (one chunk is still one transaction that commits whole or no
 - A failure in the child (a full disk, say) is raised here at the commit, and the chunk rolls
   back. An import does not wait for the commit's answer: it prepares its next chunk meanwhile,
   and reads the answer before it starts that chunk (or before it ends), where the failure is
-  raised. If this process stops (an exception, Ctrl-C) it ends the child, whose open transaction
+  raised.
+- If this process stops (an exception, Ctrl-C) it ends the child, whose open transaction
   SQLite rolls back; if it dies, the child is ended with it (Linux) or reads the end of its
   input; if the child dies, this process raises :class:`~evflow.errors.StorageUnavailable`.
+  An import stopped while it prepares a chunk may so lose the chunk before it too, whose commit
+  was under way: what it says it recorded is read from the log afterwards, and running it
+  again completes it, as after any interruption.
 
 Only what an import of events without timers needs is supported (appends, deliveries, rule
 errors); anything else raises, and the importer uses one process for it

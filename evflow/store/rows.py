@@ -12,6 +12,7 @@ from typing import Any
 
 from evflow.core.events import Event
 from evflow.core.records import Delivery
+from evflow.errors import StorageUnavailable
 
 EVENT_COLUMNS = "seq, recordedtime, body"
 INSERT_EVENT = (
@@ -43,7 +44,13 @@ def loads(text: str) -> Any:
 def event_from_row(seq: int, recorded: str, body: str | bytes) -> Event:
     """The event of an ``events`` row (:data:`EVENT_COLUMNS`), with its store attributes."""
     if type(body) is bytes:
-        body = body.decode()  # raises for what is not UTF-8, as a text column would have
+        try:
+            body = body.decode()
+        except UnicodeDecodeError:  # what reading it as text would have said (exit 4)
+            raise StorageUnavailable(
+                f"event seq {seq}: its stored body is not UTF-8 text (the database is damaged,"
+                " or another program wrote it)"
+            ) from None
     try:  # loads() inlined: this is once per event of every replay
         event, end = _scan(body, 0)
     except StopIteration:

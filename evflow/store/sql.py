@@ -42,9 +42,6 @@ class SqlStore:
     """The log over a DB-API connection; subclasses supply the dialect."""
 
     paramstyle_format = False
-    # how a replay's scan reads an event's body: a backend that can hand over its UTF-8 bytes
-    # saves making a str that the decoder would encode again (rows.bulk_decoder)
-    scan_body = "body"
     display_url = ""
     tables_url = ""  # where SQL read-model tables go by default (password and schema kept)
 
@@ -53,6 +50,11 @@ class SqlStore:
     def __init__(self, conn: Any) -> None:
         self.conn = conn
         self._tx: Transaction | None = None  # the write in progress, whose appends may be buffered
+
+    def scan_body(self) -> str:
+        """How a replay's scan reads an event's body: a backend that can hand over its UTF-8
+        bytes saves making a str that the decoder would encode again (rows.bulk_decoder)."""
+        return "body"
 
     def prepare_bulk_write(self) -> None:
         """About to append many events in one transaction (an import): tune for it."""
@@ -228,14 +230,14 @@ class SqlStore:
     ) -> list[tuple[int, str, str, str | bytes]]:
         """``(seq, recordedtime, type, body)`` of up to ``limit`` events in ``(after, end]``, in
         ``seq`` order, only of ``types`` when given (exact types): a replay's batch. The body is
-        text, or its UTF-8 bytes (see :attr:`scan_body`; :func:`rows.bulk_decoder` reads both)."""
+        text, or its UTF-8 bytes (see :meth:`scan_body`; :func:`rows.bulk_decoder` reads both)."""
         clause = ""
         if types:
             # ``type || ''`` keeps the planner on the seq range: through the type index it would
             # collect every matching event up to the end of the log and sort them, for every batch
             clause = f" AND type || '' IN ({', '.join('?' for _ in types)})"
         rows = self.execute(
-            f"SELECT seq, recordedtime, type, {self.scan_body} FROM events"
+            f"SELECT seq, recordedtime, type, {self.scan_body()} FROM events"
             f" WHERE seq > ? AND seq <= ?{clause} ORDER BY seq LIMIT ?",
             (after, end, *types, limit),
         ).fetchall()
@@ -249,7 +251,7 @@ class SqlStore:
         (inclusive) whose own time is at or before ``time`` when given, in ``seq`` order,
         streamed."""
         sql = (
-            f"SELECT seq, recordedtime, type, {self.scan_body} FROM events"
+            f"SELECT seq, recordedtime, type, {self.scan_body()} FROM events"
             " WHERE seq > ? AND seq <= ?"
         )
         params: list[Any] = [after, seq]

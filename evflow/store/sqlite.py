@@ -38,7 +38,15 @@ def _read_only(path: Path) -> bool:
 
 
 class SqliteStore(SqlStore):
-    scan_body = "CAST(body AS BLOB)"  # the text's UTF-8 bytes as stored, for orjson
+    _scan_body: str | None = None
+
+    def scan_body(self) -> str:
+        """The body's bytes as stored, for orjson, in a database whose text is UTF-8 (a CAST
+        gives the database's own encoding, which may be UTF-16: then the text)."""
+        if self._scan_body is None:
+            encoding = self.raw_execute("PRAGMA encoding").fetchone()[0]
+            self._scan_body = "CAST(body AS BLOB)" if encoding == "UTF-8" else "body"
+        return self._scan_body
 
     def __init__(self, path: str, create: bool = True) -> None:
         self.path = path
