@@ -186,13 +186,10 @@ def _ops_fold(handler: Handler, fast: bool = True) -> Fold:
                 raise _Failure(f"inc {name}: the field holds {_shown(old)}, not a number")
             new[name] = old + value
         for name, value in append_values:
-            old = new.get(name)
-            if old is None:
-                new[name] = [value]
-            elif type(old) is list:
-                new[name] = [*old, value]
-            else:
-                raise _Failure(f"append {name}: the field holds {_shown(old)}, not a list")
+            grown = _appended(new.get(name), value)
+            if grown is None:
+                raise _Failure(f"append {name}: the field holds {_shown(new[name])}, not a list")
+            new[name] = grown
         for name in unset:
             new.pop(name, None)
         return new
@@ -221,14 +218,10 @@ def _ops_fold(handler: Handler, fast: bool = True) -> Fold:
                     return fold(state, v)
                 new[name] = old + value
             for name, key, get in fast_appends:
-                value = data[key] if key is not None else get(v)
-                old = new.get(name)
-                if old is None:
-                    new[name] = [value]
-                elif type(old) is list:
-                    new[name] = [*old, value]
-                else:
+                grown = _appended(new.get(name), data[key] if key is not None else get(v))
+                if grown is None:
                     return fold(state, v)
+                new[name] = grown
         except (EvaluationError, KeyError, TypeError, ArithmeticError):
             # (an inc that overflows may hide a later field's error, which fold reports first)
             return fold(state, v)
@@ -240,6 +233,16 @@ def _ops_fold(handler: Handler, fast: bool = True) -> Fold:
 
 
 _NUMBERS = (int, float)
+
+
+def _appended(old: Any, value: Any) -> list[Any] | None:
+    """The list field ``old`` (None: missing) with ``value`` at its end; None when it holds
+    something else than a list."""
+    if old is None:
+        return [value]
+    if type(old) is list:
+        return [*old, value]
+    return None
 
 
 def _shown(value: Any) -> str:
