@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from evflow.core.events import check_json
 from evflow.core.jsontext import dumps_checked
+from evflow.errors import EvflowError
 from evflow.store.rows import BULK, bulk_decoder, encode_event, event_from_row, loads
 
 _floats = st.floats(allow_nan=False, allow_infinity=False)
@@ -107,8 +108,10 @@ def _decoded(decode: Any, body: str | bytes) -> str:
     """What a decoder answers, as text that tells 1 from 1.0 and True (or its error's type)."""
     try:
         return repr(decode(7, "2026-01-01T00:00:00Z", body))
-    except (ValueError, TypeError, RecursionError) as exc:  # json's, or not an object
-        return type(exc).__name__
+    except (ValueError, TypeError, RecursionError, EvflowError) as exc:
+        # json's, not an object, or bytes that are not UTF-8 (a storage error)
+        named = type(exc).__name__
+        return f"{named}: {exc}" if isinstance(exc, EvflowError) else named
 
 
 @settings(max_examples=1000, deadline=None)
