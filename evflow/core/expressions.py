@@ -208,6 +208,14 @@ class Expression:
         raise EvaluationError(f"expected a bool, got {json_type(result)} {shown}")
 
     def _eval(self, variables: Mapping[str, Any] | Bindings, retried: bool = False) -> Any:
+        if self._path is not None:
+            # A plain field path is most templates' and keys' whole expression: walking the
+            # dicts gives CEL's value; anything unusual (a missing key) goes to CEL for its error.
+            found = _walk(
+                variables._values if isinstance(variables, Bindings) else variables, self._path
+            )
+            if found is not _MISSING:
+                return found
         fast = self._fast
         if fast is _UNSET:
             fast = self._fast = compile_fast(self.source, self._variables or _ALL_VARIABLES)
@@ -218,14 +226,6 @@ class Expression:
                 return fast(variables)
             except Fallback:
                 pass
-        if self._path is not None:
-            # A plain field path is most templates' and keys' whole expression: walking the
-            # dicts gives CEL's value; anything unusual (a missing key) goes to CEL for its error.
-            found = _walk(
-                variables._values if isinstance(variables, Bindings) else variables, self._path
-            )
-            if found is not _MISSING:
-                return found
         if variables.holds_nul if isinstance(variables, Bindings) else holds_nul(dict(variables)):
             # cel-expr-python cuts strings at a NUL on the way in: evaluating would answer
             # for other values than the event's (a bypassed filter); refuse, as for any error
